@@ -1,0 +1,209 @@
+"""Read a DICOM instance as header datasets around untouched pixel data bytes, and write it back.
+
+pydicom parses everything up to a top-level pixel data element; that element (tag, VR,
+length, value or encapsulated fragments) is located by its length fields alone and kept as
+a slice of the input, and whatever follows it (trailing private groups, padding) is parsed as
+another dataset. Pixel data is therefore never decoded, and is copied exactly once: into
+the output.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    UID,
+)
+from pydicom.values import converters
+
+PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+_ITEM = 0xFFFEE000
+_SEQUENCE_DELIMITER = 0xFFFEE0DD
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+class DicomError(ValueError):
+    """The input is not DICOM, or is corrupt; the message says why (without any value)."""
+
+
+def _at_pixel_data(tag, vr, length) -> bool:
+    return tag in PIXEL_TAGS
+
+
+@dataclass
+class Instance:
+    """A parsed instance: file meta, then datasets and raw pixel elements in file order."""
+
+    preamble: bytes | None
+    file_meta: FileMetaDataset
+    segments: list  # Dataset | memoryview, alternating, starting with the header Dataset
+    is_implicit_VR: bool
+    is_little_endian: bool
+    deflated: bool
+    had_meta: bool = field(default=True)
+
+    @property
+    def header(self) -> Dataset:
+        return self.segments[0]
+
+    def datasets(self):
+        return [s for s in self.segments if isinstance(s, Dataset)]
+
+    @property
+    def transfer_syntax(self) -> UID:
+        if self.deflated:
+            return DeflatedExplicitVRLittleEndian
+        ts = self.file_meta.get("TransferSyntaxUID")
+        if ts:
+            return UID(ts)
+        if self.is_implicit_VR:
+            return ImplicitVRLittleEndian
+        return ExplicitVRLittleEndian if self.is_little_endian else ExplicitVRBigEndian
+
+
+def _encoding(file_meta: FileMetaDataset, fp: DicomBytesIO) -> tuple[bool, bool, bool]:
+    """(implicit VR, little endian, deflated) as pydicom's reader decides them."""
+    ts = file_meta.get("TransferSyntaxUID")
+    if ts is None:
+        # No transfer syntax: guess from the first element, as pydicom does.
+        start = fp.tell()
+        head = fp.read(6)
+        fp.seek(start)
+        if len(head) < 6:
+            return True, True, False
+        group, _, vr = struct.unpack("<HH2s", head)
+        if vr.decode("latin-1") in converters:
+            return False, group < 1024, False
+        return True, True, False
+    ts = UID(ts)
+    if ts == DeflatedExplicitVRLittleEndian:
+        return False, True, True
+    if ts == ImplicitVRLittleEndian:
+        return True, True, False
+    if ts == ExplicitVRBigEndian:
+        return False, False, False
+    if ts.is_transfer_syntax:
+        return ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated
+    return False, True, False  # every other syntax is explicit VR little endian (PS3.5 A.4)
+
+
+def _pixel_element_end(buf: memoryview, pos: int, implicit: bool, little: bool) -> int:
+    """The offset just past the pixel data element that starts at ``pos``."""
+    end = len(buf)
+    order = "<" if little else ">"
+    if implicit:
+        if pos + 8 > end:
+            raise DicomError("truncated pixel data element header")
+        (length,) = struct.unpack_from(order + "L", buf, pos + 4)
+        value = pos + 8
+    else:
+        if pos + 8 > end:
+            raise DicomError("truncated pixel data element header")
+        vr = bytes(buf[pos + 4 : pos + 6])
+        if vr in _LONG_VRS:
+            if pos + 12 > end:
+                raise DicomError("truncated pixel data element header")
+            (length,) = struct.unpack_from(order + "L", buf, pos + 8)
+            value = pos + 12
+        else:
+            (length,) = struct.unpack_from(order + "H", buf, pos + 6)
+            value = pos + 8
+    if length != 0xFFFFFFFF:
+        if value + length > end:
+            raise DicomError(
+                f"pixel data is truncated: {value + length - end} of {length} bytes missing"
+            )
+        return value + length
+    # Encapsulated: walk the items by their lengths up to the sequence delimiter.
+    p = value
+    while True:
+        if p + 8 > end:
+            raise DicomError("encapsulated pixel data has no sequence delimiter")
+        group, element, item_length = struct.unpack_from(order + "HHL", buf, p)
+        tag = group << 16 | element
+        if tag == _SEQUENCE_DELIMITER:
+            return p + 8
+        if tag != _ITEM or item_length == 0xFFFFFFFF:
+            raise DicomError(f"unexpected tag ({group:04X},{element:04X}) in encapsulated pixel data")
+        p += 8 + item_length
+        if p > end:
+            raise DicomError("encapsulated pixel data fragment is truncated")
+
+
+def read_instance(data: bytes | bytearray | memoryview) -> Instance:
+    """Parse ``data`` (a Part 10 file, or a dataset without file meta)."""
+    buf = memoryview(data)
+    fp = DicomBytesIO(data)
+    try:
+        preamble = read_preamble(fp, force=True)
+        file_meta = _read_file_meta_info(fp)
+        had_meta = preamble is not None or len(file_meta) > 0
+        implicit, little, deflated = _encoding(file_meta, fp)
+        if deflated:
+            body = zlib.decompress(bytes(buf[fp.tell():]), -zlib.MAX_WBITS)
+            buf = memoryview(body)
+            fp = DicomBytesIO(body)
+        segments: list = []
+        while True:
+            ds = read_dataset(fp, implicit, little, stop_when=_at_pixel_data)
+            segments.append(ds)
+            pos = fp.tell()
+            if pos >= len(buf):
+                break
+            end = _pixel_element_end(buf, pos, implicit, little)
+            segments.append(buf[pos:end])
+            if end >= len(buf):
+                break
+            fp.seek(end)
+    except DicomError:
+        raise
+    except zlib.error as exc:
+        raise DicomError(f"deflated dataset cannot be inflated: {exc}") from None
+    except (EOFError, struct.error) as exc:
+        raise DicomError(f"truncated DICOM data: {exc}") from None
+    except Exception as exc:  # pydicom raises many kinds on garbage input
+        raise DicomError(f"not a readable DICOM dataset: {type(exc).__name__}: {exc}") from None
+    if not had_meta and len(segments[0]) == 0:
+        raise DicomError("no DICOM data element found")
+    return Instance(preamble, file_meta, segments, implicit, little, deflated, had_meta)
+
+
+def _encode_dataset(ds: Dataset, implicit: bool, little: bool) -> bytes:
+    out = DicomBytesIO()
+    out.is_implicit_VR = implicit
+    out.is_little_endian = little
+    write_dataset(out, ds)
+    return out.getvalue()
+
+
+def write_instance(instance: Instance, file_meta: FileMetaDataset) -> list:
+    """The output as a list of byte chunks (pixel data chunks are slices of the input)."""
+    meta = DicomBytesIO()
+    meta.is_implicit_VR = False
+    meta.is_little_endian = True
+    write_file_meta_info(meta, file_meta, enforce_standard=True)
+    # The preamble is application-defined and may carry anything: it is never copied.
+    head = b"\x00" * 128 + b"DICM" + meta.getvalue()
+    body: list = []
+    for segment in instance.segments:
+        if isinstance(segment, Dataset):
+            body.append(_encode_dataset(segment, instance.is_implicit_VR, instance.is_little_endian))
+        else:
+            body.append(segment)
+    if instance.deflated:
+        compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+        deflated = b"".join(compressor.compress(chunk) for chunk in body) + compressor.flush()
+        if len(deflated) % 2:
+            deflated += b"\x00"
+        return [head, deflated]
+    return [head, *body]
