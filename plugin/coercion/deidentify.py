@@ -508,12 +508,15 @@ class Deidentifier:
         old = instance.file_meta
         meta = FileMetaDataset()
         meta.FileMetaInformationVersion = b"\x00\x01"
-        meta.MediaStorageSOPClassUID = header.get("SOPClassUID") or old.get("MediaStorageSOPClassUID") or ""
+        sop_class = header.get("SOPClassUID") or old.get("MediaStorageSOPClassUID")
+        if sop_class:
+            meta.MediaStorageSOPClassUID = sop_class
         instance_uid = header.get("SOPInstanceUID")
         if not instance_uid and old.get("MediaStorageSOPInstanceUID"):
             original = str(old.MediaStorageSOPInstanceUID)
             instance_uid = original if Option.RetainUIDsOption in self.uri else self.keys.uid(original)
-        meta.MediaStorageSOPInstanceUID = instance_uid or ""
+        if instance_uid:
+            meta.MediaStorageSOPInstanceUID = instance_uid
         meta.TransferSyntaxUID = instance.transfer_syntax
         meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
         meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME

@@ -36,6 +36,33 @@ class DicomError(ValueError):
     """The input is not DICOM, or is corrupt; the message says why (without any value)."""
 
 
+_PREAMBLE_LENGTH = 128
+# The groups a dataset without file meta can start with: command, meta, directory, identifying.
+_FIRST_GROUPS = frozenset({0x0000, 0x0002, 0x0004, 0x0008})
+
+
+def looks_like_dicom(head: bytes) -> bool:
+    """Whether the first bytes of a file are DICOM: the DICM prefix, or a dataset's first element.
+
+    A file that is neither is refused rather than force-read: a forced read of foreign data
+    yields made-up attributes whose values nobody checks, which would leak whatever they hold.
+    """
+    if len(head) >= _PREAMBLE_LENGTH + 4 and head[_PREAMBLE_LENGTH : _PREAMBLE_LENGTH + 4] == b"DICM":
+        return True
+    if len(head) < 8:
+        return False
+    vr = head[4:6]
+    explicit = vr.isalpha() and vr.isupper()
+    for order in ("little", "big"):
+        group = int.from_bytes(head[0:2], order)
+        element = int.from_bytes(head[2:4], order)
+        if group not in _FIRST_GROUPS or element > 0x1000:
+            continue
+        if explicit or (order == "little" and int.from_bytes(head[4:8], "little") < 1 << 24):
+            return True
+    return False
+
+
 def _at_pixel_data(tag, vr, length) -> bool:
     return tag in PIXEL_TAGS
 
@@ -46,7 +73,7 @@ class Instance:
 
     preamble: bytes | None
     file_meta: FileMetaDataset
-    segments: list  # Dataset | memoryview, alternating, starting with the header Dataset
+    segments: list  # Dataset | PixelElement, alternating, starting with the header Dataset
     is_implicit_VR: bool
     is_little_endian: bool
     deflated: bool
@@ -97,20 +124,44 @@ def _encoding(file_meta: FileMetaDataset, fp: DicomBytesIO) -> tuple[bool, bool,
     return False, True, False  # every other syntax is explicit VR little endian (PS3.5 A.4)
 
 
-def _pixel_element_end(buf: memoryview, pos: int, implicit: bool, little: bool) -> int:
-    """The offset just past the pixel data element that starts at ``pos``."""
+@dataclass(frozen=True)
+class PixelElement:
+    """A top-level pixel data element kept as raw bytes; only its header is re-encoded."""
+
+    tag: int
+    vr: str
+    value: memoryview  # the value, or the encapsulated items up to their delimiter
+    undefined_length: bool
+
+    def encode_header(self, implicit: bool, little: bool) -> bytes:
+        order = "<" if little else ">"
+        length = 0xFFFFFFFF if self.undefined_length else len(self.value)
+        tag = struct.pack(order + "HH", self.tag >> 16, self.tag & 0xFFFF)
+        if implicit:
+            return tag + struct.pack(order + "L", length)
+        return tag + self.vr.encode("ascii") + b"\x00\x00" + struct.pack(order + "L", length)
+
+
+def _read_pixel_element(
+    buf: memoryview, pos: int, implicit: bool, little: bool, header: Dataset
+) -> tuple[PixelElement, int]:
+    """The pixel data element that starts at ``pos`` (found by its length fields alone), and its end."""
     end = len(buf)
     order = "<" if little else ">"
+    if pos + 8 > end:
+        raise DicomError("truncated pixel data element header")
+    group, element = struct.unpack_from(order + "HH", buf, pos)
+    raw_vr = bytes(buf[pos + 4 : pos + 6])
+    # Some writers use implicit VR whatever the transfer syntax says (pydicom reads them too).
+    if not implicit and not (raw_vr.isalpha() and raw_vr.isupper()):
+        implicit = True
     if implicit:
-        if pos + 8 > end:
-            raise DicomError("truncated pixel data element header")
         (length,) = struct.unpack_from(order + "L", buf, pos + 4)
         value = pos + 8
+        vr = "OB" if length == 0xFFFFFFFF or header.get("BitsAllocated", 16) <= 8 else "OW"
     else:
-        if pos + 8 > end:
-            raise DicomError("truncated pixel data element header")
-        vr = bytes(buf[pos + 4 : pos + 6])
-        if vr in _LONG_VRS:
+        vr = raw_vr.decode("ascii")
+        if raw_vr in _LONG_VRS:
             if pos + 12 > end:
                 raise DicomError("truncated pixel data element header")
             (length,) = struct.unpack_from(order + "L", buf, pos + 8)
@@ -118,23 +169,26 @@ def _pixel_element_end(buf: memoryview, pos: int, implicit: bool, little: bool) 
         else:
             (length,) = struct.unpack_from(order + "H", buf, pos + 6)
             value = pos + 8
+    tag = group << 16 | element
     if length != 0xFFFFFFFF:
         if value + length > end:
             raise DicomError(
                 f"pixel data is truncated: {value + length - end} of {length} bytes missing"
             )
-        return value + length
+        return PixelElement(tag, vr, buf[value : value + length], False), value + length
     # Encapsulated: walk the items by their lengths up to the sequence delimiter.
     p = value
     while True:
         if p + 8 > end:
             raise DicomError("encapsulated pixel data has no sequence delimiter")
-        group, element, item_length = struct.unpack_from(order + "HHL", buf, p)
-        tag = group << 16 | element
-        if tag == _SEQUENCE_DELIMITER:
-            return p + 8
-        if tag != _ITEM or item_length == 0xFFFFFFFF:
-            raise DicomError(f"unexpected tag ({group:04X},{element:04X}) in encapsulated pixel data")
+        item_group, item_element, item_length = struct.unpack_from(order + "HHL", buf, p)
+        item_tag = item_group << 16 | item_element
+        if item_tag == _SEQUENCE_DELIMITER:
+            return PixelElement(tag, vr, buf[value : p + 8], True), p + 8
+        if item_tag != _ITEM or item_length == 0xFFFFFFFF:
+            raise DicomError(
+                f"unexpected tag ({item_group:04X},{item_element:04X}) in encapsulated pixel data"
+            )
         p += 8 + item_length
         if p > end:
             raise DicomError("encapsulated pixel data fragment is truncated")
@@ -143,6 +197,8 @@ def _pixel_element_end(buf: memoryview, pos: int, implicit: bool, little: bool) 
 def read_instance(data: bytes | bytearray | memoryview) -> Instance:
     """Parse ``data`` (a Part 10 file, or a dataset without file meta)."""
     buf = memoryview(data)
+    if not looks_like_dicom(bytes(buf[: _PREAMBLE_LENGTH + 4])):
+        raise DicomError("not DICOM: no DICM prefix, and the data does not start like a DICOM dataset")
     fp = DicomBytesIO(data)
     try:
         preamble = read_preamble(fp, force=True)
@@ -160,8 +216,8 @@ def read_instance(data: bytes | bytearray | memoryview) -> Instance:
             pos = fp.tell()
             if pos >= len(buf):
                 break
-            end = _pixel_element_end(buf, pos, implicit, little)
-            segments.append(buf[pos:end])
+            pixels, end = _read_pixel_element(buf, pos, implicit, little, segments[0])
+            segments.append(pixels)
             if end >= len(buf):
                 break
             fp.seek(end)
@@ -191,7 +247,9 @@ def write_instance(instance: Instance, file_meta: FileMetaDataset) -> list:
     meta = DicomBytesIO()
     meta.is_implicit_VR = False
     meta.is_little_endian = True
-    write_file_meta_info(meta, file_meta, enforce_standard=True)
+    complete = bool(file_meta.get("MediaStorageSOPClassUID") and file_meta.get("MediaStorageSOPInstanceUID"))
+    # A dataset without SOP UIDs (a bare dataset, a test object) still gets what meta it can.
+    write_file_meta_info(meta, file_meta, enforce_standard=complete)
     # The preamble is application-defined and may carry anything: it is never copied.
     head = b"\x00" * 128 + b"DICM" + meta.getvalue()
     body: list = []
@@ -199,7 +257,8 @@ def write_instance(instance: Instance, file_meta: FileMetaDataset) -> list:
         if isinstance(segment, Dataset):
             body.append(_encode_dataset(segment, instance.is_implicit_VR, instance.is_little_endian))
         else:
-            body.append(segment)
+            body.append(segment.encode_header(instance.is_implicit_VR, instance.is_little_endian))
+            body.append(segment.value)
     if instance.deflated:
         compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
         deflated = b"".join(compressor.compress(chunk) for chunk in body) + compressor.flush()
