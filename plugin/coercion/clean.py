@@ -2,17 +2,17 @@
 
 The descriptor rules, applied to each value in this order:
 
-1. Every token or phrase equal (case-insensitively, on word boundaries) to a value of the
+1. E-mail addresses are removed.
+2. Every token or phrase equal (case-insensitively, on word boundaries) to a value of the
    instance's identifying attributes is removed: each person name (every PN attribute of the
    instance, at any depth) with its components and their words, the IDs and other
    identifiers listed in ``IDENTIFYING_KEYWORDS`` (patient IDs, accession number, study ID,
    institution, department, station, addresses, telephone numbers...) and the instance's
    dates, written in the common formats (20240131, 2024-01-31, 31.01.2024, 01/31/2024,
    31/01/2024, 31 Jan 2024, January 31, 2024...).
-2. Then anything that looks like one of these is removed, whatever its origin: an e-mail
-   address, a date (numeric with separators, or with a month name), a telephone number
+3. Then anything that looks like one of these is removed, whatever its origin: a date (numeric with separators, or with a month name), a telephone number
    (7 or more digits with separators, optionally +country), and a run of 5 or more digits.
-3. Whitespace left behind is collapsed; a value that ends up empty stays empty.
+4. Whitespace left behind is collapsed; a value that ends up empty stays empty.
 
 Single letters are never removed as tokens (an initial alone does not identify, and
 removing every "A" would destroy the text).
@@ -62,9 +62,9 @@ IDENTIFYING_KEYWORDS = (
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
            "September", "October", "November", "December")
 _MONTH_RE = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+# e-mail first: an address holds names that the identifier pass would cut it apart on
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.I)
 GENERIC_PATTERNS = (
-    # e-mail
-    re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.I),
     # dates with a month name: 31 Jan 2024, 31. January 2024, Jan 31, 2024, January 2024
     re.compile(rf"\b\d{{1,2}}\.?\s*{_MONTH_RE}\s*,?\s*\d{{2,4}}\b", re.I),
     re.compile(rf"\b{_MONTH_RE}\s*\d{{1,2}}(?:st|nd|rd|th)?\s*,?\s*\d{{2,4}}\b", re.I),
@@ -116,6 +116,7 @@ class Identifiers:
         """Apply the descriptor rules to one value."""
         if not text:
             return text
+        text = EMAIL.sub(" ", text)
         if self._regex is not None:
             text = self._regex.sub(" ", text)
         for pattern in GENERIC_PATTERNS:

@@ -1,0 +1,202 @@
+"""Every row of Table E.1-1: the basic profile, and each option against the rows it changes.
+
+Expectations are read from the project's table (rules/standard), not from the engine's
+resolved profile, so a wrong resolution fails here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from coercion import Keys, Option
+
+from conftest import SECRET, deidentifier, encode, make_ct
+
+TABLE = json.loads((Path(__file__).parents[1] / "rules" / "standard" / "confidentiality-profile.json").read_text())
+# File meta (group 0002) rows are tested on the file meta below, not as dataset attributes.
+ROWS = [r for r in TABLE["rows"] if "X" not in r["tag"][1:] and not r["tag"].startswith("(0002")]
+NAME = "Smith^Alice"
+TEXT = "Smith scan 20240131 chest"
+CLEAN_TEXT_OPTIONS = {
+    "CleanDescriptorsOption", "RetainPatientCharacteristicsOption", "RetainDeviceIdentityOption"
+}
+SAMPLES = {
+    "PN": NAME, "LO": TEXT, "LT": TEXT, "ST": TEXT, "UT": TEXT, "UC": TEXT, "SH": "Smith chest",
+    "CS": "SMITH CHEST", "AE": "SMITH CHEST", "DA": "20240131", "DT": "20240131101500.5",
+    "TM": "101500", "AS": "045Y", "DS": "12.5", "IS": "42", "US": 7, "SS": 7, "UL": 7, "SL": 7,
+    "FL": 1.5, "FD": 1.5, "OB": b"\x01\x02", "OW": b"\x01\x02", "UN": b"\x01\x02", "OF": b"\x01\x02\x03\x04",
+    "OD": b"\x01" * 8, "OL": b"\x01" * 4, "OV": b"\x01" * 8, "AT": 0x00100010, "UR": "http://smith.example/x",
+    "SV": 7, "UV": 7,
+}
+
+
+def _tag(row) -> int:
+    return int(row["tag"][1:5] + row["tag"][6:10], 16)
+
+
+def _vr(tag: int) -> str | None:
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return None
+    return vr.split(" or ")[0]
+
+
+def _instance(row) -> tuple[Dataset, int, str, object]:
+    tag = _tag(row)
+    vr = _vr(tag)
+    ds = make_ct()
+    ds.PatientName = NAME
+    if vr == "SQ":
+        item = Dataset()
+        item.CodeValue = "T-D3000"
+        item.CodingSchemeDesignator = "SRT"
+        item.CodeMeaning = "Chest"
+        value = Sequence([item])
+    elif vr == "UI":
+        value = f"1.2.826.0.1.3680043.8.498.77.{tag}"
+    else:
+        value = SAMPLES[vr]
+    ds.add_new(tag, vr, value)
+    return ds, tag, vr, value
+
+
+def _run(row, uri):
+    ds, tag, vr, value = _instance(row)
+    if tag >> 16 == 0:  # command set attributes travel in DIMSE messages, not in files
+        deidentifier(uri).deidentify_dataset(ds)
+        return ds, tag, vr, value
+    out = pydicom.dcmread(io.BytesIO(deidentifier(uri).deidentify_bytes(encode(ds))))
+    return out, tag, vr, value
+
+
+def _check_basic(action, out, tag, vr, value):
+    present = tag in out
+    elem = out[tag] if present else None
+    if action == "X":
+        assert not present
+    elif action == "Z":
+        assert present and (elem.value in ("", None, b"") or (vr == "SQ" and len(elem.value) == 0))
+    elif action == "D":
+        assert present and elem.value not in ("", None, b"")
+        if vr not in ("SQ", "US", "SS", "UL", "SL", "FL", "FD", "IS", "DS", "SV", "UV", "AT"):
+            assert elem.value != value
+    elif action == "U":
+        assert present and elem.value == Keys(SECRET).uid(value)
+    elif action == "K":
+        assert present and (elem.value == value or vr == "SQ")
+    else:  # a compound: one of its alternatives, and never the original value
+        alternatives = action.replace("*", "").split("/")
+        if not present:
+            assert "X" in alternatives
+        elif vr != "SQ":
+            assert elem.value != value or ("U" in alternatives and vr == "SQ")
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: f"{r['tag']}-{r['keyword']}")
+def test_basic_profile_row(row):
+    out, tag, vr, value = _run(row, "deidentify:")
+    _check_basic(row["basic"], out, tag, vr, value)
+
+
+OPTION_ROWS = [
+    (option, row)
+    for row in ROWS
+    for option in row["options"]
+    if option != "RetainSafePrivateOption"
+]
+
+
+@pytest.mark.parametrize(
+    "option, row", OPTION_ROWS, ids=[f"{o}-{r['tag']}-{r['keyword']}" for o, r in OPTION_ROWS]
+)
+def test_option_row(option, row):
+    out, tag, vr, value = _run(row, f"deidentify:{option}")
+    action = row["options"][option]
+    if action == "K":
+        assert tag in out and (out[tag].value == value or vr == "SQ")
+        if vr == "SQ":
+            assert len(out[tag].value) == 1
+        return
+    assert action == "C"
+    if option == "RetainLongitudinalTemporalInformationModifiedDatesOption":
+        days = Keys(SECRET).date_shift_days("MRN0012345", "HOSPITAL_A")
+        if vr == "DA":
+            expected = (date(2024, 1, 31) + timedelta(days)).strftime("%Y%m%d")
+            assert out[tag].value == expected
+        elif vr == "DT":
+            expected = (date(2024, 1, 31) + timedelta(days)).strftime("%Y%m%d") + "101500.5"
+            assert out[tag].value == expected
+        elif vr == "TM":
+            assert out[tag].value == value
+        else:  # a binary timestamp cannot be shifted: the basic action applies
+            _check_basic(row["basic"], out, tag, vr, value)
+    elif option in CLEAN_TEXT_OPTIONS:
+        if vr == "SQ":
+            assert tag in out and out[tag].value[0].CodeMeaning == "Chest"
+        elif vr in ("LO", "LT", "ST", "UT", "UC", "SH", "CS", "AE"):
+            cleaned = str(out[tag].value)
+            assert "smith" not in cleaned.lower() and "20240131" not in cleaned
+            assert "chest" in cleaned.lower()
+        else:
+            _check_basic(row["basic"], out, tag, vr, value)
+    elif option in ("CleanStructuredContentOption", "CleanGraphicsOption"):
+        assert vr == "SQ" and tag in out
+        assert out[tag].value[0].CodeValue == "T-D3000"
+    else:
+        pytest.fail(f"unexpected C for {option}")
+
+
+def test_every_option_of_the_table_is_a_known_option():
+    names = {o.value for o in Option}
+    assert {o for r in TABLE["rows"] for o in r["options"]} <= names
+
+
+def test_table_records_the_edition_and_source():
+    assert TABLE["edition"] and "Table E.1-1" in TABLE["table"]
+    assert len(TABLE["rows"]) + 1 == 621  # every row, plus the private attribute rule
+
+
+REFERENCE = Path(__file__).parents[2] / "shared" / "reference" / "ps3.15-table-e1-1.json"
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="the reference data is not beside the checkout")
+def test_table_matches_the_reference_it_was_generated_from():
+    columns = {
+        "rtnSafePrivOpt": "RetainSafePrivateOption", "rtnUIDsOpt": "RetainUIDsOption",
+        "rtnDevIdOpt": "RetainDeviceIdentityOption", "rtnInstIdOpt": "RetainInstitutionIdentityOption",
+        "rtnPatCharsOpt": "RetainPatientCharacteristicsOption",
+        "rtnLongFullDatesOpt": "RetainLongitudinalTemporalInformationFullDatesOption",
+        "rtnLongModifDatesOpt": "RetainLongitudinalTemporalInformationModifiedDatesOption",
+        "cleanDescOpt": "CleanDescriptorsOption", "cleanStructContOpt": "CleanStructuredContentOption",
+        "cleanGraphOpt": "CleanGraphicsOption",
+    }
+    ours = {r["tag"]: r for r in TABLE["rows"]}
+    for ref in json.loads(REFERENCE.read_text()):
+        if ref["tag"].startswith("(GGGG"):
+            row = TABLE["private"]
+        else:
+            row = ours[ref["tag"]]
+        assert row["basic"] == ref["basicProfile"], ref["tag"]
+        assert row["options"] == {columns[c]: ref[c] for c in columns if c in ref}, ref["tag"]
+
+
+@pytest.mark.parametrize("uri, retained", [("deidentify:", False), ("deidentify:RetainUIDsOption", True)])
+def test_file_meta_follows_the_dataset(uri, retained):
+    ds = make_ct()
+    original = ds.SOPInstanceUID
+    out = pydicom.dcmread(io.BytesIO(deidentifier(uri).deidentify_bytes(encode(ds))))
+    expected = original if retained else Keys(SECRET).uid(original)
+    assert out.SOPInstanceUID == expected
+    assert out.file_meta.MediaStorageSOPInstanceUID == expected
+    assert out.file_meta.MediaStorageSOPClassUID == ds.SOPClassUID
+    assert "SourceApplicationEntityTitle" not in out.file_meta
