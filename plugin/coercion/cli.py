@@ -94,11 +94,15 @@ def _run(job: Job) -> Result:
         return Result(job.display, False, 0, f"{type(exc).__name__}: {exc}")
 
 
-def _progress(total: int, quiet: bool):
+PROGRESS_DELAY = 1.0  # seconds: short runs finish before a bar is drawn
+
+
+def _progress(total: int, quiet: bool, stream=None):
     from tqdm import tqdm
 
-    # Only long runs get a bar (delay), and only on a terminal unless asked.
-    return tqdm(total=total, unit="file", delay=1.0, disable=quiet or None, file=sys.stderr)
+    # Only long runs get a bar (delay), and only on a terminal (disable=None asks isatty).
+    return tqdm(total=total, unit="file", delay=PROGRESS_DELAY, disable=True if quiet else None,
+                file=stream or sys.stderr)
 
 
 def deidentify_command(args: argparse.Namespace) -> int:

@@ -58,7 +58,15 @@ def looks_like_dicom(head: bytes) -> bool:
         element = int.from_bytes(head[2:4], order)
         if group not in _FIRST_GROUPS or element > 0x1000:
             continue
-        if explicit or (order == "little" and int.from_bytes(head[4:8], "little") < 1 << 24):
+        if explicit:
+            length = int.from_bytes(head[6:8], order)
+        elif order == "little":
+            length = int.from_bytes(head[4:8], "little")
+        else:
+            continue
+        if element == 0 and length != 4:
+            continue  # a group length is always a 4-byte UL
+        if length < 1 << 24:
             return True
     return False
 
