@@ -13,10 +13,12 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from pydicom.charset import default_encoding
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
-from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -85,6 +87,7 @@ class Instance:
     is_implicit_VR: bool
     is_little_endian: bool
     deflated: bool
+    source: memoryview  # what the datasets were read from (the inflated body if deflated)
     had_meta: bool = field(default=True)
 
     @property
@@ -239,14 +242,50 @@ def read_instance(data: bytes | bytearray | memoryview) -> Instance:
         raise DicomError(f"not a readable DICOM dataset: {type(exc).__name__}: {exc}") from None
     if not had_meta and len(segments[0]) == 0:
         raise DicomError("no DICOM data element found")
-    return Instance(preamble, file_meta, segments, implicit, little, deflated, had_meta)
+    return Instance(preamble, file_meta, segments, implicit, little, deflated, buf, had_meta)
 
 
-def _encode_dataset(ds: Dataset, implicit: bool, little: bool) -> bytes:
+def _encode_dataset(ds: Dataset, implicit: bool, little: bool, source: memoryview) -> bytes:
+    """Encode ``ds`` as pydicom's write_dataset does, but copy untouched elements as they came.
+
+    Attributes the de-identification did not touch are still RawDataElements holding their
+    position in ``source``; runs of them are copied from there instead of being re-encoded
+    one by one, which is most of the cost of writing. Anything else (changed attributes, a
+    changed encoding or character set) goes through pydicom.
+    """
     out = DicomBytesIO()
     out.is_implicit_VR = implicit
     out.is_little_endian = little
-    write_dataset(out, ds)
+    if ds.original_encoding != (implicit, little) or ds.original_character_set != ds._character_set:
+        write_dataset(out, ds)
+        return out.getvalue()
+    encodings = ds.get("SpecificCharacterSet", default_encoding)
+    elements = ds._dict
+    run_start = run_end = -1
+    for tag in sorted(elements):
+        if tag & 0xFFFF == 0 and tag >> 16 > 6:
+            continue  # retired group lengths are not written (PS3.5 7.2), as pydicom does
+        elem = elements[tag]
+        if (
+            isinstance(elem, RawDataElement)
+            and elem.value is not None
+            and elem.length != 0xFFFFFFFF
+            and elem.is_implicit_VR == implicit
+            and elem.is_little_endian == little
+        ):
+            start = elem.value_tell - (8 if implicit or elem.VR.encode() not in _LONG_VRS else 12)
+            if start != run_end:
+                if run_end > run_start:
+                    out.write(source[run_start:run_end])
+                run_start = start
+            run_end = elem.value_tell + elem.length
+            continue
+        if run_end > run_start:
+            out.write(source[run_start:run_end])
+            run_start = run_end = -1
+        write_data_element(out, ds.get_item(tag), encodings)
+    if run_end > run_start:
+        out.write(source[run_start:run_end])
     return out.getvalue()
 
 
@@ -263,7 +302,9 @@ def write_instance(instance: Instance, file_meta: FileMetaDataset) -> list:
     body: list = []
     for segment in instance.segments:
         if isinstance(segment, Dataset):
-            body.append(_encode_dataset(segment, instance.is_implicit_VR, instance.is_little_endian))
+            body.append(
+                _encode_dataset(segment, instance.is_implicit_VR, instance.is_little_endian, instance.source)
+            )
         else:
             body.append(segment.encode_header(instance.is_implicit_VR, instance.is_little_endian))
             body.append(segment.value)
