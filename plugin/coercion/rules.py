@@ -1,0 +1,316 @@
+"""Coercion rules as data: YAML files in a folder, validated, matched like dcm4chee's.
+
+A rules file holds a list of rules::
+
+    - name: research-ct
+      dimse: C_STORE_RQ            # C_STORE_RQ, C_FIND_RQ, C_FIND_RSP, N_CREATE_RQ
+      role: SCU                    # the peer's role: SCU = a peer sends to us, SCP = we send to it
+      sending-aet: [CT01, "MOD_.*"]  # exact values or regular expressions (full match)
+      receiving-aet: [ORTHANC]
+      sending-host: ["127\\.0\\.0\\.1"]
+      sop-class: [1.2.840.10008.5.1.4.1.1.2]
+      conditions: ["Modality=CT|MR", "StudyDescription!=.*PHANTOM.*"]
+      priority: 10                 # the highest matching priority wins; ties: file name, then list order
+      uri: "deidentify:RetainPatientIDHashOption"
+      on-failure: reject           # reject (default) or discard
+
+Every error names the file, the rule and the field at fault.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset
+
+from .uri import DeidentifyURI, URIError, parse_uri
+
+DIMSE = ("C_STORE_RQ", "C_FIND_RQ", "C_FIND_RSP", "N_CREATE_RQ")
+ROLES = ("SCU", "SCP")
+ON_FAILURE = ("reject", "discard")
+FIELDS = {
+    "name", "dimse", "role", "sending-aet", "receiving-aet", "sending-host", "sop-class",
+    "conditions", "priority", "uri", "on-failure", "description",
+}
+RULE_FILE_SUFFIXES = (".yaml", ".yml")
+_TAG = re.compile(r"^\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?$")
+_CONDITION = re.compile(r"^(?P<path>[^!=]+?)\s*(?P<op>!?=)(?P<value>.*)$")
+
+
+class RuleError(ValueError):
+    """A rule set that cannot be used; the message names the file, the rule and the field."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``Path[!]=regex``: the attribute (through sequence items) has a value that fully matches."""
+
+    text: str
+    path: tuple[int, ...]
+    pattern: re.Pattern
+    negate: bool
+
+    def matches(self, ds: Dataset) -> bool:
+        found = any(self.pattern.fullmatch(v) for v in _values_at(ds, self.path))
+        return found != self.negate
+
+
+def _values_at(ds: Dataset, path: tuple[int, ...]):
+    tag, rest = path[0], path[1:]
+    if tag not in ds:
+        return
+    elem = ds[tag]
+    if rest:
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                yield from _values_at(item, rest)
+        return
+    value = elem.value
+    if value is None or value == "":
+        yield ""
+    elif elem.VR == "SQ":
+        return
+    elif isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        for v in value:
+            yield str(v)
+    else:
+        yield str(value)
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """A list of exact values or regular expressions; an empty list matches anything."""
+
+    entries: tuple[str, ...]
+    patterns: tuple[re.Pattern, ...]
+
+    def matches(self, value: str | None) -> bool:
+        if not self.entries:
+            return True
+        if value is None:
+            return False
+        return value in self.entries or any(p.fullmatch(value) for p in self.patterns)
+
+
+ANY = Matcher((), ())
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    dimse: str
+    role: str
+    uri: DeidentifyURI
+    source: str  # the file that defines the rule
+    index: int  # its position in the file
+    sending_aet: Matcher = ANY
+    receiving_aet: Matcher = ANY
+    sending_host: Matcher = ANY
+    sop_classes: frozenset = frozenset()
+    conditions: tuple[Condition, ...] = ()
+    priority: int = 0
+    on_failure: str = "reject"
+    description: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name, "dimse": self.dimse, "role": self.role, "uri": str(self.uri),
+            "sending-aet": list(self.sending_aet.entries), "receiving-aet": list(self.receiving_aet.entries),
+            "sending-host": list(self.sending_host.entries), "sop-class": sorted(self.sop_classes),
+            "conditions": [c.text for c in self.conditions], "priority": self.priority,
+            "on-failure": self.on_failure, "file": self.source, "description": self.description,
+        }
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One piece of data crossing the archive, as the matcher sees it."""
+
+    dimse: str
+    role: str
+    calling_aet: str | None = None  # the sending AE title
+    called_aet: str | None = None  # the receiving AE title
+    host: str | None = None  # the sending host
+    sop_class_uid: str | None = None
+    dataset: Dataset | Callable[[], Dataset] | None = None  # parsed only if a condition needs it
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[Rule, ...] = ()
+    files: tuple[str, ...] = ()
+
+    def by_name(self, name: str) -> Rule | None:
+        return next((r for r in self.rules if r.name == name), None)
+
+    def match(self, transaction: Transaction) -> Rule | None:
+        return match(self.rules, transaction)
+
+
+def match(rules, transaction: Transaction) -> Rule | None:
+    """The winning rule: the highest priority among the matching ones, the first on a tie."""
+    best: Rule | None = None
+    dataset: Dataset | None = None
+    for rule in rules:
+        if best is not None and rule.priority <= best.priority:
+            continue
+        if rule.dimse != transaction.dimse or rule.role != transaction.role:
+            continue
+        if not (
+            rule.sending_aet.matches(transaction.calling_aet)
+            and rule.receiving_aet.matches(transaction.called_aet)
+            and rule.sending_host.matches(transaction.host)
+        ):
+            continue
+        if rule.sop_classes and transaction.sop_class_uid not in rule.sop_classes:
+            continue
+        if rule.conditions:
+            if dataset is None:
+                ds = transaction.dataset
+                dataset = ds() if callable(ds) else ds
+                if dataset is None:
+                    continue
+            if not all(c.matches(dataset) for c in rule.conditions):
+                continue
+        best = rule
+    return best
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def _where(source: str, name: str | None, index: int) -> str:
+    return f"{source}: rule {name!r}" if name else f"{source}: rule #{index + 1}"
+
+
+def _string_list(value, where: str, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (str, int, float)):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+        raise RuleError(f"{where}: field '{key}' must be a string or a list of strings")
+    return tuple(str(v).strip() for v in value)
+
+
+def _matcher(value, where: str, key: str) -> Matcher:
+    entries = _string_list(value, where, key)
+    patterns = []
+    for entry in entries:
+        try:
+            patterns.append(re.compile(entry))
+        except re.error as exc:
+            raise RuleError(f"{where}: field '{key}': {entry!r} is not a valid regular expression: {exc}") from None
+    return Matcher(entries, tuple(patterns))
+
+
+def _tag_of(part: str, where: str, text: str) -> int:
+    m = _TAG.match(part.strip())
+    if m:
+        return int(m.group(1) + m.group(2), 16)
+    tag = tag_for_keyword(part.strip())
+    if tag is None:
+        raise RuleError(f"{where}: field 'conditions': {text!r}: unknown attribute {part.strip()!r}")
+    return tag
+
+
+def parse_condition(text: str, where: str = "condition") -> Condition:
+    if not isinstance(text, str):
+        raise RuleError(f"{where}: field 'conditions': each condition must be a string like 'Modality=CT|MR'")
+    m = _CONDITION.match(text.strip())
+    if not m:
+        raise RuleError(f"{where}: field 'conditions': {text!r} is not of the form Keyword=regex or Keyword!=regex")
+    path = tuple(_tag_of(p, where, text) for p in m.group("path").split("."))
+    try:
+        pattern = re.compile(m.group("value"))
+    except re.error as exc:
+        raise RuleError(f"{where}: field 'conditions': {text!r}: bad regular expression: {exc}") from None
+    return Condition(text.strip(), path, pattern, m.group("op") == "!=")
+
+
+def parse_rule(raw, source: str, index: int) -> Rule:
+    where = _where(source, raw.get("name") if isinstance(raw, dict) else None, index)
+    if not isinstance(raw, dict):
+        raise RuleError(f"{where}: a rule must be a mapping of fields")
+    unknown = sorted(set(raw) - FIELDS)
+    if unknown:
+        raise RuleError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(FIELDS))}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise RuleError(f"{where}: field 'name' is required and must be a non-empty string")
+    for key, allowed in (("dimse", DIMSE), ("role", ROLES)):
+        if raw.get(key) not in allowed:
+            raise RuleError(f"{where}: field '{key}' must be one of {', '.join(allowed)}, got {raw.get(key)!r}")
+    if "uri" not in raw:
+        raise RuleError(f"{where}: field 'uri' is required (for example 'deidentify:')")
+    try:
+        uri = parse_uri(raw["uri"])
+    except URIError as exc:
+        raise RuleError(f"{where}: field 'uri': {exc}") from None
+    priority = raw.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise RuleError(f"{where}: field 'priority' must be an integer, got {priority!r}")
+    on_failure = raw.get("on-failure", "reject")
+    if on_failure not in ON_FAILURE:
+        raise RuleError(f"{where}: field 'on-failure' must be reject or discard, got {on_failure!r}")
+    conditions = raw.get("conditions") or []
+    if not isinstance(conditions, list):
+        raise RuleError(f"{where}: field 'conditions' must be a list of strings")
+    return Rule(
+        name=name.strip(),
+        dimse=raw["dimse"],
+        role=raw["role"],
+        uri=uri,
+        source=source,
+        index=index,
+        sending_aet=_matcher(raw.get("sending-aet"), where, "sending-aet"),
+        receiving_aet=_matcher(raw.get("receiving-aet"), where, "receiving-aet"),
+        sending_host=_matcher(raw.get("sending-host"), where, "sending-host"),
+        sop_classes=frozenset(_string_list(raw.get("sop-class"), where, "sop-class")),
+        conditions=tuple(parse_condition(c, where) for c in conditions),
+        priority=priority,
+        on_failure=on_failure,
+        description=str(raw.get("description", "")),
+    )
+
+
+def parse_rules_text(text: str, source: str) -> list[Rule]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RuleError(f"{source}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return []
+    if isinstance(data, dict) and set(data) == {"rules"}:
+        data = data["rules"]
+    if not isinstance(data, list):
+        raise RuleError(f"{source}: a rules file must hold a list of rules")
+    return [parse_rule(raw, source, i) for i, raw in enumerate(data)]
+
+
+def load_rules(directory: str | Path) -> RuleSet:
+    """Load and validate every ``*.yaml``/``*.yml`` file of ``directory`` (not recursive)."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise RuleError(f"rules folder {folder} does not exist or is not a folder")
+    rules: list[Rule] = []
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in RULE_FILE_SUFFIXES)
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RuleError(f"{path}: cannot be read: {exc}") from None
+        rules += parse_rules_text(text, str(path))
+    seen: dict[str, str] = {}
+    for rule in rules:
+        if rule.name in seen:
+            raise RuleError(f"{rule.source}: rule {rule.name!r}: field 'name': already used in {seen[rule.name]}")
+        seen[rule.name] = rule.source
+    return RuleSet(tuple(rules), tuple(str(p) for p in files))
