@@ -136,8 +136,8 @@ class Transaction:
     calling_aet: str | None = None  # the sending AE title
     called_aet: str | None = None  # the receiving AE title
     host: str | None = None  # the sending host
-    sop_class_uid: str | None = None
-    dataset: Dataset | Callable[[], Dataset] | None = None  # parsed only if a condition needs it
+    sop_class_uid: str | None = None  # taken from the dataset when not given
+    dataset: Dataset | Callable[[], Dataset | None] | None = None  # parsed only if a rule needs it
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,14 @@ class RuleSet:
 def match(rules, transaction: Transaction) -> Rule | None:
     """The winning rule: the highest priority among the matching ones, the first on a tie."""
     best: Rule | None = None
-    dataset: Dataset | None = None
+    resolved: list = []
+
+    def dataset() -> Dataset | None:
+        if not resolved:
+            ds = transaction.dataset
+            resolved.append(ds() if callable(ds) else ds)
+        return resolved[0]
+
     for rule in rules:
         if best is not None and rule.priority <= best.priority:
             continue
@@ -167,15 +174,15 @@ def match(rules, transaction: Transaction) -> Rule | None:
             and rule.sending_host.matches(transaction.host)
         ):
             continue
-        if rule.sop_classes and transaction.sop_class_uid not in rule.sop_classes:
-            continue
+        if rule.sop_classes:
+            sop_class = transaction.sop_class_uid
+            if sop_class is None and dataset() is not None:
+                sop_class = str(dataset().get("SOPClassUID", "") or "")
+            if sop_class not in rule.sop_classes:
+                continue
         if rule.conditions:
-            if dataset is None:
-                ds = transaction.dataset
-                dataset = ds() if callable(ds) else ds
-                if dataset is None:
-                    continue
-            if not all(c.matches(dataset) for c in rule.conditions):
+            ds = dataset()
+            if ds is None or not all(c.matches(ds) for c in rule.conditions):
                 continue
         best = rule
     return best

@@ -1,0 +1,222 @@
+"""The Orthanc edge: callbacks that turn Orthanc's events into plain calls of the service.
+
+Imported by ``plugin/orthanc_entry.py`` inside Orthanc's Python plugin (API 4.0, Orthanc
+1.10+). No rule logic lives here. The bindings, in the order data meets them:
+
+* IncomingHttpRequestFilter: remembers the client address of the request this thread serves
+  (REST and DICOMweb uploads carry no AE title; rules may match on ``sending-host``).
+* ReceivedInstanceCallback (before anything is stored, for every origin): uploads through
+  REST ``POST /instances`` (single files and ZIP archives), DICOMweb STOW-RS, WebDAV, Lua and
+  other plugins are coerced here with the C_STORE_RQ/SCU rules that name no sending AET.
+  DICOM instances pass: Orthanc does not tell this callback the calling AE title.
+* IncomingCStoreInstanceFilter (DICOM C-STORE, also the instances that C-MOVE retrieves
+  bring in): knows the calling AE title; a matched instance is coerced, the coerced copy is
+  stored through ``POST /instances`` and the original discarded with status B000
+  ("Coercion of Data Elements"), so only the coerced copy is ever written.
+* REST routes under ``/coercion``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+import traceback
+
+import orthanc
+
+from ._quiet import quiet_pydicom
+from .rules import RuleError, Transaction
+from .service import COERCED, DISCARDED, REJECTED, UNCHANGED, CoercionService, Settings, audit_line
+
+STATUS_COERCED = 0xB000  # Warning: Coercion of Data Elements
+STATUS_DISCARDED = 0xB006  # Warning: Elements Discarded
+STATUS_CANNOT_UNDERSTAND = 0xC000  # Error: Cannot understand (unreadable data)
+STATUS_PROCESSING_FAILURE = 0x0110  # Failure: Processing failure
+
+_ORIGIN_NAMES = {
+    orthanc.InstanceOrigin.DICOM_PROTOCOL: "DICOM",
+    orthanc.InstanceOrigin.REST_API: "REST",
+    orthanc.InstanceOrigin.PLUGIN: "PLUGIN",
+    orthanc.InstanceOrigin.LUA: "LUA",
+    orthanc.InstanceOrigin.WEB_DAV: "WEBDAV",
+    orthanc.InstanceOrigin.UNKNOWN: "UNKNOWN",
+}
+
+service: CoercionService | None = None
+_orthanc_aet = "ORTHANC"
+_modality_hosts: dict[str, str] = {}
+# Keyed by thread id: Orthanc's plugin gives each callback a fresh Python thread state, so
+# threading.local() does not carry from the HTTP filter to the instance callback.
+_client_host: dict[int, str | None] = {}
+_reposting: set[int] = set()
+
+
+class CoercionRejected(RuntimeError):
+    """Raised to make Orthanc refuse an upload whose coercion failed."""
+
+
+def _log_audit(decision, origin: str, calling_aet: str | None) -> None:
+    line = audit_line(decision, origin, calling_aet)
+    if decision.action == REJECTED:
+        orthanc.LogError("coercion-audit " + line)
+    else:
+        orthanc.LogWarning("coercion-audit " + line)
+
+
+# -- ingest -------------------------------------------------------------------------------
+
+
+def on_http_request(uri, **request):
+    _client_host[threading.get_ident()] = request.get("ip")
+    return True
+
+
+def on_received_instance(data, origin):
+    if origin == orthanc.InstanceOrigin.DICOM_PROTOCOL:
+        return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None  # the C-STORE filter knows the AET
+    me = threading.get_ident()
+    if me in _reposting:
+        return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None  # our own coerced copy
+    origin_name = _ORIGIN_NAMES.get(origin, str(origin))
+    host = _client_host.get(me) if origin != orthanc.InstanceOrigin.LUA else None
+    decision = service.coerce(data, Transaction("C_STORE_RQ", "SCU", None, _orthanc_aet, host))
+    if decision.action == UNCHANGED:
+        return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None
+    _log_audit(decision, origin_name, None)
+    if decision.action == COERCED:
+        return orthanc.ReceivedInstanceAction.MODIFY, decision.data
+    if decision.action == DISCARDED:
+        return orthanc.ReceivedInstanceAction.DISCARD, None
+    # Orthanc answers the upload with an HTTP error (STOW-RS: a failed SOP instance).
+    raise CoercionRejected(f"coercion rule refused the instance: {decision.reason}")
+
+
+def on_cstore_instance(instance):
+    aet = instance.GetInstanceRemoteAet()
+    data = instance.GetInstanceData()
+    transaction = Transaction("C_STORE_RQ", "SCU", aet, _orthanc_aet, _modality_hosts.get(aet))
+    decision = service.coerce(data, transaction)
+    if decision.action == UNCHANGED:
+        return 0
+    if decision.action == COERCED:
+        me = threading.get_ident()
+        _reposting.add(me)
+        try:
+            orthanc.RestApiPost("/instances", decision.data)
+        except Exception as exc:  # storage failed: the SCU must not think it was stored
+            orthanc.LogError(f"coercion: storing the coerced instance failed: {exc}")
+            return STATUS_PROCESSING_FAILURE
+        finally:
+            _reposting.discard(me)
+        _log_audit(decision, "DICOM", aet)
+        return STATUS_COERCED
+    _log_audit(decision, "DICOM", aet)
+    if decision.action == DISCARDED:
+        return STATUS_DISCARDED
+    return STATUS_CANNOT_UNDERSTAND if "unreadable DICOM" in decision.reason else STATUS_PROCESSING_FAILURE
+
+
+# -- REST API -----------------------------------------------------------------------------
+
+
+def _answer_json(output, value, status: int = 200) -> None:
+    body = json.dumps(value, indent=2)
+    if status == 200:
+        output.AnswerBuffer(body, "application/json")
+    else:
+        output.SendHttpStatus(status, body, len(body.encode()))
+
+
+def _error(output, status: int, message: str, **extra) -> None:
+    _answer_json(output, {"error": message, "status": status, **extra}, status)
+
+
+def _credential(headers: dict) -> str | None:
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return headers.get("x-coercion-token")
+
+
+def on_rest(output, uri, **request):
+    method = request["method"]
+    route = request["groups"][0] if request.get("groups") else ""
+    args = request.get("get", {})
+    try:
+        if route == "rules" and method == "GET":
+            return _answer_json(output, service.rules_report())
+        if route == "rules/reload":
+            if method != "POST":
+                return output.SendMethodNotAllowed("POST")
+            try:
+                service.reload()
+            except RuleError as exc:
+                return _error(output, 400, f"the new rules were refused; the previous rules stay active: {exc}")
+            return _answer_json(output, service.rules_report())
+        if route == "stats" and method == "GET":
+            return _answer_json(output, service.stats())
+        if route == "preview":
+            if method != "POST":
+                return output.SendMethodNotAllowed("POST")
+            try:
+                data, outcome = service.preview(request.get("body", b""), args.get("rule"), args.get("uri"))
+            except LookupError as exc:
+                return _error(output, 404, str(exc))
+            except ValueError as exc:  # URIError, DicomError and bad arguments
+                return _error(output, 400, str(exc))
+            return output.AnswerBuffer(data, "application/dicom")
+        match = re.fullmatch(r"linkage/([^/]+)", route)
+        if match:
+            if method != "GET":
+                return output.SendMethodNotAllowed("GET")
+            if not service.settings.linkage_token:
+                return _error(output, 403, "re-identification is disabled: no linkage credential is configured")
+            if not service.authorised(_credential(request.get("headers", {}))):
+                return _error(output, 403, "a valid linkage credential is required (Authorization: Bearer ...)")
+            links = service.linkage(match.group(1))
+            if not links:
+                return _error(output, 404, "no patient is linked to this pseudonym")
+            orthanc.LogWarning("coercion-audit " + json.dumps({"event": "re-identification", "pseudonym": match.group(1)}))
+            return _answer_json(output, {"pseudonym": match.group(1), "links": links})
+        return _error(output, 404, f"no such route: /coercion/{route} ({method}); see GET /coercion/rules")
+    except Exception as exc:  # never leak a traceback with values to the client
+        orthanc.LogError("coercion: REST error: " + traceback.format_exc(limit=3))
+        return _error(output, 500, f"internal error: {type(exc).__name__}")
+
+
+# -- start-up -----------------------------------------------------------------------------
+
+
+def _stop_orthanc(message: str) -> None:
+    # Running without the protection the rules promise is worse than not running at all.
+    text = f"coercion: refusing to start: {message}"
+    orthanc.LogError(text)
+    print(text, file=sys.stderr, flush=True)
+    os._exit(78)  # EX_CONFIG
+
+
+def start() -> None:
+    global service, _orthanc_aet, _modality_hosts
+    quiet_pydicom()
+    try:
+        config = json.loads(orthanc.GetConfiguration())
+        _orthanc_aet = config.get("DicomAet", "ORTHANC")
+        for value in (config.get("DicomModalities") or {}).values():
+            if isinstance(value, list) and len(value) >= 2:
+                _modality_hosts[value[0]] = value[1]
+            elif isinstance(value, dict) and "AET" in value:
+                _modality_hosts[value["AET"]] = value.get("Host")
+        service = CoercionService(Settings.from_configuration(config))
+    except Exception as exc:  # RuleError, SecretError, bad settings: all stop Orthanc
+        _stop_orthanc(str(exc))
+        return
+    orthanc.RegisterIncomingHttpRequestFilter(on_http_request)
+    orthanc.RegisterReceivedInstanceCallback(on_received_instance)
+    orthanc.RegisterIncomingCStoreInstanceFilter(on_cstore_instance)
+    orthanc.RegisterRestCallback("/coercion/(.*)", on_rest)
+    orthanc.LogWarning(
+        f"coercion: {len(service.ruleset.rules)} rule(s) active from {service.settings.rules_directory}"
+    )

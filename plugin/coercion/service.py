@@ -1,0 +1,265 @@
+"""The coercion service: rules, keys, linkage and statistics behind plain calls.
+
+Everything an Orthanc callback needs, without Orthanc: the adapter (orthanc_plugin.py)
+translates each event into a :class:`Transaction` plus bytes and turns the :class:`Decision`
+back into what Orthanc expects. Thread-safe: Orthanc calls it from many threads.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .deidentify import Deidentifier, Outcome
+from .dicomio import DicomError, read_instance, write_instance
+from .linkage import LinkageStore, open_store
+from .pseudonyms import Keys
+from .rules import Rule, RuleError, RuleSet, Transaction, load_rules
+from .uri import Option, parse_uri
+
+UNCHANGED = "unchanged"
+COERCED = "coerced"
+REJECTED = "rejected"
+DISCARDED = "discarded"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # unchanged, coerced, rejected, discarded
+    rule: Rule | None = None
+    data: bytes | None = None  # the coerced instance
+    outcome: Outcome | None = None
+    reason: str = ""  # why it was rejected or discarded; never holds attribute values
+    milliseconds: float = 0.0
+
+
+@dataclass
+class RuleStats:
+    matched: int = 0
+    coerced: int = 0
+    rejected: int = 0
+    discarded: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "matched": self.matched, "coerced": self.coerced, "rejected": self.rejected,
+            "discarded": self.discarded, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+            "seconds": round(self.seconds, 6),
+        }
+
+
+@dataclass(frozen=True)
+class Settings:
+    rules_directory: str
+    linkage_database: str
+    keys: Keys
+    linkage_token: str | None = None
+    tables: str | None = None
+
+    @classmethod
+    def from_configuration(cls, config: dict, environ: dict | None = None) -> "Settings":
+        """From the ``Coercion`` section of orthanc.json; COERCION_* variables take precedence."""
+        env = os.environ if environ is None else environ
+        section = config.get("Coercion", {}) if isinstance(config, dict) else {}
+        rules = env.get("COERCION_RULES") or section.get("RulesDirectory")
+        if not rules:
+            raise ValueError("Coercion.RulesDirectory is not set in the configuration (or COERCION_RULES)")
+        window = section.get("DateShiftWindow", [-1095, 1095])
+        if (not isinstance(window, list) or len(window) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in window)):
+            raise ValueError("Coercion.DateShiftWindow must be a list of two whole numbers of days")
+        secret_env = {k: v for k, v in env.items() if k in ("COERCION_SECRET", "COERCION_SECRET_FILE")}
+        if not secret_env and section.get("SecretFile"):
+            secret_env["COERCION_SECRET_FILE"] = section["SecretFile"]
+        keys = Keys.from_env(secret_env, date_shift_window=tuple(window))
+        token = env.get("COERCION_LINKAGE_TOKEN")
+        token_file = env.get("COERCION_LINKAGE_TOKEN_FILE") or section.get("LinkageTokenFile")
+        if not token and token_file:
+            try:
+                token = Path(token_file).read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"Coercion.LinkageTokenFile {token_file}: {exc.strerror}") from None
+        if token is not None and len(token) < 16:
+            raise ValueError("the linkage credential must be at least 16 characters long")
+        return cls(
+            rules_directory=rules,
+            linkage_database=env.get("COERCION_LINKAGE_DB") or section.get("LinkageDatabase") or "linkage.sqlite",
+            keys=keys,
+            linkage_token=token or None,
+            tables=section.get("TablesDirectory"),
+        )
+
+
+class CoercionService:
+    def __init__(self, settings: Settings, store: LinkageStore | None = None):
+        self.settings = settings
+        self.keys = settings.keys
+        self._lock = threading.Lock()
+        self._deidentifiers: dict[str, Deidentifier] = {}
+        self._stats: dict[str, RuleStats] = {}
+        self.last_error: str | None = None
+        self.loaded_at: float | None = None
+        self.ruleset: RuleSet = self._load(settings.rules_directory)  # raises RuleError at start-up
+        self.store = store or open_store(settings.linkage_database)
+
+    # -- rules ------------------------------------------------------------------------------
+
+    def _load(self, directory: str) -> RuleSet:
+        ruleset = load_rules(directory)
+        deidentifiers = {str(r.uri): self._deidentifier(r) for r in ruleset.rules}
+        with self._lock:
+            self._deidentifiers = deidentifiers
+            self.loaded_at = time.time()
+            self.last_error = None
+        return ruleset
+
+    def _deidentifier(self, rule: Rule) -> Deidentifier:
+        existing = self._deidentifiers.get(str(rule.uri))
+        return existing or Deidentifier(rule.uri, self.keys, self.settings.tables)
+
+    def reload(self) -> RuleSet:
+        """Load the rules again; a bad set is refused and the active one stays (atomic)."""
+        try:
+            ruleset = self._load(self.settings.rules_directory)
+        except RuleError as exc:
+            with self._lock:
+                self.last_error = str(exc)
+            raise
+        self.ruleset = ruleset  # one reference swap: every caller sees the old or the new set
+        return ruleset
+
+    def rules_report(self) -> dict:
+        return {
+            "directory": self.settings.rules_directory,
+            "files": list(self.ruleset.files),
+            "rules": [r.as_dict() for r in self.ruleset.rules],
+            "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at or 0)),
+            "last_error": self.last_error,
+        }
+
+    # -- coercion ---------------------------------------------------------------------------
+
+    def coerce(self, data: bytes, transaction: Transaction) -> Decision:
+        """Match ``transaction`` against the active rules and coerce ``data`` if a rule wins."""
+        ruleset = self.ruleset
+        parsed: dict = {}
+
+        def dataset():
+            if "instance" not in parsed:
+                try:
+                    parsed["instance"] = read_instance(data)
+                except DicomError as exc:
+                    parsed["instance"] = None
+                    parsed["error"] = exc
+            instance = parsed["instance"]
+            return instance.header if instance is not None else None
+
+        rule = ruleset.match(transaction_with_dataset(transaction, dataset))
+        if rule is None:
+            if parsed.get("error") is not None and _could_match_without_dataset(ruleset, transaction):
+                # A candidate rule could not even look at the data: fail closed.
+                return self._failed(None, f"unreadable DICOM: {parsed['error']}", len(data), 0.0, "reject")
+            return Decision(UNCHANGED)
+        started = time.perf_counter()
+        try:
+            instance = parsed.get("instance") if "instance" in parsed else read_instance(data)
+            if instance is None:
+                raise parsed["error"]
+            deid = self._deidentifiers.get(str(rule.uri)) or self._deidentifier(rule)
+            outcome = deid.deidentify_instance(instance)
+            coerced = b"".join(write_instance(instance, deid._file_meta(instance)))
+            if outcome.patient_pseudonym and outcome.original_patient_id:
+                self.store.record(outcome.patient_pseudonym, outcome.issuer_of_patient_id,
+                                  outcome.original_patient_id, rule.name)
+        except DicomError as exc:
+            return self._failed(rule, f"unreadable DICOM: {exc}", len(data), started, rule.on_failure)
+        except Exception as exc:  # fail closed on anything: never store or send as received
+            return self._failed(rule, f"{type(exc).__name__}: {_safe(exc)}", len(data), started, rule.on_failure)
+        elapsed = time.perf_counter() - started
+        self._count(rule.name, coerced=1, bytes_in=len(data), bytes_out=len(coerced), seconds=elapsed)
+        return Decision(COERCED, rule, coerced, outcome, milliseconds=elapsed * 1000)
+
+    def _failed(self, rule, reason, size, started, on_failure) -> Decision:
+        elapsed = time.perf_counter() - started if started else 0.0
+        name = rule.name if rule else "(no rule: unreadable data)"
+        action = DISCARDED if on_failure == "discard" else REJECTED
+        self._count(name, **{action: 1}, bytes_in=size, seconds=elapsed)
+        return Decision(action, rule, reason=reason, milliseconds=elapsed * 1000)
+
+    def _count(self, name: str, **increments) -> None:
+        with self._lock:
+            stats = self._stats.setdefault(name, RuleStats())
+            stats.matched += 1
+            for key, value in increments.items():
+                setattr(stats, key, getattr(stats, key) + value)
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {name: s.as_dict() for name, s in sorted(self._stats.items())}
+
+    def preview(self, data: bytes, rule_name: str | None = None, uri: str | None = None) -> tuple[bytes, Outcome]:
+        """The administrator's dry run: coerce without storing, counting or linking."""
+        if bool(rule_name) == bool(uri):
+            raise ValueError("give exactly one of ?rule=NAME or ?uri=deidentify:...")
+        if rule_name:
+            rule = self.ruleset.by_name(rule_name)
+            if rule is None:
+                raise LookupError(f"no active rule is named {rule_name!r}")
+            deid = self._deidentifiers.get(str(rule.uri)) or self._deidentifier(rule)
+        else:
+            deid = Deidentifier(parse_uri(uri), self.keys, self.settings.tables)
+        chunks, outcome = deid.deidentify_chunks(data)
+        return b"".join(chunks), outcome
+
+    # -- linkage ----------------------------------------------------------------------------
+
+    def authorised(self, credential: str | None) -> bool:
+        token = self.settings.linkage_token
+        return bool(token and credential and hmac.compare_digest(token.encode(), credential.encode()))
+
+    def linkage(self, pseudonym: str) -> list[dict]:
+        return [link.as_dict() for link in self.store.lookup(pseudonym)]
+
+
+def transaction_with_dataset(transaction: Transaction, dataset) -> Transaction:
+    if transaction.dataset is not None:
+        return transaction
+    from dataclasses import replace
+
+    return replace(transaction, dataset=dataset)
+
+
+def _could_match_without_dataset(ruleset: RuleSet, transaction: Transaction) -> bool:
+    from dataclasses import replace
+
+    relaxed = [replace(r, conditions=(), sop_classes=frozenset()) for r in ruleset.rules]
+    from .rules import match
+
+    return match(relaxed, replace(transaction, dataset=None, sop_class_uid=None)) is not None
+
+
+def _safe(exc: Exception) -> str:
+    # Engine errors never quote attribute values; keep the message short all the same.
+    return str(exc)[:300]
+
+
+def audit_line(decision: Decision, origin: str, calling_aet: str | None) -> str:
+    """One structured line per coerced or refused instance, without PHI."""
+    record = {
+        "event": "coercion", "action": decision.action, "rule": decision.rule.name if decision.rule else None,
+        "origin": origin, "calling_aet": calling_aet,
+        "sop_class_uid": decision.outcome.sop_class_uid if decision.outcome else None,
+        "sop_instance_uid": decision.outcome.sop_instance_uid if decision.outcome else None,
+        "ms": round(decision.milliseconds, 2),
+    }
+    if decision.reason:
+        record["reason"] = decision.reason
+    return json.dumps(record, separators=(",", ":"))
