@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     deid.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     deid.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
     deid.set_defaults(func=deidentify_command)
+    from .serve import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 

@@ -24,6 +24,7 @@ import re
 import sys
 import threading
 import traceback
+import urllib.parse
 
 import orthanc
 
@@ -158,11 +159,19 @@ def on_rest(output, uri, **request):
             return _answer_json(output, service.rules_report())
         if route == "stats" and method == "GET":
             return _answer_json(output, service.stats())
-        if route == "preview":
+        preview = re.fullmatch(r"preview(?:/(rule|uri)/(.+))?", route)
+        if preview:
             if method != "POST":
                 return output.SendMethodNotAllowed("POST")
+            # Orthanc 1.10 drops the query string of POST requests before plugins see it:
+            # /coercion/preview/rule/NAME and /coercion/preview/uri/URI say the same thing.
+            headers = request.get("headers", {})
+            chosen = {"rule": args.get("rule") or headers.get("x-coercion-rule"),
+                      "uri": args.get("uri") or headers.get("x-coercion-uri")}
+            if preview.group(1):
+                chosen[preview.group(1)] = urllib.parse.unquote(preview.group(2))
             try:
-                data, outcome = service.preview(request.get("body", b""), args.get("rule"), args.get("uri"))
+                data, outcome = service.preview(request.get("body", b""), chosen["rule"], chosen["uri"])
             except LookupError as exc:
                 return _error(output, 404, str(exc))
             except ValueError as exc:  # URIError, DicomError and bad arguments

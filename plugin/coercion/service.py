@@ -82,7 +82,8 @@ class Settings:
         keys = Keys.from_env(secret_env, date_shift_window=tuple(window))
         token = env.get("COERCION_LINKAGE_TOKEN")
         token_file = env.get("COERCION_LINKAGE_TOKEN_FILE") or section.get("LinkageTokenFile")
-        if not token and token_file:
+        if not token and token_file and Path(token_file).exists():
+            # A missing token file leaves re-identification disabled (every request gets 403).
             try:
                 token = Path(token_file).read_text().strip()
             except OSError as exc:
@@ -208,7 +209,8 @@ class CoercionService:
     def preview(self, data: bytes, rule_name: str | None = None, uri: str | None = None) -> tuple[bytes, Outcome]:
         """The administrator's dry run: coerce without storing, counting or linking."""
         if bool(rule_name) == bool(uri):
-            raise ValueError("give exactly one of ?rule=NAME or ?uri=deidentify:...")
+            raise ValueError("give exactly one rule or URI: ?rule=NAME, ?uri=deidentify:..., or the path "
+                             "/coercion/preview/rule/NAME or /coercion/preview/uri/deidentify:...")
         if rule_name:
             rule = self.ruleset.by_name(rule_name)
             if rule is None:

@@ -1,0 +1,181 @@
+"""``coercion serve``: Orthanc in the foreground, with the plugin, from orthanc.json plus overrides.
+
+The configuration file is never edited: the overrides are applied to a copy written to a
+private temporary folder, relative paths are resolved against the folder of orthanc.json,
+and Orthanc is started with that copy. The secret and the rules are checked first, so a bad
+set-up fails here with a clear message rather than inside Orthanc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+from .pseudonyms import Keys, SecretError
+from .rules import RuleError, load_rules
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO / "orthanc.json"
+# option -> (environment variable, configuration key path)
+OVERRIDES = {
+    "http_port": ("COERCION_HTTP_PORT", ("HttpPort",)),
+    "dicom_port": ("COERCION_DICOM_PORT", ("DicomPort",)),
+    "storage": ("COERCION_STORAGE", ("StorageDirectory",)),
+    "rules": ("COERCION_RULES", ("Coercion", "RulesDirectory")),
+    "secret_file": ("COERCION_SECRET_FILE", ("Coercion", "SecretFile")),
+    "linkage_db": ("COERCION_LINKAGE_DB", ("Coercion", "LinkageDatabase")),
+}
+_PATH_KEYS = [("StorageDirectory",), ("IndexDirectory",), ("PythonScript",), ("Coercion", "RulesDirectory"),
+              ("Coercion", "SecretFile"), ("Coercion", "LinkageDatabase"), ("Coercion", "LinkageTokenFile"),
+              ("Coercion", "TablesDirectory")]
+
+
+class ServeError(RuntimeError):
+    pass
+
+
+def _get(config: dict, path: tuple):
+    for key in path:
+        if not isinstance(config, dict) or key not in config:
+            return None
+        config = config[key]
+    return config
+
+
+def _set(config: dict, path: tuple, value) -> None:
+    for key in path[:-1]:
+        config = config.setdefault(key, {})
+    config[path[-1]] = value
+
+
+def effective_configuration(args: argparse.Namespace, environ: dict) -> dict:
+    config_path = Path(args.config).resolve()
+    try:
+        config = json.loads(config_path.read_text())
+    except FileNotFoundError:
+        raise ServeError(f"configuration file {config_path} does not exist") from None
+    except ValueError as exc:
+        raise ServeError(f"configuration file {config_path} is not valid JSON: {exc}") from None
+    base = config_path.parent
+    for path in _PATH_KEYS:  # Orthanc resolves relative paths against its working folder
+        value = _get(config, path)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            _set(config, path, str(base / value))
+    config["Plugins"] = [p if Path(p).is_absolute() else str(base / p) for p in config.get("Plugins", [])]
+    for option, (variable, path) in OVERRIDES.items():
+        value = getattr(args, option, None) or environ.get(variable)
+        if value is None:
+            continue
+        if option in ("http_port", "dicom_port"):
+            try:
+                value = int(value)
+            except ValueError:
+                raise ServeError(f"--{option.replace('_', '-')} must be a port number, got {value!r}") from None
+        else:
+            value = str(Path(value).resolve())
+        _set(config, path, value)
+        if option == "storage":
+            config["IndexDirectory"] = value
+    return config
+
+
+def _check(config: dict, environ: dict) -> None:
+    coercion = config.get("Coercion") or {}
+    if environ.get("COERCION_SECRET"):
+        Keys.from_env({"COERCION_SECRET": environ["COERCION_SECRET"]})
+    else:
+        secret_file = coercion.get("SecretFile")
+        if not secret_file:
+            raise ServeError("no site secret: give --secret-file, COERCION_SECRET_FILE or Coercion.SecretFile")
+        Keys.from_file(secret_file)
+    rules = coercion.get("RulesDirectory")
+    if not rules:
+        raise ServeError("no rules folder: give --rules, COERCION_RULES or Coercion.RulesDirectory")
+    load_rules(rules)
+
+
+def _die_with_parent() -> None:
+    """Linux: Orthanc gets SIGTERM if this process dies, even by SIGKILL (no orphan server)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    environ = dict(os.environ)
+    try:
+        config = effective_configuration(args, environ)
+        _check(config, environ)
+        orthanc = args.orthanc or shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+        if not Path(orthanc).exists():
+            raise ServeError("Orthanc is not installed (the Debian package 'orthanc'); see README.md")
+    except (ServeError, SecretError, RuleError) as exc:
+        print(f"coercion serve: {exc}", file=sys.stderr)
+        return 78
+    for key in ("StorageDirectory", "IndexDirectory"):
+        Path(config[key]).mkdir(parents=True, exist_ok=True)
+    linkage = _get(config, ("Coercion", "LinkageDatabase"))
+    if linkage:
+        Path(linkage).parent.mkdir(parents=True, exist_ok=True)
+
+    run_dir = Path(tempfile.mkdtemp(prefix="coercion-serve-"))
+    effective = run_dir / "orthanc.json"
+    effective.write_text(json.dumps(config, indent=2))
+    env = dict(environ)
+    env["TCP_NODELAY"] = "1"  # Debian's DCMTK stalls ~40 ms per DIMSE message without it
+    # The embedded interpreter imports the package from the environment coercion runs in.
+    paths = [sysconfig.get_paths()["purelib"], str(REPO / "plugin")]
+    env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["COERCION_VENV"] = sys.prefix
+    print(f"coercion serve: Orthanc on http://127.0.0.1:{config.get('HttpPort')} and DICOM port "
+          f"{config.get('DicomPort')} (AET {config.get('DicomAet', 'ORTHANC')}), rules from "
+          f"{_get(config, ('Coercion', 'RulesDirectory'))}", file=sys.stderr, flush=True)
+    process = subprocess.Popen([orthanc, *args.orthanc_args, str(effective)], env=env,
+                               preexec_fn=_die_with_parent)
+
+    def stop(signum, frame):
+        if process.poll() is None:
+            process.terminate()  # Orthanc shuts down cleanly on SIGTERM
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while True:
+            try:
+                code = process.wait()
+                break
+            except KeyboardInterrupt:
+                stop(None, None)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return code
+
+
+def add_parser(sub) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="run Orthanc in the foreground with the coercion plugin",
+        description="Start Orthanc with the plugin, using orthanc.json; every option below "
+        "overrides it without editing it (and so does the environment variable named).",
+    )
+    serve.add_argument("--config", default=str(DEFAULT_CONFIG), help="Orthanc configuration (default: the repository's orthanc.json)")
+    serve.add_argument("--http-port", type=int, help="HTTP port (COERCION_HTTP_PORT)")
+    serve.add_argument("--dicom-port", type=int, help="DICOM port (COERCION_DICOM_PORT)")
+    serve.add_argument("--storage", help="storage and index folder (COERCION_STORAGE)")
+    serve.add_argument("--rules", help="rules folder (COERCION_RULES)")
+    serve.add_argument("--secret-file", help="site secret file (COERCION_SECRET_FILE; or COERCION_SECRET)")
+    serve.add_argument("--linkage-db", help="SQLite linkage database (COERCION_LINKAGE_DB)")
+    serve.add_argument("--orthanc", help="the Orthanc executable (default: Orthanc on PATH, /usr/sbin/Orthanc)")
+    serve.add_argument("orthanc_args", nargs="*", help="extra arguments for Orthanc (after --), e.g. -- --verbose")
+    serve.set_defaults(func=serve_command)
