@@ -14,7 +14,7 @@ from pydicom.valuerep import validate_value
 from coercion import Keys
 from coercion.deidentify import DUMMY_STRINGS
 
-from conftest import SECRET, deidentifier, encode, make_ct
+from factory import SECRET, deidentifier, encode, make_ct
 
 
 def run(ds, uri="deidentify:"):

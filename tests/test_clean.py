@@ -13,7 +13,7 @@ from pydicom.uid import ComprehensiveSRStorage, GrayscaleSoftcopyPresentationSta
 from coercion import Keys
 from coercion.clean import Identifiers, person_name_values
 
-from conftest import SECRET, deidentifier, encode, make_ct
+from factory import SECRET, deidentifier, encode, make_ct
 
 
 def run(ds, uri):

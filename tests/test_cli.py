@@ -15,7 +15,7 @@ from pydicom.data import get_testdata_file
 
 from coercion import Keys
 
-from conftest import SECRET, encode, make_ct
+from factory import SECRET, encode, make_ct
 
 COERCION = [sys.executable, "-m", "coercion.cli"]
 

@@ -12,7 +12,7 @@ from pydicom.filewriter import write_dataset
 
 from coercion.dicomio import _encode_dataset, read_instance
 
-from conftest import deidentifier, encode, make_ct
+from factory import deidentifier, encode, make_ct
 
 FILES = [p for p in sorted(Path(get_testdata_file("CT_small.dcm")).parent.glob("*.dcm"))
          if p.name not in ("MR_truncated.dcm", "no_meta.dcm")]

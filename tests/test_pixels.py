@@ -14,7 +14,7 @@ from pydicom.data import get_testdata_file
 from coercion import DicomError
 from coercion.dicomio import PixelElement, read_instance
 
-from conftest import deidentifier
+from factory import deidentifier
 
 TEST_FILES = sorted(Path(get_testdata_file("CT_small.dcm")).parent.glob("*.dcm"))
 # Corrupt by design: refused with a clear reason instead of being guessed at.
@@ -95,7 +95,7 @@ def test_encapsulated_fragments_pass_through():
 
 
 def test_trailing_elements_after_pixel_data_are_processed(tmp_path):
-    from conftest import encode, make_ct
+    from factory import encode, make_ct
 
     ds = make_ct()
     ds.add_new(0x7FE10010, "LO", "SIEMENS CSA NON-IMAGE")

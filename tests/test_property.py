@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage
 
-from conftest import deidentifier, encode
+from factory import deidentifier, encode
 
 TABLE = json.loads((Path(__file__).parents[1] / "rules" / "standard" / "confidentiality-profile.json").read_text())
 STRING_VRS = {"LO", "SH", "PN", "LT", "ST", "UT", "UC", "AE", "CS", "DA", "DT", "UI"}

@@ -9,7 +9,7 @@ import pytest
 from coercion import Keys, SecretError
 from coercion.pseudonyms import MIN_SECRET_BYTES
 
-from conftest import OTHER_SECRET, SECRET
+from factory import OTHER_SECRET, SECRET
 
 
 def test_uid_is_2_25_and_the_first_128_bits_of_the_hmac():

@@ -19,7 +19,7 @@ from pydicom.sequence import Sequence
 
 from coercion import Keys, Option
 
-from conftest import SECRET, deidentifier, encode, make_ct
+from factory import SECRET, deidentifier, encode, make_ct
 
 TABLE = json.loads((Path(__file__).parents[1] / "rules" / "standard" / "confidentiality-profile.json").read_text())
 # File meta (group 0002) rows are tested on the file meta below, not as dataset attributes.

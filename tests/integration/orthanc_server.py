@@ -1,0 +1,175 @@
+"""A real Orthanc with the plugin, started through `coercion serve` on free loopback ports.
+
+Test modules import the `orthanc` fixture from here."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = b"integration-secret-0123456789-abcdefghij"
+TOKEN = "linkage-token-0123456789abcdef"
+AET = "ORTHANC"
+
+needs_orthanc = pytest.mark.skipif(
+    not (shutil.which("Orthanc") or Path("/usr/sbin/Orthanc").exists())
+    or not Path("/usr/share/orthanc/plugins/libOrthancPython.so").exists()
+    or not shutil.which("storescu"),
+    reason="Orthanc, its Python plugin and dcmtk are installed by plugin/scripts/test.sh",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+RULES = """
+- name: research
+  dimse: C_STORE_RQ
+  role: SCU
+  sending-aet: [RESEARCH, "RESEARCH_.*"]
+  uri: "deidentify:RetainPatientIDHashOption,RetainLongitudinalTemporalInformationModifiedDatesOption"
+- name: uploads
+  dimse: C_STORE_RQ
+  role: SCU
+  sending-host: ["127\\\\.0\\\\.0\\\\.1"]
+  uri: "deidentify:RetainPatientIDHashOption"
+- name: quarantine
+  dimse: C_STORE_RQ
+  role: SCU
+  sending-aet: [DISCARDER]
+  uri: "deidentify:"
+  on-failure: discard
+"""
+
+
+@dataclass
+class OrthancServer:
+    root: Path
+    rules: str = RULES
+    modalities: dict = field(default_factory=dict)
+    http_port: int = 0
+    dicom_port: int = 0
+    process: subprocess.Popen | None = None
+
+    def __post_init__(self):
+        self.http_port = free_port()
+        self.dicom_port = free_port()
+        self.storage = self.root / "storage"
+        self.rules_dir = self.root / "rules"
+        self.rules_dir.mkdir(parents=True, exist_ok=True)
+        (self.rules_dir / "rules.yaml").write_text(self.rules)
+        self.secret_file = self.root / "site.key"
+        self.secret_file.write_bytes(SECRET)
+        (self.root / "linkage.token").write_text(TOKEN + "\n")
+        self.linkage_db = self.root / "linkage.sqlite"
+        self.log_path = self.root / "orthanc.log"
+        config = json.loads((REPO / "orthanc.json").read_text())
+        config["DicomModalities"] = {
+            aet.lower(): [aet, "127.0.0.1", port] for aet, port in self.modalities.items()
+        }
+        config["DicomAlwaysAllowStore"] = True  # the tests call from many AETs
+        config["PythonScript"] = str(REPO / "plugin" / "orthanc_entry.py")
+        config["Coercion"]["LinkageTokenFile"] = str(self.root / "linkage.token")
+        self.config = self.root / "orthanc.json"
+        self.config.write_text(json.dumps(config, indent=2))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def command(self, *extra) -> list[str]:
+        return [
+            sys.executable, "-m", "coercion.cli", "serve", "--config", str(self.config),
+            "--http-port", str(self.http_port), "--dicom-port", str(self.dicom_port),
+            "--storage", str(self.storage), "--rules", str(self.rules_dir),
+            "--secret-file", str(self.secret_file), "--linkage-db", str(self.linkage_db), *extra,
+        ]
+
+    def start(self, timeout: float = 30) -> "OrthancServer":
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COERCION_")}
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(self.url + "/system", timeout=1).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"Orthanc did not start:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    # -- REST helpers ----------------------------------------------------------------------
+
+    def get(self, path, **kwargs):
+        return requests.get(self.url + path, timeout=30, **kwargs)
+
+    def post(self, path, data=None, **kwargs):
+        return requests.post(self.url + path, data=data, timeout=60, **kwargs)
+
+    def lookup(self, sop_instance_uid: str) -> str | None:
+        answer = self.post("/tools/lookup", sop_instance_uid).json()
+        ids = [a["ID"] for a in answer if a["Type"] == "Instance"]
+        return ids[0] if ids else None
+
+    def file(self, instance_id: str) -> bytes:
+        response = self.get(f"/instances/{instance_id}/file")
+        response.raise_for_status()
+        return response.content
+
+    def instance_count(self) -> int:
+        return self.get("/statistics").json()["CountInstances"]
+
+
+def storescu(server: OrthancServer, calling_aet: str, *files) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TCP_NODELAY="1")
+    return subprocess.run(
+        ["storescu", "-v", "-aet", calling_aet, "-aec", AET, "127.0.0.1", str(server.dicom_port), *map(str, files)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+
+
+def store_statuses(result: subprocess.CompletedProcess) -> list[str]:
+    return re.findall(r"Received Store Response \(([^)]*)\)", result.stdout + result.stderr)
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    server = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
+    yield server
+    server.stop()

@@ -1,0 +1,251 @@
+"""Everything that enters Orthanc: C-STORE (dcmtk and pynetdicom), REST, ZIP, STOW-RS."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import uuid
+import zipfile
+from pathlib import Path
+
+import pydicom
+import pytest
+import requests
+from pydicom.data import get_testdata_file
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage
+
+from coercion import Keys
+
+from factory import encode, make_ct
+from orthanc_server import orthanc, SECRET, TOKEN, OrthancServer, needs_orthanc, store_statuses, storescu
+
+pytestmark = needs_orthanc
+KEYS = Keys(SECRET)
+
+
+def new_uid() -> str:
+    return f"2.25.{uuid.uuid4().int}"
+
+
+def ct_file(tmp_path: Path, patient_id: str | None = None, study_uid: str | None = None, **kwargs) -> tuple[Path, pydicom.Dataset]:
+    ds = make_ct(patient_id=patient_id or f"MRN-{uuid.uuid4().hex[:8]}", study_uid=study_uid or new_uid(),
+                 series_uid=new_uid(), sop_uid=new_uid(), **kwargs)
+    path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+    path.write_bytes(encode(ds))
+    return path, ds
+
+
+def send_file(server, calling_aet: str, path: Path):
+    meta = pydicom.filereader.read_file_meta_info(path)
+    ae = AE(ae_title=calling_aet)
+    ae.add_requested_context(meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title="ORTHANC")
+    assert assoc.is_established
+    try:
+        return assoc.send_c_store(path)
+    finally:
+        assoc.release()
+
+
+def test_cstore_from_a_matching_aet_is_stored_coerced_only(orthanc, tmp_path):
+    path, original = ct_file(tmp_path)
+    before = orthanc.instance_count()
+    result = storescu(orthanc, "RESEARCH", path)
+    assert store_statuses(result) == ["Warning: CoercionOfDataElements"], result.stdout + result.stderr
+    assert orthanc.lookup(original.SOPInstanceUID) is None  # the original never lands
+    instance_id = orthanc.lookup(KEYS.uid(original.SOPInstanceUID))
+    assert instance_id and orthanc.instance_count() == before + 1
+    stored = pydicom.dcmread(io.BytesIO(orthanc.file(instance_id)))
+    assert stored.PatientID == KEYS.patient_id(original.PatientID, original.IssuerOfPatientID)
+    assert stored.PatientName == "" and stored.PatientIdentityRemoved == "YES"
+    assert stored.StudyDate != original.StudyDate and stored.PixelData == original.PixelData
+    assert stored.LongitudinalTemporalInformationModified == "MODIFIED"
+
+
+def test_cstore_from_another_aet_is_stored_unchanged(orthanc, tmp_path):
+    path, original = ct_file(tmp_path)
+    result = storescu(orthanc, "OTHER", path)
+    assert store_statuses(result) == ["Success"]
+    stored = pydicom.dcmread(io.BytesIO(orthanc.file(orthanc.lookup(original.SOPInstanceUID))))
+    assert stored.PatientName == original.PatientName and stored.PatientID == original.PatientID
+    assert "PatientIdentityRemoved" not in stored and stored.PixelData == original.PixelData
+
+
+def test_pynetdicom_scu_sees_the_coercion_warning(orthanc, tmp_path):
+    _, original = ct_file(tmp_path)
+    ae = AE(ae_title="RESEARCH_PY")
+    ae.add_requested_context(CTImageStorage, original.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", orthanc.dicom_port, ae_title="ORTHANC")
+    assert assoc.is_established
+    status = assoc.send_c_store(original)
+    assoc.release()
+    assert status.Status == 0xB000
+    assert orthanc.lookup(KEYS.uid(original.SOPInstanceUID))
+    assert orthanc.lookup(original.SOPInstanceUID) is None
+
+
+def test_rest_upload_of_a_file_is_coerced(orthanc, tmp_path):
+    path, original = ct_file(tmp_path)
+    answer = orthanc.post("/instances", path.read_bytes())
+    assert answer.status_code == 200, answer.text
+    assert orthanc.lookup(original.SOPInstanceUID) is None
+    stored = pydicom.dcmread(io.BytesIO(orthanc.file(orthanc.lookup(KEYS.uid(original.SOPInstanceUID)))))
+    assert stored.PatientID == KEYS.patient_id(original.PatientID, original.IssuerOfPatientID)
+    assert stored.StudyDate == ""  # the uploads rule keeps no dates
+
+
+def test_rest_upload_of_a_zip_is_coerced(orthanc, tmp_path):
+    files = [ct_file(tmp_path) for _ in range(3)]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path, _ in files:
+            zf.write(path, path.name)
+    answer = orthanc.post("/instances", archive.getvalue())
+    assert answer.status_code == 200, answer.text
+    for _, original in files:
+        assert orthanc.lookup(original.SOPInstanceUID) is None
+        assert orthanc.lookup(KEYS.uid(original.SOPInstanceUID))
+
+
+def test_stow_rs_is_coerced(orthanc, tmp_path):
+    path, original = ct_file(tmp_path)
+    boundary = "coercion-boundary"
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + path.read_bytes()
+            + f"\r\n--{boundary}--\r\n".encode())
+    answer = orthanc.post("/dicom-web/studies", body, headers={
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Accept": "application/dicom+json"})
+    assert answer.status_code == 200, answer.text
+    assert orthanc.lookup(original.SOPInstanceUID) is None
+    assert orthanc.lookup(KEYS.uid(original.SOPInstanceUID))
+
+
+def test_malformed_file_to_a_matching_aet_is_refused_and_orthanc_keeps_serving(orthanc, tmp_path):
+    path, original = ct_file(tmp_path)
+    data = path.read_bytes()
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(data[: len(data) - 1000])  # pixel data cut short
+    # storescu refuses to send a truncated file; pynetdicom sends a file's bytes as they are.
+    status = send_file(orthanc, "RESEARCH", broken)
+    assert status.Status >= 0xA000 and status.Status & 0xF000 != 0xB000  # a failure, not a warning
+    assert orthanc.lookup(original.SOPInstanceUID) is None
+    assert orthanc.lookup(KEYS.uid(original.SOPInstanceUID)) is None
+    assert orthanc.get("/system").ok
+    path2, original2 = ct_file(tmp_path)
+    assert store_statuses(storescu(orthanc, "RESEARCH", path2)) == ["Warning: CoercionOfDataElements"]
+
+
+def test_rest_upload_of_a_malformed_file_gets_an_http_error(orthanc, tmp_path):
+    path, original = ct_file(tmp_path)
+    data = path.read_bytes()
+    answer = orthanc.post("/instances", data[: len(data) - 1000])
+    assert answer.status_code >= 400
+    assert orthanc.lookup(original.SOPInstanceUID) is None
+
+
+def test_linkage_database_and_reidentification(orthanc, tmp_path):
+    path, original = ct_file(tmp_path, patient_id="LINK-4711")
+    storescu(orthanc, "RESEARCH", path)
+    pseudonym = KEYS.patient_id("LINK-4711", original.IssuerOfPatientID)
+    with sqlite3.connect(orthanc.linkage_db) as db:
+        rows = db.execute("SELECT pseudonym, issuer, patient_id, rule, instance_count FROM patient_link "
+                          "WHERE patient_id = 'LINK-4711'").fetchall()
+    assert rows == [(pseudonym, original.IssuerOfPatientID, "LINK-4711", "research", 1)]
+    assert orthanc.get(f"/coercion/linkage/{pseudonym}").status_code == 403
+    wrong = orthanc.get(f"/coercion/linkage/{pseudonym}", headers={"Authorization": "Bearer nope-nope-nope-nope"})
+    assert wrong.status_code == 403 and "credential" in wrong.json()["error"]
+    answer = orthanc.get(f"/coercion/linkage/{pseudonym}", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 200
+    (link,) = answer.json()["links"]
+    assert link["patient_id"] == "LINK-4711" and link["rule"] == "research" and link["instance_count"] == 1
+    assert "LINK-4711" not in orthanc.log()  # never in logs
+
+
+def test_no_phi_in_the_log(orthanc, tmp_path):
+    path, original = ct_file(tmp_path, patient_id="SECRETPID-77", patient_name="Zanzibar^Quentin")
+    storescu(orthanc, "RESEARCH", path)
+    orthanc.post("/instances", path.read_bytes())
+    log = orthanc.log()
+    assert "SECRETPID-77" not in log and "Zanzibar" not in log
+    audit = [json.loads(line.split("coercion-audit ", 1)[1]) for line in log.splitlines() if "coercion-audit {" in line]
+    entry = next(a for a in audit if a.get("sop_instance_uid") == KEYS.uid(original.SOPInstanceUID) and a["origin"] == "DICOM")
+    assert entry["rule"] == "research" and entry["calling_aet"] == "RESEARCH" and entry["ms"] >= 0
+    assert entry["sop_class_uid"] == original.SOPClassUID
+
+
+def test_rest_api(orthanc, tmp_path):
+    rules = orthanc.get("/coercion/rules").json()
+    assert [r["name"] for r in rules["rules"]] == ["research", "uploads", "quarantine"] and rules["last_error"] is None
+    stats = orthanc.get("/coercion/stats").json()
+    assert stats["research"]["coerced"] >= 1 and stats["research"]["bytes_in"] > 0 and "seconds" in stats["research"]
+    path, original = ct_file(tmp_path)
+    before = orthanc.instance_count()
+    preview = orthanc.post("/coercion/preview/rule/research", path.read_bytes())
+    assert preview.status_code == 200 and preview.headers["Content-Type"] == "application/dicom"
+    assert pydicom.dcmread(io.BytesIO(preview.content)).PatientID == KEYS.patient_id(original.PatientID, original.IssuerOfPatientID)
+    preview = orthanc.post("/coercion/preview/uri/deidentify:RetainUIDsOption", path.read_bytes())
+    assert pydicom.dcmread(io.BytesIO(preview.content)).SOPInstanceUID == original.SOPInstanceUID
+    assert orthanc.instance_count() == before  # nothing stored
+    bad = orthanc.post("/coercion/preview/rule/nope", path.read_bytes())
+    assert bad.status_code == 404 and "nope" in bad.json()["error"]
+    bad = orthanc.post("/coercion/preview/uri/deidentify:Bogus", path.read_bytes())
+    assert bad.status_code == 400 and "Bogus" in bad.json()["error"]
+    assert orthanc.get("/coercion/nothing").status_code == 404
+
+
+def test_reload_is_atomic(orthanc, tmp_path):
+    rules_file = orthanc.rules_dir / "rules.yaml"
+    good = rules_file.read_text()
+    try:
+        rules_file.write_text(good + "\n- {name: broken, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:Nope'}\n")
+        answer = orthanc.post("/coercion/rules/reload")
+        assert answer.status_code == 400 and "rule 'broken': field 'uri'" in answer.json()["error"]
+        assert orthanc.get("/coercion/rules").json()["last_error"]
+        path, original = ct_file(tmp_path)
+        assert store_statuses(storescu(orthanc, "RESEARCH", path)) == ["Warning: CoercionOfDataElements"]
+        rules_file.write_text(good.replace("sending-aet: [RESEARCH, ", "sending-aet: [NEWAET, "))
+        assert orthanc.post("/coercion/rules/reload").status_code == 200
+        path, original = ct_file(tmp_path)
+        assert store_statuses(storescu(orthanc, "NEWAET", path)) == ["Warning: CoercionOfDataElements"]
+        path, original = ct_file(tmp_path)
+        assert store_statuses(storescu(orthanc, "RESEARCH", path)) == ["Success"]
+    finally:
+        rules_file.write_text(good)
+        assert orthanc.post("/coercion/rules/reload").status_code == 200
+
+
+def test_studies_of_one_patient_land_under_one_pseudonymous_patient_across_restarts(tmp_path):
+    server = OrthancServer(tmp_path / "restart").start()
+    try:
+        first, original = ct_file(tmp_path, patient_id="LONGI-1")
+        storescu(server, "RESEARCH", first)
+        second, _ = ct_file(tmp_path, patient_id="LONGI-1")
+        server.post("/instances", second.read_bytes())
+        server.stop()
+        server.start()
+        third, _ = ct_file(tmp_path, patient_id="LONGI-1")
+        assert store_statuses(storescu(server, "RESEARCH_2", third)) == ["Warning: CoercionOfDataElements"]
+        patients = server.get("/patients?expand").json()
+        assert len(patients) == 1
+        assert patients[0]["MainDicomTags"]["PatientID"] == KEYS.patient_id("LONGI-1", original.IssuerOfPatientID)
+        assert len(patients[0]["Studies"]) == 3
+        with sqlite3.connect(server.linkage_db) as db:
+            counts = dict(db.execute("SELECT rule, instance_count FROM patient_link WHERE patient_id='LONGI-1'"))
+        assert counts == {"research": 2, "uploads": 1}
+    finally:
+        server.stop()
+
+
+def test_invalid_rules_stop_orthanc_with_the_message(tmp_path):
+    server = OrthancServer(tmp_path / "bad", rules="- {name: r1, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:Nope'}\n")
+    with pytest.raises(RuntimeError, match=r"rules.yaml: rule 'r1': field 'uri': unknown option 'Nope'"):
+        server.start()
+
+
+def test_serve_refuses_to_start_without_a_secret(tmp_path):
+    server = OrthancServer(tmp_path / "nosecret")
+    server.secret_file.unlink()
+    with pytest.raises(RuntimeError, match="secret file .* does not exist"):
+        server.start()
