@@ -1,0 +1,133 @@
+"""The coercion service without Orthanc: decisions, fail-closed, statistics, preview, reload."""
+
+from __future__ import annotations
+
+import io
+import json
+import textwrap
+
+import pydicom
+import pytest
+
+from coercion import Keys
+from coercion.rules import RuleError, Transaction
+from coercion.service import COERCED, DISCARDED, REJECTED, UNCHANGED, CoercionService, Settings, audit_line
+
+from factory import SECRET, encode, make_ct
+
+RULES = """
+- name: research
+  dimse: C_STORE_RQ
+  role: SCU
+  sending-aet: [RESEARCH]
+  uri: "deidentify:RetainPatientIDHashOption"
+- name: dropper
+  dimse: C_STORE_RQ
+  role: SCU
+  sending-aet: [DROP]
+  uri: "deidentify:"
+  on-failure: discard
+- name: ct-only
+  dimse: C_STORE_RQ
+  role: SCU
+  sending-aet: [COND]
+  conditions: ["Modality=CT"]
+  uri: "deidentify:"
+"""
+
+
+@pytest.fixture
+def service(tmp_path):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "site.yaml").write_text(textwrap.dedent(RULES))
+    settings = Settings.from_configuration(
+        {"Coercion": {"RulesDirectory": str(rules), "LinkageDatabase": str(tmp_path / "l.sqlite")}},
+        {"COERCION_SECRET": SECRET.decode(), "COERCION_LINKAGE_TOKEN": "token-token-token-token"},
+    )
+    return CoercionService(settings)
+
+
+def store(aet):
+    return Transaction("C_STORE_RQ", "SCU", aet, "ORTHANC", "127.0.0.1")
+
+
+def test_matched_instances_are_coerced_and_linked(service):
+    data = encode(make_ct(patient_id="P-1"))
+    decision = service.coerce(data, store("RESEARCH"))
+    assert decision.action == COERCED and decision.rule.name == "research"
+    out = pydicom.dcmread(io.BytesIO(decision.data))
+    assert out.PatientID == Keys(SECRET).patient_id("P-1", "HOSPITAL_A")
+    (link,) = service.linkage(out.PatientID)
+    assert link["patient_id"] == "P-1" and link["rule"] == "research"
+    assert service.stats()["research"]["coerced"] == 1
+
+
+def test_unmatched_instances_are_not_even_parsed(service, monkeypatch):
+    import coercion.service as module
+
+    monkeypatch.setattr(module, "read_instance", lambda data: pytest.fail("parsed"))
+    assert service.coerce(b"anything", store("OTHER")).action == UNCHANGED
+
+
+def test_fail_closed(service):
+    data = encode(make_ct())
+    broken = data[:-100]
+    decision = service.coerce(broken, store("RESEARCH"))
+    assert decision.action == REJECTED and "truncated" in decision.reason and decision.data is None
+    assert service.coerce(broken, store("DROP")).action == DISCARDED
+    # a conditional rule that cannot read the data still refuses it
+    assert service.coerce(b"\x00" * 300, store("COND")).action == REJECTED
+    assert service.coerce(encode(make_ct()), store("COND")).action == COERCED
+    stats = service.stats()
+    assert stats["research"]["rejected"] == 1 and stats["dropper"]["discarded"] == 1
+
+
+def test_no_phi_in_decisions_or_audit_lines(service):
+    data = encode(make_ct(patient_id="PHI-PATIENT-ID", patient_name="Secret^Name"))
+    for aet in ("RESEARCH", "DROP"):
+        decision = service.coerce(data if aet == "RESEARCH" else data[:-50], store(aet))
+        line = audit_line(decision, "DICOM", aet)
+        assert "PHI-PATIENT-ID" not in line + repr(decision.outcome) and "Secret" not in line
+        assert json.loads(line)["rule"] in ("research", "dropper")
+
+
+def test_preview_does_not_count_or_link(service):
+    data = encode(make_ct(patient_id="P-PREVIEW"))
+    coerced, outcome = service.preview(data, rule_name="research")
+    assert pydicom.dcmread(io.BytesIO(coerced)).PatientIdentityRemoved == "YES"
+    assert service.stats() == {} and service.linkage(outcome.patient_pseudonym) == []
+    with pytest.raises(LookupError):
+        service.preview(data, rule_name="nope")
+    with pytest.raises(ValueError):
+        service.preview(data)
+
+
+def test_reload_keeps_the_old_rules_on_error(service, tmp_path):
+    path = tmp_path / "rules" / "site.yaml"
+    path.write_text("- {name: x, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:Bad'}")
+    with pytest.raises(RuleError):
+        service.reload()
+    assert [r.name for r in service.ruleset.rules] == ["research", "dropper", "ct-only"]
+    assert "Bad" in service.rules_report()["last_error"]
+    path.write_text("- {name: x, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:'}")
+    service.reload()
+    assert [r.name for r in service.ruleset.rules] == ["x"] and service.rules_report()["last_error"] is None
+
+
+def test_linkage_credential(service):
+    assert service.authorised("token-token-token-token")
+    assert not service.authorised("token-token-token-tokeN") and not service.authorised(None)
+
+
+def test_settings_errors(tmp_path):
+    with pytest.raises(ValueError, match="RulesDirectory"):
+        Settings.from_configuration({}, {"COERCION_SECRET": SECRET.decode()})
+    with pytest.raises(ValueError, match="no site secret"):
+        Settings.from_configuration({"Coercion": {"RulesDirectory": "r"}}, {})
+    with pytest.raises(ValueError, match="DateShiftWindow"):
+        Settings.from_configuration({"Coercion": {"RulesDirectory": "r", "DateShiftWindow": [1]}},
+                                    {"COERCION_SECRET": SECRET.decode()})
+    with pytest.raises(ValueError, match="at least 16"):
+        Settings.from_configuration({"Coercion": {"RulesDirectory": "r"}},
+                                    {"COERCION_SECRET": SECRET.decode(), "COERCION_LINKAGE_TOKEN": "short"})
