@@ -43,3 +43,25 @@ def test_untouched_dataset_is_copied_verbatim():
     header = instance.header
     encoded = _encode_dataset(header, False, True, instance.source)
     assert encoded in data  # one run, straight from the input
+
+
+@pytest.mark.parametrize("instance_uid", ["1.2.3.4", "1.2.3.45", None])
+def test_file_meta_encoding_equals_pydicom(instance_uid):
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filewriter import write_file_meta_info
+
+    from coercion.dicomio import encode_file_meta
+
+    elements = {0x00020001: b"\x00\x01", 0x00020002: "1.2.840.10008.5.1.4.1.1.2",
+                0x00020010: "1.2.840.10008.1.2.1", 0x00020012: "2.25.1234", 0x00020013: "COERCION_0_1"}
+    if instance_uid:
+        elements[0x00020003] = instance_uid
+    meta = FileMetaDataset()
+    for tag, value in elements.items():
+        meta.add_new(tag, {0x00020001: "OB", 0x00020013: "SH"}.get(tag, "UI"), value)
+    out = DicomBytesIO()
+    out.is_implicit_VR, out.is_little_endian = False, True
+    write_file_meta_info(out, meta, enforce_standard=instance_uid is not None)
+    ours = encode_file_meta(elements)
+    # pydicom writes the group length only when it enforces the standard
+    assert (ours if instance_uid else ours[12:]) == out.getvalue()

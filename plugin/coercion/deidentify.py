@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
@@ -140,16 +140,23 @@ def _shift_value(value: str, vr: str, days: int) -> str | None:
     return shift(value, days)
 
 
+def _text(ds: Dataset, tag: int) -> str:
+    """The value of a single-valued string attribute, or '' (by tag: no keyword look-up)."""
+    elem = ds.get(tag)
+    value = elem.value if elem is not None else None
+    return str(value).strip() if value not in (None, "") else ""
+
+
 class _Context:
     """Per-instance facts gathered before any attribute is touched."""
 
     def __init__(self, header: Dataset, keys: Keys, needs_identifiers: bool):
         self.keys = keys
-        self.sop_class_uid = str(header.get("SOPClassUID", "") or "")
-        self.patient_id = str(header.get("PatientID", "") or "").strip()
-        self.issuer = str(header.get("IssuerOfPatientID", "") or "").strip()
-        self._study_uid = str(header.get("StudyInstanceUID", "") or "")
-        self.identifiers = _collect_identifiers(header) if needs_identifiers else Identifiers(set())
+        self.sop_class_uid = _text(header, 0x00080016)
+        self.patient_id = _text(header, 0x00100020)
+        self.issuer = _text(header, 0x00100021)
+        self._study_uid = _text(header, 0x0020000D)
+        self.identifiers = _collect_identifiers(header) if needs_identifiers else _NO_IDENTIFIERS
         self.overlays_removed = False
 
     @cached_property
@@ -158,6 +165,9 @@ class _Context:
             return self.keys.date_shift_days(self.patient_id, self.issuer)
         # Without a patient ID, keep at least the intervals within the study.
         return self.keys.date_shift_days("StudyInstanceUID:" + self._study_uid)
+
+
+_NO_IDENTIFIERS = Identifiers(set())
 
 
 def _collect_identifiers(ds: Dataset) -> Identifiers:
@@ -205,6 +215,12 @@ class Deidentifier:
             }
         )
         self._method = self._method_attributes()
+        if Option.RetainLongitudinalTemporalInformationFullDatesOption in self.uri:
+            self._longitudinal = "UNMODIFIED"
+        elif Option.RetainLongitudinalTemporalInformationModifiedDatesOption in self.uri:
+            self._longitudinal = "MODIFIED"
+        else:
+            self._longitudinal = "REMOVED"
 
     @classmethod
     def from_uri(cls, uri: str, keys: Keys, tables: str | None = None) -> "Deidentifier":
@@ -220,7 +236,7 @@ class Deidentifier:
         """The de-identified instance as byte chunks (to write without joining) and the outcome."""
         instance = read_instance(data)
         outcome = self.deidentify_instance(instance)
-        return write_instance(instance, self._file_meta(instance)), outcome
+        return self.encode(instance), outcome
 
     def deidentify_file(self, src: str | os.PathLike, dst: str | os.PathLike) -> Outcome:
         """Read ``src``, write the result to ``dst`` atomically; ``src`` is never modified."""
@@ -480,46 +496,45 @@ class Deidentifier:
 
     def _mark(self, ds: Dataset, ctx: _Context) -> None:
         texts, codes = self._method
-        texts = list(texts)
         if ctx.overlays_removed and Option.CleanGraphicsOption in self.uri:
-            texts.append("Overlay bitmaps removed, not cleaned")
-        previous_texts = [str(v) for v in _values(ds.get("DeidentificationMethod", None) and ds.DeidentificationMethod)]
-        previous_codes = list(ds.get("DeidentificationMethodCodeSequence", None) or [])
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = previous_texts + texts
-        items = []
+            texts = [*texts, "Overlay bitmaps removed, not cleaned"]
+        previous = ds.get(0x00120063)
+        previous_texts = [str(v) for v in _values(previous.value)] if previous is not None else []
+        previous_codes = ds.get(0x00120064)
+        items = list(previous_codes.value) if previous_codes is not None and previous_codes.value else []
         for code in codes:
             item = Dataset()
-            item.CodeValue = code["value"]
-            item.CodingSchemeDesignator = code["scheme"]
-            item.CodeMeaning = code["meaning"]
+            item[0x00080100] = DataElement(0x00080100, "SH", code["value"])
+            item[0x00080102] = DataElement(0x00080102, "SH", code["scheme"])
+            item[0x00080104] = DataElement(0x00080104, "LO", code["meaning"])
             items.append(item)
-        ds.DeidentificationMethodCodeSequence = Sequence(previous_codes + items)
-        opts = self.uri.options
-        if Option.RetainLongitudinalTemporalInformationFullDatesOption in opts:
-            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
-        elif Option.RetainLongitudinalTemporalInformationModifiedDatesOption in opts:
-            ds.LongitudinalTemporalInformationModified = "MODIFIED"
-        else:
-            ds.LongitudinalTemporalInformationModified = "REMOVED"
+        ds[0x00120062] = DataElement(0x00120062, "CS", "YES")  # Patient Identity Removed
+        ds[0x00120063] = DataElement(0x00120063, "LO", previous_texts + list(texts))  # De-identification Method
+        ds[0x00120064] = DataElement(0x00120064, "SQ", Sequence(items))
+        ds[0x00280303] = DataElement(0x00280303, "CS", self._longitudinal)
 
-    def _file_meta(self, instance: Instance) -> FileMetaDataset:
+    def encode(self, instance: Instance) -> list:
+        """A de-identified instance as byte chunks, with its rebuilt file meta."""
+        return write_instance(instance, self._file_meta(instance))
+
+    def _file_meta(self, instance: Instance) -> dict[int, str | bytes]:
+        """The file meta of the output, rebuilt from the dataset (nothing of the old one is copied
+        but the transfer syntax: source AE titles and private meta information go)."""
         header = instance.header
         old = instance.file_meta
-        meta = FileMetaDataset()
-        meta.FileMetaInformationVersion = b"\x00\x01"
-        sop_class = header.get("SOPClassUID") or old.get("MediaStorageSOPClassUID")
+        meta: dict[int, str | bytes] = {0x00020001: b"\x00\x01"}
+        sop_class = _text(header, 0x00080016) or _text(old, 0x00020002)
         if sop_class:
-            meta.MediaStorageSOPClassUID = sop_class
-        instance_uid = header.get("SOPInstanceUID")
-        if not instance_uid and old.get("MediaStorageSOPInstanceUID"):
-            original = str(old.MediaStorageSOPInstanceUID)
+            meta[0x00020002] = sop_class
+        instance_uid = _text(header, 0x00080018)
+        if not instance_uid and _text(old, 0x00020003):
+            original = _text(old, 0x00020003)
             instance_uid = original if Option.RetainUIDsOption in self.uri else self.keys.uid(original)
         if instance_uid:
-            meta.MediaStorageSOPInstanceUID = instance_uid
-        meta.TransferSyntaxUID = instance.transfer_syntax
-        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-        meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+            meta[0x00020003] = instance_uid
+        meta[0x00020010] = str(instance.transfer_syntax)
+        meta[0x00020012] = IMPLEMENTATION_CLASS_UID
+        meta[0x00020013] = IMPLEMENTATION_VERSION_NAME
         return meta
 
 

@@ -18,7 +18,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
-from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
+from pydicom.filewriter import write_data_element, write_dataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -289,16 +289,36 @@ def _encode_dataset(ds: Dataset, implicit: bool, little: bool, source: memoryvie
     return out.getvalue()
 
 
-def write_instance(instance: Instance, file_meta: FileMetaDataset) -> list:
+_META_VRS = {0x00020001: "OB", 0x00020002: "UI", 0x00020003: "UI", 0x00020010: "UI", 0x00020012: "UI",
+             0x00020013: "SH", 0x00020016: "AE"}
+
+
+def encode_file_meta(elements: dict[int, str | bytes]) -> bytes:
+    """File meta information (PS3.10 7.1), explicit VR little endian, with its group length.
+
+    Written by hand because it is a handful of fixed elements and pydicom's general writer
+    costs more than the rest of the header; tests check it against pydicom byte for byte.
+    """
+    body = bytearray()
+    for tag in sorted(elements):
+        vr = _META_VRS[tag]
+        value = elements[tag]
+        if isinstance(value, str):
+            value = value.encode("ascii")
+        if len(value) % 2:
+            value += b"\x00" if vr in ("UI", "OB") else b" "
+        if vr == "OB":
+            body += struct.pack("<HH2sHL", 2, tag & 0xFFFF, b"OB", 0, len(value))
+        else:
+            body += struct.pack("<HH2sH", 2, tag & 0xFFFF, vr.encode(), len(value))
+        body += value
+    return struct.pack("<HH2sHL", 2, 0, b"UL", 4, len(body)) + bytes(body)
+
+
+def write_instance(instance: Instance, file_meta: dict[int, str | bytes]) -> list:
     """The output as a list of byte chunks (pixel data chunks are slices of the input)."""
-    meta = DicomBytesIO()
-    meta.is_implicit_VR = False
-    meta.is_little_endian = True
-    complete = bool(file_meta.get("MediaStorageSOPClassUID") and file_meta.get("MediaStorageSOPInstanceUID"))
-    # A dataset without SOP UIDs (a bare dataset, a test object) still gets what meta it can.
-    write_file_meta_info(meta, file_meta, enforce_standard=complete)
     # The preamble is application-defined and may carry anything: it is never copied.
-    head = b"\x00" * 128 + b"DICM" + meta.getvalue()
+    head = b"\x00" * 128 + b"DICM" + encode_file_meta(file_meta)
     body: list = []
     for segment in instance.segments:
         if isinstance(segment, Dataset):

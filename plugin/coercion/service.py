@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .deidentify import Deidentifier, Outcome
-from .dicomio import DicomError, read_instance, write_instance
+from .dicomio import DicomError, read_instance
 from .linkage import LinkageStore, open_store
 from .pseudonyms import Keys
 from .rules import Rule, RuleError, RuleSet, Transaction, load_rules
@@ -176,7 +176,7 @@ class CoercionService:
                 raise parsed["error"]
             deid = self._deidentifiers.get(str(rule.uri)) or self._deidentifier(rule)
             outcome = deid.deidentify_instance(instance)
-            coerced = b"".join(write_instance(instance, deid._file_meta(instance)))
+            coerced = b"".join(deid.encode(instance))
             if outcome.patient_pseudonym and outcome.original_patient_id:
                 self.store.record(outcome.patient_pseudonym, outcome.issuer_of_patient_id,
                                   outcome.original_patient_id, rule.name)
