@@ -17,6 +17,7 @@ from pydicom.charset import default_encoding
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
+from pydicom.multival import MultiValue
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.filewriter import write_data_element, write_dataset
 from pydicom.uid import (
@@ -245,6 +246,46 @@ def read_instance(data: bytes | bytearray | memoryview) -> Instance:
     return Instance(preamble, file_meta, segments, implicit, little, deflated, buf, had_meta)
 
 
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
+                       "UC", "UI", "UR", "UT"})
+_TEXT_LONG_VRS = frozenset({"UC", "UR", "UT"})
+
+
+def _encode_ascii_text(elem, implicit: bool, little: bool) -> bytes | None:
+    """The encoding of a string attribute whose values are plain ASCII, or None for pydicom.
+
+    The attributes de-identification writes (empty values, dummies, new UIDs) are almost
+    all of this kind; encoding them here instead of through pydicom's general writer halves
+    the cost of writing a header. Any other value goes to pydicom; tests compare both.
+    """
+    vr = elem.VR
+    if vr not in _TEXT_VRS or getattr(elem, "is_raw", False):
+        return None
+    value = elem.value
+    if value is None or value == "":
+        text = ""
+    elif type(value) is str or type(value).__name__ in ("UID", "PersonName"):
+        text = str(value)
+    elif isinstance(value, (list, tuple, MultiValue)) and all(type(v) is str or type(v).__name__ == "UID" for v in value):
+        text = "\\".join(value)
+    else:
+        return None
+    if not text.isascii():
+        return None
+    data = text.encode("ascii")
+    if len(data) % 2:
+        data += b"\x00" if vr == "UI" else b" "
+    order = "<" if little else ">"
+    tag = elem.tag
+    if implicit:
+        return struct.pack(order + "HHL", tag >> 16, tag & 0xFFFF, len(data)) + data
+    if vr in _TEXT_LONG_VRS:
+        return struct.pack(order + "HH2sHL", tag >> 16, tag & 0xFFFF, vr.encode(), 0, len(data)) + data
+    if len(data) > 0xFFFF:
+        return None
+    return struct.pack(order + "HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(data)) + data
+
+
 def _encode_dataset(ds: Dataset, implicit: bool, little: bool, source: memoryview) -> bytes:
     """Encode ``ds`` as pydicom's write_dataset does, but copy untouched elements as they came.
 
@@ -283,7 +324,12 @@ def _encode_dataset(ds: Dataset, implicit: bool, little: bool, source: memoryvie
         if run_end > run_start:
             out.write(source[run_start:run_end])
             run_start = run_end = -1
-        write_data_element(out, ds.get_item(tag), encodings)
+        elem = ds.get_item(tag)
+        encoded = _encode_ascii_text(elem, implicit, little)
+        if encoded is not None:
+            out.write(encoded)
+        else:
+            write_data_element(out, elem, encodings)
     if run_end > run_start:
         out.write(source[run_start:run_end])
     return out.getvalue()
