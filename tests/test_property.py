@@ -81,7 +81,7 @@ private_value = letters.map(lambda s: "PRIV" + s)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(attributes=st.lists(attribute, min_size=1, max_size=25, unique_by=lambda a: a[0]),
+@given(attributes=st.lists(attribute, min_size=1, max_size=25, unique_by=(lambda a: a[0], lambda a: a[2])),
        private=st.lists(private_value, max_size=3),
        uri=st.sampled_from(["deidentify:", "deidentify:RetainPatientIDHashOption",
                             "deidentify:CleanDescriptorsOption,CleanStructuredContentOption,CleanGraphicsOption"]))

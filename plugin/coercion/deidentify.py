@@ -19,7 +19,9 @@ from functools import cached_property
 from pathlib import Path
 
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -215,6 +217,7 @@ class Deidentifier:
             }
         )
         self._method = self._method_attributes()
+        self._encoded_codes: dict = {}
         if Option.RetainLongitudinalTemporalInformationFullDatesOption in self.uri:
             self._longitudinal = "UNMODIFIED"
         elif Option.RetainLongitudinalTemporalInformationModifiedDatesOption in self.uri:
@@ -287,6 +290,9 @@ class Deidentifier:
         for tag in list(ds.keys()):
             group = tag >> 16
             if group & 1:
+                if self.profile.private_action != SAFE_PRIVATE:
+                    del ds[tag]
+                    continue
                 if private_creators is None:
                     private_creators = self._private_creators(ds)
                 self._private(ds, tag, private_creators, ctx)
@@ -462,9 +468,7 @@ class Deidentifier:
         return creators
 
     def _private(self, ds: Dataset, tag: int, creators: dict, ctx: _Context) -> None:
-        if self.profile.private_action != SAFE_PRIVATE:
-            del ds[tag]
-            return
+        """RetainSafePrivateOption: keep what Table E.3.10-1 lists for the block's creator."""
         group, element = tag >> 16, tag & 0xFFFF
         safe = self.profile.tables.safe_private
         if element < 0x0010 or group in (0x0001, 0x0003, 0x0005, 0x0007, 0xFFFF):
@@ -494,6 +498,35 @@ class Deidentifier:
             texts.append("dcm4chee RetainPatientIDHashOption (keyed)")
         return texts, codes
 
+    def _code_items(self) -> list[Dataset]:
+        items = []
+        for code in self._method[1]:
+            item = Dataset()
+            item[0x00080100] = DataElement(0x00080100, "SH", code["value"])
+            item[0x00080102] = DataElement(0x00080102, "SH", code["scheme"])
+            item[0x00080104] = DataElement(0x00080104, "LO", code["meaning"])
+            items.append(item)
+        return items
+
+    def _code_sequence(self, ds: Dataset):
+        """De-identification Method Code Sequence, encoded once per encoding and reused.
+
+        It is the same for every instance of an option set; a raw element with no source
+        position (value_tell -1) is written as it is and parsed by pydicom if anyone reads it.
+        """
+        implicit, little = ds.original_encoding
+        if implicit is None:
+            return DataElement(0x00120064, "SQ", Sequence(self._code_items()))
+        key = (implicit, little)
+        value = self._encoded_codes.get(key)
+        if value is None:
+            out = DicomBytesIO()
+            out.is_implicit_VR, out.is_little_endian = implicit, little
+            write_data_element(out, DataElement(0x00120064, "SQ", Sequence(self._code_items())), ["iso8859"])
+            value = out.getvalue()[8 if implicit else 12:]
+            self._encoded_codes[key] = value
+        return RawDataElement(Tag(0x00120064), None if implicit else "SQ", len(value), value, -1, implicit, little)
+
     def _mark(self, ds: Dataset, ctx: _Context) -> None:
         texts, codes = self._method
         if ctx.overlays_removed and Option.CleanGraphicsOption in self.uri:
@@ -501,16 +534,13 @@ class Deidentifier:
         previous = ds.get(0x00120063)
         previous_texts = [str(v) for v in _values(previous.value)] if previous is not None else []
         previous_codes = ds.get(0x00120064)
-        items = list(previous_codes.value) if previous_codes is not None and previous_codes.value else []
-        for code in codes:
-            item = Dataset()
-            item[0x00080100] = DataElement(0x00080100, "SH", code["value"])
-            item[0x00080102] = DataElement(0x00080102, "SH", code["scheme"])
-            item[0x00080104] = DataElement(0x00080104, "LO", code["meaning"])
-            items.append(item)
+        if previous_codes is not None and previous_codes.value:
+            items = list(previous_codes.value) + self._code_items()
+            ds[0x00120064] = DataElement(0x00120064, "SQ", Sequence(items))
+        else:
+            ds[0x00120064] = self._code_sequence(ds)
         ds[0x00120062] = DataElement(0x00120062, "CS", "YES")  # Patient Identity Removed
         ds[0x00120063] = DataElement(0x00120063, "LO", previous_texts + list(texts))  # De-identification Method
-        ds[0x00120064] = DataElement(0x00120064, "SQ", Sequence(items))
         ds[0x00280303] = DataElement(0x00280303, "CS", self._longitudinal)
 
     def encode(self, instance: Instance) -> list:

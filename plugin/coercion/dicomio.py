@@ -310,6 +310,7 @@ def _encode_dataset(ds: Dataset, implicit: bool, little: bool, source: memoryvie
         if (
             isinstance(elem, RawDataElement)
             and elem.value is not None
+            and elem.value_tell >= 0  # -1: made here, not read from the source
             and elem.length != 0xFFFFFFFF
             and elem.is_implicit_VR == implicit
             and elem.is_little_endian == little
