@@ -101,10 +101,54 @@ def generate_ct_series(out_dir: str | Path, n: int = 300, size: int = 512, seed:
         ds.RescaleIntercept = "-1024"
         ds.RescaleSlope = "1"
         ds.RescaleType = "HU"
-        block = ds.private_block(0x0009, "GEMS_IDEN_01", create=True)
-        block.add_new(0x01, "LO", "CT01_OC0")
-        block = ds.private_block(0x0019, "GEMS_ACQU_01", create=True)
-        block.add_new(0x23, "DS", "39.37")
+        ds.ImagesInAcquisition = n
+        ds.SamplesPerPixel = 1
+        ds.AcquisitionDateTime = "20240131101500"
+        ds.TimezoneOffsetFromUTC = "+0100"
+        ds.ReferringPhysicianTelephoneNumbers = "555-0100"
+        ds.PerformingPhysicianName = "Smith^Anna"
+        ds.NameOfPhysiciansReadingStudy = "House^Gregory"
+        ds.RequestingPhysician = "Welby^Marcus"
+        ds.RequestedProcedureDescription = "CT CHEST"
+        ds.PerformedProcedureStepStartDate = "20240131"
+        ds.PerformedProcedureStepStartTime = "101000"
+        ds.PerformedProcedureStepID = "PPS0012345"
+        ds.PerformedProcedureStepDescription = "CT CHEST WITH CONTRAST"
+        ds.AdditionalPatientHistory = "Follow-up of nodule"
+        ds.ContrastBolusAgent = "Iohexol"
+        ds.ContrastBolusRoute = "IV"
+        ds.ContrastBolusVolume = "80"
+        ds.SpiralPitchFactor = 0.984
+        ds.TotalCollimationWidth = 40.0
+        ds.SingleCollimationWidth = 0.625
+        ds.TableSpeed = 39.37
+        ds.TableFeedPerRotation = 39.37
+        ds.CTDIvol = 10.2
+        ds.ExposureModulationType = "DOSE MODULATION"
+        ds.EstimatedDoseSaving = 20.0
+        ds.DistanceSourceToDetector = "946.7"
+        ds.DistanceSourceToPatient = "541"
+        ds.ReconstructionTargetCenterPatient = [0.0, 0.0, 0.0]
+        ds.DataCollectionCenterPatient = [0.0, 0.0, 0.0]
+        ds.RevolutionTime = 0.5
+        ds.ImageComments = "Reviewed"
+        ds.LossyImageCompression = "00"
+        ds.BurnedInAnnotation = "NO"
+        ds.add_new(0x00280120, "US", 0)  # Pixel Padding Value (unsigned pixels)
+        ds.RequestAttributesSequence = Sequence([Dataset()])
+        ds.RequestAttributesSequence[0].RequestedProcedureID = "RP0012345"
+        ds.RequestAttributesSequence[0].ScheduledProcedureStepID = "SPS0012345"
+        ds.ProcedureCodeSequence = Sequence([Dataset()])
+        ds.ProcedureCodeSequence[0].CodeValue = "CTCHEST"
+        ds.ProcedureCodeSequence[0].CodingSchemeDesignator = "99LOCAL"
+        ds.ProcedureCodeSequence[0].CodeMeaning = "CT Chest"
+        # A scanner's private attributes, as GE writes them (values are synthetic).
+        for group, creator, count in ((0x0009, "GEMS_IDEN_01", 8), (0x0019, "GEMS_ACQU_01", 40),
+                                      (0x0021, "GEMS_RELA_01", 10), (0x0027, "GEMS_IMAG_01", 12),
+                                      (0x0043, "GEMS_PARM_01", 30), (0x0045, "GEMS_HELIOS_01", 10)):
+            block = ds.private_block(group, creator, create=True)
+            for element in range(count):
+                block.add_new(element + 1, "DS" if element % 3 else "LO", f"{element}.{i % 7}" if element % 3 else f"CT01_{element}")
         ds.PixelData = pixels
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = ds.SOPClassUID
