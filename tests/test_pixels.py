@@ -20,6 +20,7 @@ TEST_FILES = sorted(Path(get_testdata_file("CT_small.dcm")).parent.glob("*.dcm")
 # Corrupt by design: refused with a clear reason instead of being guessed at.
 CORRUPT = {
     "MR_truncated.dcm": "pixel data is truncated",
+    "rtplan_truncated.dcm": "truncated DICOM data",
     "no_meta.dcm": "not DICOM",  # shifted by one byte: pydicom itself reads only garbage from it
 }
 URIS = [

@@ -206,6 +206,24 @@ def _read_pixel_element(
             raise DicomError("encapsulated pixel data fragment is truncated")
 
 
+def _check_complete(ds: Dataset, size: int, after_pixels: bool) -> None:
+    """Refuse data cut short inside an element: pydicom drops such an element silently.
+
+    Only after the pixel data are a few stray bytes (less than an element header) taken for
+    padding, as some writers leave them.
+    """
+    if not len(ds):
+        return  # nothing was parsed here: the caller refuses an empty header
+    last = ds.get_item(max(ds.keys()))
+    if not isinstance(last, RawDataElement) or last.length == 0xFFFFFFFF:
+        return  # a sequence of undefined length: pydicom itself fails on a cut one
+    end = last.value_tell + last.length
+    if end > size:
+        raise DicomError(f"truncated DICOM data: the last data element misses {end - size} bytes")
+    if size - end >= (8 if after_pixels else 1):
+        raise DicomError(f"truncated DICOM data: {size - end} bytes at the end are an incomplete data element")
+
+
 def read_instance(data: bytes | bytearray | memoryview) -> Instance:
     """Parse ``data`` (a Part 10 file, or a dataset without file meta)."""
     buf = memoryview(data)
@@ -227,6 +245,7 @@ def read_instance(data: bytes | bytearray | memoryview) -> Instance:
             segments.append(ds)
             pos = fp.tell()
             if pos >= len(buf):
+                _check_complete(ds, len(buf), after_pixels=len(segments) > 1)
                 break
             pixels, end = _read_pixel_element(buf, pos, implicit, little, segments[0])
             segments.append(pixels)
@@ -241,8 +260,8 @@ def read_instance(data: bytes | bytearray | memoryview) -> Instance:
         raise DicomError(f"truncated DICOM data: {exc}") from None
     except Exception as exc:  # pydicom raises many kinds on garbage input
         raise DicomError(f"not a readable DICOM dataset: {type(exc).__name__}: {exc}") from None
-    if not had_meta and len(segments[0]) == 0:
-        raise DicomError("no DICOM data element found")
+    if len(segments[0]) == 0:
+        raise DicomError("no DICOM data element found (empty or cut short before the first one)")
     return Instance(preamble, file_meta, segments, implicit, little, deflated, buf, had_meta)
 
 

@@ -8,11 +8,14 @@ Imported by ``plugin/orthanc_entry.py`` inside Orthanc's Python plugin (API 4.0,
 * ReceivedInstanceCallback (before anything is stored, for every origin): uploads through
   REST ``POST /instances`` (single files and ZIP archives), DICOMweb STOW-RS, WebDAV, Lua and
   other plugins are coerced here with the C_STORE_RQ/SCU rules that name no sending AET.
-  DICOM instances pass: Orthanc does not tell this callback the calling AE title.
+  DICOM instances are coerced here too when no C_STORE_RQ/SCU rule looks at AE titles or
+  hosts (the data alone decides): Orthanc then parses and stores each instance once.
 * IncomingCStoreInstanceFilter (DICOM C-STORE, also the instances that C-MOVE retrieves
-  bring in): knows the calling AE title; a matched instance is coerced, the coerced copy is
-  stored through ``POST /instances`` and the original discarded with status B000
-  ("Coercion of Data Elements"), so only the coerced copy is ever written.
+  bring in): knows the calling AE title, which Orthanc does not give the callback above.
+  When rules name AE titles or hosts, a matched instance is coerced here, the coerced copy
+  stored through ``POST /instances`` and the original discarded with status B000 ("Coercion
+  of Data Elements"), so only the coerced copy is ever written; Orthanc then ingests the
+  instance twice, which costs about half the throughput (bench/README.md).
 * REST routes under ``/coercion``.
 """
 
@@ -53,10 +56,14 @@ _modality_hosts: dict[str, str] = {}
 # threading.local() does not carry from the HTTP filter to the instance callback.
 _client_host: dict[int, str | None] = {}
 _reposting: set[int] = set()
+_decided: set[int] = set()
 
 
-class CoercionRejected(RuntimeError):
-    """Raised to make Orthanc refuse an upload whose coercion failed."""
+# How a received-instance callback refuses an instance in Orthanc 1.10: an exception would
+# make Orthanc store the original (fail open), DISCARD answers the client with success; a
+# "modified" instance that is not DICOM makes Orthanc refuse it: HTTP 400 for REST, a DIMSE
+# failure (A700) for C-STORE, a failed instance for STOW-RS. The audit line says why.
+_REFUSE = (orthanc.ReceivedInstanceAction.MODIFY, b"COERCION-REFUSED")
 
 
 def _log_audit(decision, origin: str, calling_aet: str | None) -> None:
@@ -76,26 +83,55 @@ def on_http_request(uri, **request):
 
 
 def on_received_instance(data, origin):
-    if origin == orthanc.InstanceOrigin.DICOM_PROTOCOL:
-        return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None  # the C-STORE filter knows the AET
+    try:
+        return _received_instance(data, origin)
+    except Exception:  # never let Orthanc see an exception here: it would store the original
+        orthanc.LogError("coercion: refusing an instance after an internal error: " + traceback.format_exc(limit=3))
+        return _REFUSE
+
+
+def _received_instance(data, origin):
     me = threading.get_ident()
+    _decided.discard(me)  # every instance meets this callback first, in its own thread
     if me in _reposting:
         return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None  # our own coerced copy
-    origin_name = _ORIGIN_NAMES.get(origin, str(origin))
-    host = _client_host.get(me) if origin != orthanc.InstanceOrigin.LUA else None
-    decision = service.coerce(data, Transaction("C_STORE_RQ", "SCU", None, _orthanc_aet, host))
+    ruleset = service.ruleset
+    if origin == orthanc.InstanceOrigin.DICOM_PROTOCOL:
+        if not ruleset.peer_independent("C_STORE_RQ", "SCU"):
+            return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None  # the C-STORE filter knows the AET
+        # No rule looks at AE titles or hosts: decide here, and Orthanc stores only once.
+        transaction = Transaction("C_STORE_RQ", "SCU", None, _orthanc_aet, None)
+        origin_name, calling_aet = "DICOM", None
+    else:
+        host = _client_host.get(me) if origin != orthanc.InstanceOrigin.LUA else None
+        transaction = Transaction("C_STORE_RQ", "SCU", None, _orthanc_aet, host)
+        origin_name, calling_aet = _ORIGIN_NAMES.get(origin, str(origin)), None
+    decision = service.coerce(data, transaction)
+    if origin == orthanc.InstanceOrigin.DICOM_PROTOCOL and decision.action in (UNCHANGED, COERCED):
+        _decided.add(me)  # the C-STORE filter that follows in this thread has nothing to do
     if decision.action == UNCHANGED:
         return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None
-    _log_audit(decision, origin_name, None)
+    _log_audit(decision, origin_name, calling_aet)
     if decision.action == COERCED:
         return orthanc.ReceivedInstanceAction.MODIFY, decision.data
     if decision.action == DISCARDED:
         return orthanc.ReceivedInstanceAction.DISCARD, None
-    # Orthanc answers the upload with an HTTP error (STOW-RS: a failed SOP instance).
-    raise CoercionRejected(f"coercion rule refused the instance: {decision.reason}")
+    return _REFUSE
 
 
 def on_cstore_instance(instance):
+    try:
+        return _cstore_instance(instance)
+    except Exception:
+        orthanc.LogError("coercion: refusing an instance after an internal error: " + traceback.format_exc(limit=3))
+        return STATUS_PROCESSING_FAILURE
+
+
+def _cstore_instance(instance):
+    me = threading.get_ident()
+    if me in _decided:
+        _decided.discard(me)
+        return 0  # decided (and coerced if a rule matched) in the received-instance callback
     aet = instance.GetInstanceRemoteAet()
     data = instance.GetInstanceData()
     transaction = Transaction("C_STORE_RQ", "SCU", aet, _orthanc_aet, _modality_hosts.get(aet))

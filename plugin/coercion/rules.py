@@ -145,6 +145,14 @@ class RuleSet:
     rules: tuple[Rule, ...] = ()
     files: tuple[str, ...] = ()
 
+    def peer_independent(self, dimse: str, role: str) -> bool:
+        """Whether no rule for (dimse, role) looks at AE titles or hosts: then the data alone decides."""
+        return not any(
+            r.sending_aet.entries or r.receiving_aet.entries or r.sending_host.entries
+            for r in self.rules
+            if r.dimse == dimse and r.role == role
+        )
+
     def by_name(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
 
