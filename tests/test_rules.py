@@ -180,3 +180,15 @@ def test_the_example_rules_of_the_repository_load():
 
     ruleset = load_rules(Path(__file__).parents[1] / "rules")
     assert ruleset.rules
+
+
+@pytest.mark.parametrize("rule, independent", [
+    ("{name: a, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:'}", True),
+    ("{name: a, dimse: C_STORE_RQ, role: SCU, conditions: ['Modality=CT'], uri: 'deidentify:'}", True),
+    ("{name: a, dimse: C_STORE_RQ, role: SCU, receiving-aet: [ORTHANC], uri: 'deidentify:'}", True),  # our own
+    ("{name: a, dimse: C_STORE_RQ, role: SCU, sending-aet: [CT01], uri: 'deidentify:'}", False),
+    ("{name: a, dimse: C_STORE_RQ, role: SCU, sending-host: ['10\\\\..*'], uri: 'deidentify:'}", False),
+    ("{name: a, dimse: C_STORE_RQ, role: SCP, receiving-aet: [CT01], uri: 'deidentify:'}", True),  # other role
+])
+def test_peer_independent_rules_let_the_data_alone_decide(tmp_path, rule, independent):
+    assert rules_from(tmp_path, f"- {rule}\n").peer_independent("C_STORE_RQ", "SCU") is independent

@@ -8,14 +8,18 @@ Imported by ``plugin/orthanc_entry.py`` inside Orthanc's Python plugin (API 4.0,
 * ReceivedInstanceCallback (before anything is stored, for every origin): uploads through
   REST ``POST /instances`` (single files and ZIP archives), DICOMweb STOW-RS, WebDAV, Lua and
   other plugins are coerced here with the C_STORE_RQ/SCU rules that name no sending AET.
-  DICOM instances are coerced here too when no C_STORE_RQ/SCU rule looks at AE titles or
-  hosts (the data alone decides): Orthanc then parses and stores each instance once.
+  DICOM instances are decided here too, so that Orthanc parses and stores each once, but
+  Orthanc does not tell this callback the calling AE title: when rules look at AE titles or
+  hosts, the decision is made for the AE title that the C-STORE filter last saw in this
+  thread (Orthanc serves each association in one worker thread) and checked by the filter.
 * IncomingCStoreInstanceFilter (DICOM C-STORE, also the instances that C-MOVE retrieves
-  bring in): knows the calling AE title, which Orthanc does not give the callback above.
-  When rules name AE titles or hosts, a matched instance is coerced here, the coerced copy
-  stored through ``POST /instances`` and the original discarded with status B000 ("Coercion
-  of Data Elements"), so only the coerced copy is ever written; Orthanc then ingests the
-  instance twice, which costs about half the throughput (bench/README.md).
+  bring in; called after the callback above, in the same thread, with the calling AE title):
+  accepts a decision that was made for the right AE title and the active rules. Otherwise
+  (the first association of a worker thread, or another AE title than the thread's last)
+  it decides again on the data as received, stores the right copy through ``POST
+  /instances`` and discards what Orthanc holds with status B000 ("Coercion of Data
+  Elements"), so only the right copy is ever written. That path ingests the instance twice
+  (bench/README.md); it costs the first instance of such an association, not the others.
 * REST routes under ``/coercion``.
 """
 
@@ -28,12 +32,14 @@ import sys
 import threading
 import traceback
 import urllib.parse
+from dataclasses import dataclass
 
 import orthanc
 
 from ._quiet import quiet_pydicom
-from .rules import RuleError, Transaction
-from .service import COERCED, DISCARDED, REJECTED, UNCHANGED, CoercionService, Settings, audit_line
+from .rules import RuleError, RuleSet, Transaction
+from .service import (COERCED, DISCARDED, REJECTED, UNCHANGED, CoercionService, Decision, Settings,
+                      audit_line)
 
 STATUS_COERCED = 0xB000  # Warning: Coercion of Data Elements
 STATUS_DISCARDED = 0xB006  # Warning: Elements Discarded
@@ -53,10 +59,23 @@ service: CoercionService | None = None
 _orthanc_aet = "ORTHANC"
 _modality_hosts: dict[str, str] = {}
 # Keyed by thread id: Orthanc's plugin gives each callback a fresh Python thread state, so
-# threading.local() does not carry from the HTTP filter to the instance callback.
+# threading.local() does not carry from one callback to the next in the same thread.
 _client_host: dict[int, str | None] = {}
 _reposting: set[int] = set()
-_decided: set[int] = set()
+_last_calling_aet: dict[int, str] = {}  # the AE title the C-STORE filter last saw in a thread
+
+
+@dataclass(frozen=True)
+class _Early:
+    """A DICOM instance decided in the received-instance callback, for the C-STORE filter."""
+
+    ruleset: RuleSet  # the rules it was decided with
+    calling_aet: str | None  # the AE title it was decided for; None: no rule looks at one
+    decision: Decision
+    received: bytes | None  # what the SCU sent, kept while Orthanc holds something else
+
+
+_early: dict[int, _Early] = {}
 
 
 # How a received-instance callback refuses an instance in Orthanc 1.10: an exception would
@@ -72,6 +91,12 @@ def _log_audit(decision, origin: str, calling_aet: str | None) -> None:
         orthanc.LogError("coercion-audit " + line)
     else:
         orthanc.LogWarning("coercion-audit " + line)
+
+
+def _store_transaction(calling_aet: str | None, host: str | None = None) -> Transaction:
+    if calling_aet is not None:
+        host = _modality_hosts.get(calling_aet)  # DICOM: the host configured for the AE title
+    return Transaction("C_STORE_RQ", "SCU", calling_aet, _orthanc_aet, host)
 
 
 # -- ingest -------------------------------------------------------------------------------
@@ -92,31 +117,39 @@ def on_received_instance(data, origin):
 
 def _received_instance(data, origin):
     me = threading.get_ident()
-    _decided.discard(me)  # every instance meets this callback first, in its own thread
+    _early.pop(me, None)  # every instance meets this callback first, in its own thread
     if me in _reposting:
         return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None  # our own coerced copy
-    ruleset = service.ruleset
     if origin == orthanc.InstanceOrigin.DICOM_PROTOCOL:
-        if not ruleset.peer_independent("C_STORE_RQ", "SCU"):
-            return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None  # the C-STORE filter knows the AET
-        # No rule looks at AE titles or hosts: decide here, and Orthanc stores only once.
-        transaction = Transaction("C_STORE_RQ", "SCU", None, _orthanc_aet, None)
-        origin_name, calling_aet = "DICOM", None
-    else:
-        host = _client_host.get(me) if origin != orthanc.InstanceOrigin.LUA else None
-        transaction = Transaction("C_STORE_RQ", "SCU", None, _orthanc_aet, host)
-        origin_name, calling_aet = _ORIGIN_NAMES.get(origin, str(origin)), None
-    decision = service.coerce(data, transaction)
-    if origin == orthanc.InstanceOrigin.DICOM_PROTOCOL and decision.action in (UNCHANGED, COERCED):
-        _decided.add(me)  # the C-STORE filter that follows in this thread has nothing to do
+        return _received_dicom(me, data)
+    host = _client_host.get(me) if origin != orthanc.InstanceOrigin.LUA else None
+    decision = service.coerce(data, _store_transaction(None, host))
     if decision.action == UNCHANGED:
         return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None
-    _log_audit(decision, origin_name, calling_aet)
+    _log_audit(decision, _ORIGIN_NAMES.get(origin, str(origin)), None)
     if decision.action == COERCED:
         return orthanc.ReceivedInstanceAction.MODIFY, decision.data
     if decision.action == DISCARDED:
         return orthanc.ReceivedInstanceAction.DISCARD, None
     return _REFUSE
+
+
+def _received_dicom(me: int, data: bytes):
+    ruleset = service.ruleset
+    if ruleset.peer_independent("C_STORE_RQ", "SCU"):
+        calling_aet = None  # the data alone decides
+    else:
+        calling_aet = _last_calling_aet.get(me)
+        if calling_aet is None:
+            return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None  # the filter decides
+    decision = service.coerce(data, _store_transaction(calling_aet), ruleset)
+    if decision.action == COERCED:
+        _early[me] = _Early(ruleset, calling_aet, decision, data)
+        return orthanc.ReceivedInstanceAction.MODIFY, decision.data
+    # Unchanged, or refused: the filter answers the SCU with the DIMSE status that says why
+    # (and decides again if the AE title was not the one this decision assumed).
+    _early[me] = _Early(ruleset, calling_aet, decision, None)
+    return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None
 
 
 def on_cstore_instance(instance):
@@ -129,31 +162,51 @@ def on_cstore_instance(instance):
 
 def _cstore_instance(instance):
     me = threading.get_ident()
-    if me in _decided:
-        _decided.discard(me)
-        return 0  # decided (and coerced if a rule matched) in the received-instance callback
     aet = instance.GetInstanceRemoteAet()
-    data = instance.GetInstanceData()
-    transaction = Transaction("C_STORE_RQ", "SCU", aet, _orthanc_aet, _modality_hosts.get(aet))
-    decision = service.coerce(data, transaction)
+    _last_calling_aet[me] = aet
+    early = _early.pop(me, None)
+    if early and early.ruleset is service.ruleset and early.calling_aet in (None, aet):
+        return _answer(early.decision, aet, stored=True)
+    # Not decided yet, or decided for another AE title or older rules: decide on what the
+    # SCU sent. Orthanc holds the early copy: any status but 0 drops it.
+    received = early.received if early and early.received is not None else instance.GetInstanceData()
+    decision = service.coerce(received, _store_transaction(aet))
+    if early is None or early.received is None:
+        return _answer(decision, aet, stored=False)
+    if decision.action == UNCHANGED:  # an early coerced copy of data that no rule wants coerced
+        return _repost(received, None, aet)
+    return _answer(decision, aet, stored=False)
+
+
+def _answer(decision, aet: str, stored: bool) -> int:
+    """The DIMSE status for a decision; ``stored``: Orthanc holds the right copy already."""
     if decision.action == UNCHANGED:
         return 0
     if decision.action == COERCED:
-        me = threading.get_ident()
-        _reposting.add(me)
-        try:
-            orthanc.RestApiPost("/instances", decision.data)
-        except Exception as exc:  # storage failed: the SCU must not think it was stored
-            orthanc.LogError(f"coercion: storing the coerced instance failed: {exc}")
-            return STATUS_PROCESSING_FAILURE
-        finally:
-            _reposting.discard(me)
-        _log_audit(decision, "DICOM", aet)
-        return STATUS_COERCED
+        if stored:
+            _log_audit(decision, "DICOM", aet)
+            return 0
+        return _repost(decision.data, decision, aet)
     _log_audit(decision, "DICOM", aet)
     if decision.action == DISCARDED:
         return STATUS_DISCARDED
     return STATUS_CANNOT_UNDERSTAND if "unreadable DICOM" in decision.reason else STATUS_PROCESSING_FAILURE
+
+
+def _repost(data: bytes, decision, aet: str) -> int:
+    """Store ``data`` through the REST API, uncoerced, and drop what Orthanc holds."""
+    me = threading.get_ident()
+    _reposting.add(me)
+    try:
+        orthanc.RestApiPost("/instances", data)
+    except Exception as exc:  # storage failed: the SCU must not think it was stored
+        orthanc.LogError(f"coercion: storing the instance failed: {exc}")
+        return STATUS_PROCESSING_FAILURE
+    finally:
+        _reposting.discard(me)
+    if decision is not None:
+        _log_audit(decision, "DICOM", aet)
+    return STATUS_COERCED
 
 
 # -- REST API -----------------------------------------------------------------------------

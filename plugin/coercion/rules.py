@@ -146,12 +146,16 @@ class RuleSet:
     files: tuple[str, ...] = ()
 
     def peer_independent(self, dimse: str, role: str) -> bool:
-        """Whether no rule for (dimse, role) looks at AE titles or hosts: then the data alone decides."""
-        return not any(
-            r.sending_aet.entries or r.receiving_aet.entries or r.sending_host.entries
-            for r in self.rules
-            if r.dimse == dimse and r.role == role
-        )
+        """Whether no rule for (dimse, role) looks at the peer's AE title or host.
+
+        The peer is the sender for role SCU and the receiver for role SCP; our own AE title
+        is always known, so rules naming only it stay peer-independent.
+        """
+        if role == "SCU":
+            return not any(r.sending_aet.entries or r.sending_host.entries
+                           for r in self.rules if r.dimse == dimse and r.role == role)
+        return not any(r.receiving_aet.entries or r.sending_host.entries
+                       for r in self.rules if r.dimse == dimse and r.role == role)
 
     def by_name(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)

@@ -148,9 +148,10 @@ class CoercionService:
 
     # -- coercion ---------------------------------------------------------------------------
 
-    def coerce(self, data: bytes, transaction: Transaction) -> Decision:
-        """Match ``transaction`` against the active rules and coerce ``data`` if a rule wins."""
-        ruleset = self.ruleset
+    def coerce(self, data: bytes, transaction: Transaction, ruleset: RuleSet | None = None) -> Decision:
+        """Match ``transaction`` against the rules (the active ones unless given) and coerce
+        ``data`` if a rule wins."""
+        ruleset = ruleset or self.ruleset
         parsed: dict = {}
 
         def dataset():

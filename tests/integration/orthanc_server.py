@@ -63,6 +63,7 @@ class OrthancServer:
     root: Path
     rules: str = RULES
     modalities: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # more orthanc.json settings
     http_port: int = 0
     dicom_port: int = 0
     process: subprocess.Popen | None = None
@@ -86,6 +87,7 @@ class OrthancServer:
         config["DicomAlwaysAllowStore"] = True  # the tests call from many AETs
         config["PythonScript"] = str(REPO / "plugin" / "orthanc_entry.py")
         config["Coercion"]["LinkageTokenFile"] = str(self.root / "linkage.token")
+        config.update(self.settings)
         self.config = self.root / "orthanc.json"
         self.config.write_text(json.dumps(config, indent=2))
 
@@ -162,6 +164,13 @@ def storescu(server: OrthancServer, calling_aet: str, *files) -> subprocess.Comp
         ["storescu", "-v", "-aet", calling_aet, "-aec", AET, "127.0.0.1", str(server.dicom_port), *map(str, files)],
         capture_output=True, text=True, env=env, timeout=120,
     )
+
+
+# A coerced instance is answered Success when Orthanc stored the coerced copy directly, and
+# Warning B000 (Coercion of Data Elements) when the plugin had to store it through the REST API
+# (the first instance that a worker thread receives from a new AE title): both mean "stored
+# coerced"; the tests check what was stored.
+COERCED_STATUSES = ("Success", "Warning: CoercionOfDataElements")
 
 
 def store_statuses(result: subprocess.CompletedProcess) -> list[str]:
