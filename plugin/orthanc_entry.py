@@ -6,14 +6,22 @@ this keeps a plain ``Orthanc orthanc.json`` working from a checkout.
 """
 
 import os
+import site
 import sys
 from pathlib import Path
 
 _here = Path(__file__).resolve().parent
 _venv = Path(os.environ.get("COERCION_VENV") or _here.parent / ".venv")
-for _path in [*_venv.glob("lib/python3*/site-packages"), _here]:
-    if str(_path) not in sys.path:
-        sys.path.append(str(_path))
+# Only the site-packages built for this interpreter: compiled parts of another version's
+# packages would not load.
+_site = _venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+if _venv.is_dir() and not _site.is_dir():
+    print(f"coercion: {_venv} holds no packages for Python {sys.version_info.major}.{sys.version_info.minor}, "
+          "the interpreter Orthanc embeds; build it with that interpreter", file=sys.stderr)
+if _site.is_dir():
+    site.addsitedir(str(_site))  # also reads its .pth files (an editable install is one)
+if str(_here) not in sys.path:
+    sys.path.append(str(_here))
 
 from coercion import orthanc_plugin  # noqa: E402
 

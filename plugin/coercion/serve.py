@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -102,6 +103,24 @@ def _check(config: dict, environ: dict) -> None:
     load_rules(rules)
 
 
+def _check_ports(config: dict) -> None:
+    """A port already taken (Debian's own Orthanc service listens on 8042 and 4242) would make
+    Orthanc stop with a cryptic message: say which port and what to do instead."""
+    for key, option in (("HttpPort", "http_port"), ("DicomPort", "dicom_port")):
+        port = config.get(key)
+        if not isinstance(port, int):
+            continue
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                raise ServeError(
+                    f"{key} {port} is already in use (by Debian's orthanc service? 'systemctl stop orthanc'); "
+                    f"choose another with --{option.replace('_', '-')} or {OVERRIDES[option][0]}"
+                ) from None
+
+
 def _die_with_parent() -> None:
     """Linux: Orthanc gets SIGTERM if this process dies, even by SIGKILL (no orphan server)."""
     try:
@@ -117,6 +136,7 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         config = effective_configuration(args, environ)
         _check(config, environ)
+        _check_ports(config)
         orthanc = args.orthanc or shutil.which("Orthanc") or "/usr/sbin/Orthanc"
         if not Path(orthanc).exists():
             raise ServeError("Orthanc is not installed (the Debian package 'orthanc'); see README.md")

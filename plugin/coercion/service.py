@@ -26,6 +26,8 @@ UNCHANGED = "unchanged"
 COERCED = "coerced"
 REJECTED = "rejected"
 DISCARDED = "discarded"
+# The (dimse, role) pairs the Orthanc adapter applies; other rules are refused at load time.
+ENFORCED = frozenset({("C_STORE_RQ", "SCU")})
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,14 @@ class CoercionService:
 
     def _load(self, directory: str) -> RuleSet:
         ruleset = load_rules(directory)
+        for rule in ruleset.rules:
+            # A rule the plugin would silently ignore is a promise of protection not kept.
+            if (rule.dimse, rule.role) not in ENFORCED:
+                raise RuleError(
+                    f"{rule.source}: rule {rule.name!r}: field 'dimse'/'role': {rule.dimse} with role {rule.role} "
+                    f"is not applied by this version of the plugin (it applies "
+                    f"{', '.join(f'{d} with role {r}' for d, r in sorted(ENFORCED))}); remove the rule "
+                    "rather than rely on it")
         deidentifiers = {str(r.uri): self._deidentifier(r) for r in ruleset.rules}
         with self._lock:
             self._deidentifiers = deidentifiers

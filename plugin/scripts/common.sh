@@ -19,10 +19,24 @@ install_debian_packages() {
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing Debian packages: ${missing[*]}"
         as_root apt-get update -qq
-        # policy-rc.d keeps the packaged Orthanc service (ports 8042/4242) from starting:
-        # our Orthanc is a process of our own, on the ports orthanc.json names.
-        as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d' || true
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+        # Debian's orthanc package brings a system service on ports 8042/4242, the ports our
+        # own Orthanc (a process of ours, with our orthanc.json) uses too. A policy-rc.d for the
+        # length of the install keeps it from starting; where systemd runs, the service that
+        # this install brought is then disabled, so that it does not start at the next boot.
+        local had_service=no had_policy=no
+        dpkg-query -W -f='${Status}' orthanc 2>/dev/null | grep -q "install ok installed" && had_service=yes
+        [ -e /usr/sbin/policy-rc.d ] && had_policy=yes
+        if [ "$had_policy" = no ]; then
+            as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+        fi
+        local status=0
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" || status=$?
+        [ "$had_policy" = no ] && as_root rm -f /usr/sbin/policy-rc.d
+        [ "$status" -eq 0 ] || return "$status"
+        if [ "$had_service" = no ] && [ -d /run/systemd/system ]; then
+            echo "disabling Debian's orthanc service (ports 8042/4242); this project runs its own Orthanc"
+            as_root systemctl disable --now orthanc >/dev/null 2>&1 || true
+        fi
     fi
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import sqlite3
 import uuid
 import zipfile
@@ -271,3 +272,13 @@ def test_serve_refuses_to_start_without_a_secret(tmp_path):
     server.secret_file.unlink()
     with pytest.raises(RuntimeError, match="secret file .* does not exist"):
         server.start()
+
+
+def test_serve_refuses_a_port_in_use_and_names_it(tmp_path):
+    server = OrthancServer(tmp_path / "busy")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", server.http_port))
+        taken.listen()
+        with pytest.raises(RuntimeError, match=f"HttpPort {server.http_port} is already in use.*--http-port"):
+            server.start()
+    assert server.process.returncode == 78

@@ -1,0 +1,47 @@
+"""docker/ cannot run here (no Docker engine): check that its files agree with the project."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from coercion.rules import load_rules
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKER = REPO / "docker"
+
+
+def test_every_file_the_dockerfile_copies_exists():
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    assert re.search(r"^ARG ORTHANC_IMAGE=orthancteam/orthanc", dockerfile, re.M)
+    sources = [s for line in re.findall(r"^COPY (.+)$", dockerfile, re.M) for s in line.split()[:-1]]
+    assert sources
+    for source in sources:
+        assert (REPO / source).exists(), source
+    assert "TCP_NODELAY=1" in dockerfile
+
+
+def test_the_orthanc_configuration_of_the_image_points_where_the_image_puts_things():
+    config = json.loads((DOCKER / "coercion.json").read_text())
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    service = compose["services"]["orthanc"]
+    assert config["PythonScript"] == "/opt/coercion/src/plugin/orthanc_entry.py"
+    assert "COPY plugin /opt/coercion/src/plugin" in dockerfile
+    mounts = {volume.split(":")[1] for volume in service["volumes"]}
+    assert config["Coercion"]["RulesDirectory"] in mounts
+    assert str(Path(config["Coercion"]["LinkageDatabase"]).parent) in mounts
+    secrets = {f"/run/secrets/{name}" for name in service["secrets"]}
+    assert {config["Coercion"]["SecretFile"], config["Coercion"]["LinkageTokenFile"]} <= secrets
+    # Published on the host's loopback only.
+    assert all(port.startswith("127.0.0.1:") for port in service["ports"])
+    assert json.loads(service["environment"]["ORTHANC__DICOM_MODALITIES"])
+
+
+def test_the_rules_the_image_mounts_load():
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    source = next(v.split(":")[0] for v in compose["services"]["orthanc"]["volumes"] if "/etc/coercion/rules" in v)
+    assert load_rules((DOCKER / source).resolve()).rules
