@@ -123,12 +123,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--on-disk", action="store_true")
+    parser.add_argument("--only", nargs="+", choices=list(RULES), help="the plugin set-ups to run (plain always runs)")
     args = parser.parse_args()
     shm = Path("/dev/shm")
     root = Path(tempfile.mkdtemp(prefix="coercion-ingest-", dir=None if args.on_disk or not shm.is_dir() else shm))
     try:
         files = generate_ct_series(root / "series", args.count)
-        setups = ["plain", *RULES]
+        setups = ["plain", *(args.only or RULES)]
         rates: dict[str, list[float]] = {s: [] for s in setups}
         cpu: dict[str, list[float]] = {s: [] for s in setups}
         for round_ in range(args.rounds):
