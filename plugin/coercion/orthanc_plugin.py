@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import orthanc
 
 from ._quiet import quiet_pydicom
+from .outgoing import RequestNotUnderstood, SendJob, SendJobs, parse_store_request, run_send_job
 from .rules import RuleError, RuleSet, Transaction
 from .service import (COERCED, DISCARDED, REJECTED, UNCHANGED, CoercionService, Decision, Settings,
                       audit_line)
@@ -209,6 +210,130 @@ def _repost(data: bytes, decision, aet: str) -> int:
     return STATUS_COERCED
 
 
+# -- outgoing C-STORE ---------------------------------------------------------------------
+
+# How Orthanc turns its error codes into HTTP statuses (the rest are 500).
+_HTTP_STATUS_OF_ERROR_NAME = {
+    "INEXISTENT_FILE": 404, "INEXISTENT_ITEM": 404, "INEXISTENT_TAG": 404, "UNKNOWN_RESOURCE": 404,
+    "BAD_FILE_FORMAT": 400, "BAD_PARAMETER_TYPE": 400, "BAD_REQUEST": 400, "PARAMETER_OUT_OF_RANGE": 400,
+    "URI_SYNTAX": 400, "UNAUTHORIZED": 401, "FORBIDDEN_ACCESS": 403, "NOT_IMPLEMENTED": 501,
+}
+_HTTP_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+                 500: "Internal Server Error", 501: "Not Implemented"}
+_sends = SendJobs()
+
+
+def _orthanc_error(output, uri: str, method: str, status: int, message: str, details: str | None = None,
+                   **extra) -> None:
+    """An error shaped like Orthanc's own, so that clients of the core route read it alike."""
+    body = {"HttpError": _HTTP_REASONS.get(status, "Error"), "HttpStatus": status, "Message": message,
+            "Method": method, "Uri": uri, **extra}
+    if details:
+        body["Details"] = details
+    text = json.dumps(body, indent=3)
+    output.SendHttpStatus(status, text, len(text.encode()))
+
+
+def _passthrough_post(output, uri: str, body: bytes) -> None:
+    """Let Orthanc's own route answer (a plugin's RestApiPost reaches the core route)."""
+    try:
+        answer = orthanc.RestApiPost(uri, body)
+    except orthanc.OrthancException as exc:
+        code, message = (exc.args + (None, ""))[:2]
+        status = next((s for name, s in _HTTP_STATUS_OF_ERROR_NAME.items()
+                       if getattr(orthanc.ErrorCode, name, None) == code), 500)
+        # Orthanc 1.10 gives plugins the error code and message, not its details.
+        return _orthanc_error(output, uri, "POST", status, str(message), OrthancError=str(message),
+                              OrthancStatus=code)
+    output.AnswerBuffer(answer, "application/json")
+
+
+def _instances_of(resource_id: str) -> list[str]:
+    """The instances of a patient, study, series or instance, by Orthanc ID."""
+    for level in ("instances", "series", "studies", "patients"):
+        try:
+            orthanc.RestApiGet(f"/{level}/{resource_id}")  # 404 unless the ID is of this level
+        except orthanc.OrthancException:
+            continue
+        if level == "instances":
+            return [resource_id]
+        return [i["ID"] for i in json.loads(orthanc.RestApiGet(f"/{level}/{resource_id}/instances"))]
+    raise LookupError(resource_id)
+
+
+def on_modality_store(output, uri, **request):
+    try:
+        return _modality_store(output, uri, request)
+    except Exception:  # never send anything after an internal error; say so
+        orthanc.LogError("coercion: outgoing store error: " + traceback.format_exc(limit=3))
+        return _orthanc_error(output, uri, request.get("method", "POST"), 500,
+                              "Internal error in the coercion plugin; nothing more was sent")
+
+
+def _modality_store(output, uri, request):
+    if request["method"] != "POST":
+        return output.SendMethodNotAllowed("POST")
+    modality, body = request["groups"][0], request.get("body", b"")
+    ruleset = service.ruleset
+    if not any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in ruleset.rules):
+        return _passthrough_post(output, uri, body)  # nothing to coerce on the way out
+    peer = json.loads(orthanc.RestApiGet("/modalities?expand")).get(modality)
+    try:
+        store = parse_store_request(body)
+    except RequestNotUnderstood:
+        peer = None
+    if peer is None:
+        return _passthrough_post(output, uri, body)  # Orthanc answers its own error
+    local_aet = peer.get("LocalAet") or _orthanc_aet
+    transaction = Transaction("C_STORE_RQ", "SCP", local_aet, peer["AET"], peer.get("Host"))
+    if not ruleset.may_match(transaction):
+        return _passthrough_post(output, uri, body)
+    unsupported = store.unsupported()
+    if unsupported:
+        return _orthanc_error(output, uri, "POST", 400, "Bad request",
+                              f"coercion rules apply to modality {modality!r}; coerced sends do not support "
+                              f"{', '.join(unsupported)} yet: leave them out")
+    instances = []
+    for resource in store.resources:
+        try:
+            instances.extend(_instances_of(resource))
+        except LookupError:
+            return _orthanc_error(output, uri, "POST", 404, "Unknown resource", f"no resource with ID {resource}")
+    fetch = lambda instance: orthanc.RestApiGet(f"/instances/{instance}/file")  # noqa: E731
+    if all(r.conditions or r.sop_classes for r in ruleset.for_peers(transaction)) and not any(
+            service.rule_for(fetch(instance), transaction, ruleset) for instance in instances):
+        # The data decides, and no instance matched: Orthanc sends them, in one association.
+        return _passthrough_post(output, uri, body)
+    job = _sends.add(SendJob(modality, peer["AET"], local_aet, instances, list(store.resources), store.permissive))
+
+    def run():
+        run_send_job(
+            job,
+            fetch=fetch,
+            coerce=lambda data: service.coerce(data, transaction, ruleset),
+            send=lambda data: orthanc.RestApiPost(f"/modalities/{modality}/store-straight", data),
+            threads=service.settings.send_threads,
+            audit=lambda decision: _log_audit_out(decision, local_aet, peer["AET"]),
+        )
+
+    if not store.synchronous:
+        threading.Thread(target=run, name=f"coercion-send-{job.id}", daemon=True).start()
+        return _answer_json(output, {"ID": job.id, "Path": f"/coercion/forwards/{job.id}"})
+    run()
+    if job.state == "Failure":
+        failure = job.failures[0]
+        return _orthanc_error(output, uri, "POST", 500, "Error in the network protocol" if
+                              failure["reason"].startswith("sending failed") else "Coercion failed",
+                              f"instance {failure['instance']} was not sent: {failure['reason']}",
+                              Coercion=job.as_dict())
+    return _answer_json(output, job.answer())
+
+
+def _log_audit_out(decision, local_aet: str, remote_aet: str) -> None:
+    line = audit_line(decision, "C-STORE-SCU", local_aet, remote_aet)
+    (orthanc.LogError if decision.action == REJECTED else orthanc.LogWarning)("coercion-audit " + line)
+
+
 # -- REST API -----------------------------------------------------------------------------
 
 
@@ -266,6 +391,14 @@ def on_rest(output, uri, **request):
             except ValueError as exc:  # URIError, DicomError and bad arguments
                 return _error(output, 400, str(exc))
             return output.AnswerBuffer(data, "application/dicom")
+        if route == "forwards" and method == "GET":
+            return _answer_json(output, [job.as_dict() for job in _sends.all()])
+        match = re.fullmatch(r"forwards/([^/]+)", route)
+        if match and method == "GET":
+            job = _sends.get(match.group(1))
+            if job is None:
+                return _error(output, 404, f"no send job {match.group(1)} (jobs are kept in memory until a restart)")
+            return _answer_json(output, job.as_dict())
         match = re.fullmatch(r"linkage/([^/]+)", route)
         if match:
             if method != "GET":
@@ -315,6 +448,8 @@ def start() -> None:
     orthanc.RegisterReceivedInstanceCallback(on_received_instance)
     orthanc.RegisterIncomingCStoreInstanceFilter(on_cstore_instance)
     orthanc.RegisterRestCallback("/coercion/(.*)", on_rest)
+    # Called instead of Orthanc's own route; sends no rule applies to go to Orthanc's route.
+    orthanc.RegisterRestCallback("/modalities/([^/]+)/store", on_modality_store)
     orthanc.LogWarning(
         f"coercion: {len(service.ruleset.rules)} rule(s) active from {service.settings.rules_directory}"
     )

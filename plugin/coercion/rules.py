@@ -117,6 +117,12 @@ class Rule:
     on_failure: str = "reject"
     description: str = ""
 
+    def matches_peers(self, transaction: Transaction) -> bool:
+        return (self.dimse == transaction.dimse and self.role == transaction.role
+                and self.sending_aet.matches(transaction.calling_aet)
+                and self.receiving_aet.matches(transaction.called_aet)
+                and self.sending_host.matches(transaction.host))
+
     def as_dict(self) -> dict:
         return {
             "name": self.name, "dimse": self.dimse, "role": self.role, "uri": str(self.uri),
@@ -157,6 +163,13 @@ class RuleSet:
         return not any(r.receiving_aet.entries or r.sending_host.entries
                        for r in self.rules if r.dimse == dimse and r.role == role)
 
+    def for_peers(self, transaction: Transaction) -> list[Rule]:
+        """The rules that match the transaction's kind and peers, whatever the data says."""
+        return [r for r in self.rules if r.matches_peers(transaction)]
+
+    def may_match(self, transaction: Transaction) -> bool:
+        return any(r.matches_peers(transaction) for r in self.rules)
+
     def by_name(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
 
@@ -178,13 +191,7 @@ def match(rules, transaction: Transaction) -> Rule | None:
     for rule in rules:
         if best is not None and rule.priority <= best.priority:
             continue
-        if rule.dimse != transaction.dimse or rule.role != transaction.role:
-            continue
-        if not (
-            rule.sending_aet.matches(transaction.calling_aet)
-            and rule.receiving_aet.matches(transaction.called_aet)
-            and rule.sending_host.matches(transaction.host)
-        ):
+        if not rule.matches_peers(transaction):
             continue
         if rule.sop_classes:
             sop_class = transaction.sop_class_uid

@@ -27,7 +27,7 @@ COERCED = "coerced"
 REJECTED = "rejected"
 DISCARDED = "discarded"
 # The (dimse, role) pairs the Orthanc adapter applies; other rules are refused at load time.
-ENFORCED = frozenset({("C_STORE_RQ", "SCU")})
+ENFORCED = frozenset({("C_STORE_RQ", "SCU"), ("C_STORE_RQ", "SCP")})
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class Settings:
     keys: Keys
     linkage_token: str | None = None
     tables: str | None = None
+    send_threads: int = 2  # instances fetched, coerced and sent at once by an outgoing send
 
     @classmethod
     def from_configuration(cls, config: dict, environ: dict | None = None) -> "Settings":
@@ -98,6 +99,7 @@ class Settings:
             keys=keys,
             linkage_token=token or None,
             tables=section.get("TablesDirectory"),
+            send_threads=_positive_int(section.get("SendThreads", 2), "Coercion.SendThreads"),
         )
 
 
@@ -158,6 +160,16 @@ class CoercionService:
 
     # -- coercion ---------------------------------------------------------------------------
 
+    def rule_for(self, data: bytes, transaction: Transaction, ruleset: RuleSet | None = None) -> Rule | None:
+        """The rule that would coerce ``data``; unreadable data gets the rules that may match
+        its peers (a coercion would then refuse it)."""
+        ruleset = ruleset or self.ruleset
+        try:
+            header = read_instance(data).header
+        except DicomError:
+            return next(iter(ruleset.for_peers(transaction)), None)
+        return ruleset.match(transaction_with_dataset(transaction, header))
+
     def coerce(self, data: bytes, transaction: Transaction, ruleset: RuleSet | None = None) -> Decision:
         """Match ``transaction`` against the rules (the active ones unless given) and coerce
         ``data`` if a rule wins."""
@@ -176,7 +188,7 @@ class CoercionService:
 
         rule = ruleset.match(transaction_with_dataset(transaction, dataset))
         if rule is None:
-            if parsed.get("error") is not None and _could_match_without_dataset(ruleset, transaction):
+            if parsed.get("error") is not None and ruleset.may_match(transaction):
                 # A candidate rule could not even look at the data: fail closed.
                 return self._failed(None, f"unreadable DICOM: {parsed['error']}", len(data), 0.0, "reject")
             return Decision(UNCHANGED)
@@ -250,13 +262,10 @@ def transaction_with_dataset(transaction: Transaction, dataset) -> Transaction:
     return replace(transaction, dataset=dataset)
 
 
-def _could_match_without_dataset(ruleset: RuleSet, transaction: Transaction) -> bool:
-    from dataclasses import replace
-
-    relaxed = [replace(r, conditions=(), sop_classes=frozenset()) for r in ruleset.rules]
-    from .rules import match
-
-    return match(relaxed, replace(transaction, dataset=None, sop_class_uid=None)) is not None
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    return value
 
 
 def _safe(exc: Exception) -> str:
@@ -264,7 +273,7 @@ def _safe(exc: Exception) -> str:
     return str(exc)[:300]
 
 
-def audit_line(decision: Decision, origin: str, calling_aet: str | None) -> str:
+def audit_line(decision: Decision, origin: str, calling_aet: str | None, called_aet: str | None = None) -> str:
     """One structured line per coerced or refused instance, without PHI."""
     record = {
         "event": "coercion", "action": decision.action, "rule": decision.rule.name if decision.rule else None,
@@ -273,6 +282,8 @@ def audit_line(decision: Decision, origin: str, calling_aet: str | None) -> str:
         "sop_instance_uid": decision.outcome.sop_instance_uid if decision.outcome else None,
         "ms": round(decision.milliseconds, 2),
     }
+    if called_aet is not None:
+        record["called_aet"] = called_aet
     if decision.reason:
         record["reason"] = decision.reason
     return json.dumps(record, separators=(",", ":"))

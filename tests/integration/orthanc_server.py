@@ -158,6 +158,73 @@ class OrthancServer:
         return self.get("/statistics").json()["CountInstances"]
 
 
+class PlainOrthanc:
+    """Orthanc without any plugin, as a peer."""
+
+    def __init__(self, root, aet, peers):
+        self.root, self.http_port, self.dicom_port = root, free_port(), free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        config = {"Name": aet, "DicomAet": aet, "HttpPort": self.http_port, "DicomPort": self.dicom_port,
+                  "RemoteAccessAllowed": False, "StorageDirectory": str(root / "storage"),
+                  "IndexDirectory": str(root / "storage"), "Plugins": [], "DicomAlwaysAllowStore": True,
+                  "DicomModalities": {name.lower(): [name, "127.0.0.1", port] for name, port in peers.items()}}
+        (root / "orthanc.json").write_text(json.dumps(config))
+        self.log = (root / "orthanc.log").open("wb")
+        orthanc = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+        self.process = subprocess.Popen([orthanc, str(root / "orthanc.json")], stdout=self.log,
+                                        stderr=subprocess.STDOUT, env=dict(os.environ, TCP_NODELAY="1"))
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        for _ in range(300):
+            try:
+                if requests.get(self.url + "/system", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError("the peer Orthanc did not start")
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+        self.log.close()
+
+    def get(self, path, **kwargs):
+        return requests.get(self.url + path, timeout=30, **kwargs)
+
+    def lookup(self, sop_instance_uid: str) -> str | None:
+        answer = requests.post(self.url + "/tools/lookup", sop_instance_uid, timeout=30).json()
+        ids = [a["ID"] for a in answer if a["Type"] == "Instance"]
+        return ids[0] if ids else None
+
+    def file(self, instance_id: str) -> bytes:
+        response = self.get(f"/instances/{instance_id}/file")
+        response.raise_for_status()
+        return response.content
+
+
+class StoreSCP:
+    """dcmtk's storescp writing what it receives to a folder."""
+
+    def __init__(self, folder, aet="STORESCP"):
+        self.folder, self.port = folder, free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["storescp", "-aet", aet, "-od", str(folder), str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, TCP_NODELAY="1"))
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("storescp did not start")
+
+    def received(self) -> list:
+        return sorted(p for p in self.folder.iterdir() if p.is_file())
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(10)
+
+
 def storescu(server: OrthancServer, calling_aet: str, *files) -> subprocess.CompletedProcess:
     env = dict(os.environ, TCP_NODELAY="1")
     return subprocess.run(

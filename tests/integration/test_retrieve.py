@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import signal
-import subprocess
-import time
 import uuid
 
 import pydicom
@@ -21,40 +16,10 @@ import requests
 from coercion import Keys
 
 from factory import encode, make_ct
-from orthanc_server import SECRET, OrthancServer, free_port, needs_orthanc
+from orthanc_server import SECRET, OrthancServer, PlainOrthanc, free_port, needs_orthanc
 
 pytestmark = needs_orthanc
 KEYS = Keys(SECRET)
-
-
-class PlainOrthanc:
-    """Orthanc without any plugin, as a peer."""
-
-    def __init__(self, root, aet, peers):
-        self.root, self.http_port, self.dicom_port = root, free_port(), free_port()
-        root.mkdir(parents=True, exist_ok=True)
-        config = {"Name": aet, "DicomAet": aet, "HttpPort": self.http_port, "DicomPort": self.dicom_port,
-                  "RemoteAccessAllowed": False, "StorageDirectory": str(root / "storage"),
-                  "IndexDirectory": str(root / "storage"), "Plugins": [], "DicomAlwaysAllowStore": True,
-                  "DicomModalities": {name.lower(): [name, "127.0.0.1", port] for name, port in peers.items()}}
-        (root / "orthanc.json").write_text(json.dumps(config))
-        self.log = (root / "orthanc.log").open("wb")
-        orthanc = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-        self.process = subprocess.Popen([orthanc, str(root / "orthanc.json")], stdout=self.log,
-                                        stderr=subprocess.STDOUT, env=dict(os.environ, TCP_NODELAY="1"))
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        for _ in range(300):
-            try:
-                if requests.get(self.url + "/system", timeout=1).ok:
-                    return
-            except requests.RequestException:
-                time.sleep(0.1)
-        raise RuntimeError("the peer Orthanc did not start")
-
-    def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(30)
-        self.log.close()
 
 
 @pytest.fixture(scope="module")

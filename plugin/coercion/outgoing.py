@@ -1,0 +1,225 @@
+"""Outgoing C-STORE: what Orthanc sends to a peer, coerced by the C_STORE_RQ / SCP rules.
+
+No Orthanc here: the adapter gives a send job three plain functions (fetch an instance,
+coerce it, send it) and turns the job into Orthanc-shaped answers. Orthanc's own copy is
+only ever read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .service import COERCED, DISCARDED, UNCHANGED, Decision
+
+# An Orthanc resource identifier (the SHA-1 of the DICOM identifiers, in five groups).
+ORTHANC_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")
+# Options of POST /modalities/{id}/store that a coerced send cannot honour, because the
+# instances leave through /modalities/{id}/store-straight, which takes none of them.
+UNSUPPORTED_OPTIONS = ("LocalAet", "MoveOriginatorAet", "MoveOriginatorID", "StorageCommitment")
+
+
+class RequestNotUnderstood(ValueError):
+    """A body Orthanc itself must judge (it answers with its own error)."""
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """The body of ``POST /modalities/{id}/store``, in every form Orthanc accepts."""
+
+    resources: tuple[str, ...]
+    synchronous: bool = True
+    permissive: bool = False
+    options: dict = field(default_factory=dict)  # the other fields, as given
+
+    def unsupported(self) -> list[str]:
+        """Options given that a coerced send would silently drop."""
+        return [k for k in UNSUPPORTED_OPTIONS if self.options.get(k) not in (None, "", False)]
+
+
+def parse_store_request(body: bytes) -> StoreRequest:
+    """A bare resource ID, a JSON string, a JSON list of IDs, or a JSON object with
+    ``Resources`` and options (``Synchronous``/``Asynchronous``, ``Permissive``, ...)."""
+    try:
+        text = bytes(body).decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise RequestNotUnderstood("the body is not UTF-8") from None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        if ORTHANC_ID.fullmatch(text):
+            return StoreRequest((text,))
+        raise RequestNotUnderstood("the body is neither a resource ID nor JSON") from None
+    if isinstance(value, str):
+        return StoreRequest((value,))
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return StoreRequest(tuple(value))
+    if not isinstance(value, dict):
+        raise RequestNotUnderstood("unexpected JSON")
+    resources = value.get("Resources")
+    if isinstance(resources, str):
+        resources = [resources]
+    if not isinstance(resources, list) or not all(isinstance(v, str) for v in resources):
+        raise RequestNotUnderstood("Resources must be a list of resource IDs")
+    # Orthanc's rule: "Synchronous" if given, else the opposite of "Asynchronous", else synchronous.
+    if "Synchronous" in value:
+        synchronous = bool(value["Synchronous"])
+    elif "Asynchronous" in value:
+        synchronous = not bool(value["Asynchronous"])
+    else:
+        synchronous = True
+    options = {k: v for k, v in value.items() if k not in ("Resources", "Synchronous", "Asynchronous", "Permissive")}
+    return StoreRequest(tuple(resources), synchronous, bool(value.get("Permissive", False)), options)
+
+
+class SendError(RuntimeError):
+    """The peer did not take an instance (the message names no attribute value)."""
+
+
+@dataclass
+class SendJob:
+    """One outgoing C-STORE of a set of instances to one peer."""
+
+    modality: str
+    remote_aet: str
+    local_aet: str
+    instances: list[str]
+    resources: list[str]
+    permissive: bool = False
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    state: str = "Pending"  # Pending, Running, Success, Failure (Orthanc's job states)
+    sent: int = 0
+    coerced: int = 0
+    discarded: int = 0
+    failures: list[dict] = field(default_factory=list)  # {"instance", "reason"}; never PHI
+    rules: set = field(default_factory=set)
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def as_dict(self) -> dict:
+        with self._lock:
+            return {
+                "ID": self.id, "Type": "CoercedStore", "State": self.state,
+                "Modality": self.modality, "RemoteAet": self.remote_aet, "LocalAet": self.local_aet,
+                "ParentResources": list(self.resources), "InstancesCount": len(self.instances),
+                "SentInstancesCount": self.sent, "CoercedInstancesCount": self.coerced,
+                "DiscardedInstancesCount": self.discarded, "FailedInstancesCount": len(self.failures),
+                "Failures": list(self.failures), "Rules": sorted(self.rules), "Permissive": self.permissive,
+                "CreationTime": _iso(self.created), "CompletionTime": _iso(self.finished),
+            }
+
+    def answer(self) -> dict:
+        """The answer of a synchronous send, shaped like Orthanc's own, plus the coercion."""
+        with self._lock:
+            return {
+                "Description": "REST API", "FailedInstancesCount": len(self.failures),
+                "InstancesCount": len(self.instances), "LocalAet": self.local_aet,
+                "ParentResources": list(self.resources), "RemoteAet": self.remote_aet,
+                "Coercion": {"Rules": sorted(self.rules), "CoercedInstancesCount": self.coerced,
+                             "DiscardedInstancesCount": self.discarded, "Failures": list(self.failures)},
+            }
+
+
+def run_send_job(
+    job: SendJob,
+    fetch: Callable[[str], bytes],
+    coerce: Callable[[bytes], Decision],
+    send: Callable[[bytes], None],
+    threads: int = 2,
+    audit: Callable[[Decision], None] | None = None,
+) -> SendJob:
+    """Fetch, coerce and send every instance of ``job``; ``threads`` at a time.
+
+    An instance whose coercion fails is never sent. Without ``permissive``, the first
+    failure stops the job (what is in flight finishes), as Orthanc's own sends stop.
+    """
+    stop = threading.Event()
+    job.state = "Running"
+
+    def one(instance_id: str) -> None:
+        if stop.is_set():
+            return
+        try:
+            data = fetch(instance_id)
+            decision = coerce(data)
+            if decision.action == DISCARDED:
+                if audit:
+                    audit(decision)
+                with job._lock:
+                    job.discarded += 1
+                    job.rules.add(decision.rule.name)
+                return
+            if decision.action not in (UNCHANGED, COERCED):
+                if audit:
+                    audit(decision)
+                raise SendError(f"coercion refused it (rule {decision.rule.name if decision.rule else '-'}): "
+                                f"{decision.reason}")
+            send(decision.data if decision.action == COERCED else data)
+        except Exception as exc:  # SendError, OrthancException, anything: the instance was not sent
+            with job._lock:
+                job.failures.append({"instance": instance_id, "reason": _reason(exc)})
+            if not job.permissive:
+                stop.set()
+            return
+        with job._lock:
+            job.sent += 1
+            if decision.action == COERCED:
+                job.coerced += 1
+                job.rules.add(decision.rule.name)
+        if audit and decision.action == COERCED:
+            audit(decision)
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        list(pool.map(one, job.instances))
+    with job._lock:
+        job.state = "Failure" if job.failures and not job.permissive else "Success"
+        job.finished = time.time()
+    return job
+
+
+class SendJobs:
+    """The send jobs of this process (asynchronous ones are polled through the REST API)."""
+
+    def __init__(self, keep: int = 1000):
+        self._jobs: OrderedDict[str, SendJob] = OrderedDict()
+        self._lock = threading.Lock()
+        self._keep = keep
+
+    def add(self, job: SendJob) -> SendJob:
+        with self._lock:
+            self._jobs[job.id] = job
+            while len(self._jobs) > self._keep:
+                oldest = next(iter(self._jobs))
+                if self._jobs[oldest].finished is None:
+                    break
+                self._jobs.popitem(last=False)
+        return job
+
+    def get(self, job_id: str) -> SendJob | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def all(self) -> list[SendJob]:
+        with self._lock:
+            return list(self._jobs.values())
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, SendError):
+        return str(exc)
+    args = getattr(exc, "args", ())
+    if len(args) >= 2 and isinstance(args[1], str):  # orthanc.OrthancException(code, message)
+        return f"sending failed: {args[1]}"
+    return f"sending failed: {type(exc).__name__}"
+
+
+def _iso(moment: float | None) -> str | None:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(moment)) if moment else None

@@ -1,0 +1,170 @@
+"""What Orthanc sends: POST /modalities/{id}/store through the C_STORE_RQ / SCP rules.
+
+The clinical Orthanc (with the plugin) keeps originals; RESEARCH is a second, plain Orthanc
+that a rule de-identifies for; CLINIC is dcmtk's storescp, which no rule names."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+
+import pydicom
+import pytest
+import requests
+
+from coercion import Keys
+
+from factory import encode, make_ct
+from orthanc_server import SECRET, OrthancServer, PlainOrthanc, StoreSCP, free_port, needs_orthanc
+
+pytestmark = needs_orthanc
+KEYS = Keys(SECRET)
+RULES = """
+- name: to-research
+  dimse: C_STORE_RQ
+  role: SCP
+  receiving-aet: [RESEARCH, NOWHERE]
+  uri: "deidentify:RetainPatientIDHashOption"
+- name: mr-to-clinic
+  dimse: C_STORE_RQ
+  role: SCP
+  receiving-aet: [STORESCP]
+  conditions: ["Modality=MR"]
+  uri: "deidentify:"
+"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("outgoing")
+    research = PlainOrthanc(root / "research", "RESEARCH", {})
+    clinic = StoreSCP(root / "clinic")
+    main = OrthancServer(root / "main", rules=RULES, modalities={
+        "RESEARCH": research.dicom_port, "STORESCP": clinic.port, "NOWHERE": free_port()}).start()
+    yield main, research, clinic
+    main.stop()
+    research.stop()
+    clinic.stop()
+
+
+def upload_study(main, count=3, modality="CT"):
+    study, series, patient = f"2.25.{uuid.uuid4().int}", f"2.25.{uuid.uuid4().int}", f"MRN-{uuid.uuid4().hex[:8]}"
+    originals = []
+    for _ in range(count):
+        ds = make_ct(patient_id=patient, study_uid=study, series_uid=series, sop_uid=f"2.25.{uuid.uuid4().int}")
+        ds.Modality = modality
+        answer = main.post("/instances", encode(ds))
+        assert answer.ok, answer.text
+        originals.append(ds)
+    study_id = answer.json()["ParentStudy"]
+    files = {main.lookup(ds.SOPInstanceUID): main.file(main.lookup(ds.SOPInstanceUID)) for ds in originals}
+    return study_id, originals, files
+
+
+def assert_unchanged(main, files):
+    for instance_id, data in files.items():
+        assert main.file(instance_id) == data  # Orthanc's copy is only ever read
+
+
+def test_a_synchronous_send_to_a_matching_peer_leaves_coerced(site):
+    main, research, _ = site
+    study_id, originals, files = upload_study(main)
+    answer = main.post("/modalities/research/store", json.dumps({"Resources": [study_id], "Synchronous": True}))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["InstancesCount"], body["FailedInstancesCount"], body["RemoteAet"]) == (3, 0, "RESEARCH")
+    assert body["ParentResources"] == [study_id]
+    assert body["Coercion"]["CoercedInstancesCount"] == 3 and body["Coercion"]["Rules"] == ["to-research"]
+    for ds in originals:
+        assert research.lookup(ds.SOPInstanceUID) is None
+        received = pydicom.dcmread(io.BytesIO(research.file(research.lookup(KEYS.uid(ds.SOPInstanceUID)))))
+        assert received.PatientID == KEYS.patient_id(ds.PatientID, ds.IssuerOfPatientID)
+        assert received.PatientName == "" and received.PixelData == ds.PixelData
+    assert_unchanged(main, files)
+    audit = [line for line in main.log().splitlines() if '"origin":"C-STORE-SCU"' in line]
+    assert len(audit) >= 3 and '"called_aet":"RESEARCH"' in audit[-1]
+
+
+def test_every_body_form_orthanc_accepts(site):
+    main, research, _ = site
+    for make_body in (lambda i: i, lambda i: json.dumps(i), lambda i: json.dumps([i]),
+                      lambda i: json.dumps({"Resources": i})):
+        _, (ds,), files = upload_study(main, count=1)
+        (instance_id,) = files
+        answer = main.post("/modalities/research/store", make_body(instance_id))
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["Coercion"]["CoercedInstancesCount"] == 1
+        assert research.lookup(KEYS.uid(ds.SOPInstanceUID)) and research.lookup(ds.SOPInstanceUID) is None
+
+
+def test_an_asynchronous_send_is_a_job_with_a_status(site):
+    main, research, _ = site
+    study_id, originals, files = upload_study(main, count=4)
+    answer = main.post("/modalities/research/store", json.dumps({"Resources": [study_id], "Asynchronous": True}))
+    assert answer.status_code == 200, answer.text
+    job = answer.json()
+    assert job["Path"] == f"/coercion/forwards/{job['ID']}"
+    for _ in range(300):
+        status = main.get(job["Path"]).json()
+        if status["State"] in ("Success", "Failure"):
+            break
+        time.sleep(0.1)
+    assert status["State"] == "Success" and status["SentInstancesCount"] == 4 and status["CoercedInstancesCount"] == 4
+    assert any(j["ID"] == job["ID"] for j in main.get("/coercion/forwards").json())
+    for ds in originals:
+        assert research.lookup(KEYS.uid(ds.SOPInstanceUID)) and research.lookup(ds.SOPInstanceUID) is None
+    assert_unchanged(main, files)
+
+
+def test_a_send_no_rule_matches_is_orthancs_own(site):
+    main, _, clinic = site
+    study_id, originals, files = upload_study(main, count=2)  # CT: the clinic rule wants MR
+    before = set(clinic.received())
+    answer = main.post("/modalities/storescp/store", json.dumps({"Resources": [study_id], "Synchronous": True}))
+    assert answer.status_code == 200, answer.text
+    assert set(answer.json()) == {"Description", "FailedInstancesCount", "InstancesCount", "LocalAet",
+                                   "ParentResources", "RemoteAet"}  # Orthanc's answer, no coercion part
+    received = [p for p in clinic.received() if p not in before]
+    assert len(received) == 2
+    sent = {pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID: data for data in files.values()}
+    for path in received:
+        ds = pydicom.dcmread(path)
+        original = pydicom.dcmread(io.BytesIO(sent[ds.SOPInstanceUID]))
+        assert ds == original and ds.PixelData == original.PixelData  # every attribute, as stored
+
+
+def test_the_rule_sees_the_data_of_each_instance(site):
+    main, _, clinic = site
+    study_id, originals, files = upload_study(main, count=2, modality="MR")
+    before = set(clinic.received())
+    answer = main.post("/modalities/storescp/store", json.dumps([study_id]))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["Coercion"]["Rules"] == ["mr-to-clinic"]
+    received = [pydicom.dcmread(p) for p in clinic.received() if p not in before]
+    assert sorted(ds.SOPInstanceUID for ds in received) == sorted(KEYS.uid(ds.SOPInstanceUID) for ds in originals)
+    assert all(ds.PatientIdentityRemoved == "YES" for ds in received)
+
+
+def test_a_failed_send_reports_the_instance_and_the_reason(site):
+    main, _, _ = site
+    study_id, _, files = upload_study(main, count=2)
+    answer = main.post("/modalities/nowhere/store", json.dumps([study_id]))
+    assert answer.status_code == 500
+    body = answer.json()
+    assert "was not sent" in body["Details"] and body["Coercion"]["State"] == "Failure"
+    answer = main.post("/modalities/nowhere/store", json.dumps({"Resources": [study_id], "Permissive": True}))
+    assert answer.status_code == 200 and answer.json()["FailedInstancesCount"] == 2
+    assert_unchanged(main, files)
+
+
+def test_errors_keep_orthancs_statuses(site):
+    main, _, _ = site
+    _, _, files = upload_study(main, count=1)
+    (instance_id,) = files
+    assert main.post("/modalities/unknown/store", instance_id).status_code == 404
+    assert main.post("/modalities/research/store", "not-an-id").status_code == 400
+    assert main.post("/modalities/research/store", json.dumps(["0" * 8 + "-00000000" * 4])).status_code == 404
+    answer = main.post("/modalities/research/store", json.dumps({"Resources": [instance_id], "LocalAet": "OTHER"}))
+    assert answer.status_code == 400 and "LocalAet" in answer.json()["Details"]
