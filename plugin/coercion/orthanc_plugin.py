@@ -284,8 +284,7 @@ def _modality_store(output, uri, request):
         peer = None
     if peer is None:
         return _passthrough_post(output, uri, body)  # Orthanc answers its own error
-    local_aet = peer.get("LocalAet") or _orthanc_aet
-    transaction = Transaction("C_STORE_RQ", "SCP", local_aet, peer["AET"], peer.get("Host"))
+    transaction = _outgoing_transaction(peer)
     if not ruleset.may_match(transaction):
         return _passthrough_post(output, uri, body)
     unsupported = store.unsupported()
@@ -299,23 +298,10 @@ def _modality_store(output, uri, request):
             instances.extend(_instances_of(resource))
         except LookupError:
             return _orthanc_error(output, uri, "POST", 404, "Unknown resource", f"no resource with ID {resource}")
-    fetch = lambda instance: orthanc.RestApiGet(f"/instances/{instance}/file")  # noqa: E731
-    if all(r.conditions or r.sop_classes for r in ruleset.for_peers(transaction)) and not any(
-            service.rule_for(fetch(instance), transaction, ruleset) for instance in instances):
-        # The data decides, and no instance matched: Orthanc sends them, in one association.
+    planned = _plan_send(modality, peer, transaction, instances, list(store.resources), store.permissive, ruleset)
+    if planned is None:
         return _passthrough_post(output, uri, body)
-    job = _sends.add(SendJob(modality, peer["AET"], local_aet, instances, list(store.resources), store.permissive))
-
-    def run():
-        run_send_job(
-            job,
-            fetch=fetch,
-            coerce=lambda data: service.coerce(data, transaction, ruleset),
-            send=lambda data: orthanc.RestApiPost(f"/modalities/{modality}/store-straight", data),
-            threads=service.settings.send_threads,
-            audit=lambda decision: _log_audit_out(decision, local_aet, peer["AET"]),
-        )
-
+    job, run = planned
     if not store.synchronous:
         threading.Thread(target=run, name=f"coercion-send-{job.id}", daemon=True).start()
         return _answer_json(output, {"ID": job.id, "Path": f"/coercion/forwards/{job.id}"})
@@ -327,6 +313,102 @@ def _modality_store(output, uri, request):
                               f"instance {failure['instance']} was not sent: {failure['reason']}",
                               Coercion=job.as_dict())
     return _answer_json(output, job.answer())
+
+
+def _outgoing_transaction(peer: dict) -> Transaction:
+    return Transaction("C_STORE_RQ", "SCP", peer.get("LocalAet") or _orthanc_aet, peer["AET"], peer.get("Host"))
+
+
+def _plan_send(modality: str, peer: dict, transaction: Transaction, instances: list[str], resources: list[str],
+               permissive: bool, ruleset: RuleSet):
+    """A send job and the function that runs it, or None when no rule coerces any of the
+    instances for this peer (Orthanc's own send is then exactly right)."""
+    if not ruleset.may_match(transaction):
+        return None
+    fetch = lambda instance: orthanc.RestApiGet(f"/instances/{instance}/file")  # noqa: E731
+    if all(r.conditions or r.sop_classes for r in ruleset.for_peers(transaction)) and not any(
+            service.rule_for(fetch(instance), transaction, ruleset) for instance in instances):
+        return None  # the data decides, and no instance matched
+    job = _sends.add(SendJob(modality, peer["AET"], transaction.calling_aet, instances, resources, permissive))
+
+    def run():
+        run_send_job(
+            job,
+            fetch=fetch,
+            coerce=lambda data: service.coerce(data, transaction, ruleset),
+            send=lambda data: orthanc.RestApiPost(f"/modalities/{modality}/store-straight", data),
+            threads=service.settings.send_threads,
+            audit=lambda decision: _log_audit_out(decision, transaction.calling_aet, peer["AET"]),
+        )
+
+    return job, run
+
+
+# -- C-MOVE SCP ---------------------------------------------------------------------------
+# Registered only when rules coerce outgoing C-STORE (it replaces Orthanc's own C-MOVE SCP,
+# and the Python plugin 4.0 reports one sub-operation per C-MOVE whatever was sent).
+
+_MOVE_KEYS = {"PATIENT": ("PatientID", "Patient"), "STUDY": ("StudyInstanceUID", "Study"),
+              "SERIES": ("SeriesInstanceUID", "Series"), "INSTANCE": ("SOPInstanceUID", "Instance")}
+_move_registered = False
+
+
+def on_move(**request):
+    try:
+        _move(request)
+    except Exception:
+        # An exception fails the C-MOVE: nothing more is sent. The log names no patient.
+        orthanc.LogError("coercion: C-MOVE refused: " + traceback.format_exc(limit=2).splitlines()[-1])
+        raise
+
+
+def _move(request: dict) -> None:
+    target = request.get("TargetAET", "")
+    modalities = json.loads(orthanc.RestApiGet("/modalities?expand"))
+    found = [(name, m) for name, m in sorted(modalities.items()) if m.get("AET") == target]
+    if not found:
+        raise LookupError(f"unknown C-MOVE destination {target!r}: not in DicomModalities")
+    modality, peer = found[0]
+    resources = _move_resources(request)
+    if not resources:
+        return
+    instances = [i for r in resources for i in _instances_of(r)]
+    ruleset = service.ruleset
+    planned = _plan_send(modality, peer, _outgoing_transaction(peer), instances, resources, False, ruleset)
+    if planned is None:  # what Orthanc's own C-MOVE SCP does
+        orthanc.RestApiPost(f"/modalities/{modality}/store", json.dumps({
+            "Resources": resources, "Synchronous": True, "MoveOriginatorAet": request.get("OriginatorAET", ""),
+            "MoveOriginatorID": int(request.get("OriginatorID") or 0)}))
+        return
+    job, run = planned
+    run()
+    if job.state == "Failure":
+        raise RuntimeError(f"C-MOVE to {target}: instance {job.failures[0]['instance']} was not sent: "
+                           f"{job.failures[0]['reason']}")
+
+
+def _move_resources(request: dict) -> list[str]:
+    """The Orthanc IDs a C-MOVE asks for, found as Orthanc's own C-MOVE SCP finds them."""
+    level = str(request.get("Level", "")).upper()
+    if level not in _MOVE_KEYS:
+        raise ValueError(f"unknown C-MOVE level {level!r}")
+    key, kind = _MOVE_KEYS[level]
+    values = [v.strip() for v in str(request.get(key) or "").split("\\") if v.strip()]
+    if level == "STUDY" and not values and request.get("AccessionNumber"):
+        query = {"Level": "Study", "Query": {"AccessionNumber": request["AccessionNumber"]}}
+        return json.loads(orthanc.RestApiPost("/tools/find", json.dumps(query)))
+    found: list[str] = []
+    for value in values:
+        answer = json.loads(orthanc.RestApiPost("/tools/lookup", value))
+        found.extend(a["ID"] for a in answer if a["Type"] == kind and a["ID"] not in found)
+    return found
+
+
+def _check_move_coverage(ruleset: RuleSet) -> None:
+    """Rules for outgoing C-STORE need the C-MOVE SCP, which is registered at start-up only."""
+    if not _move_registered and any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in ruleset.rules):
+        raise RuleError("rules for C_STORE_RQ with role SCP were added while Orthanc runs without them: restart "
+                        "Orthanc so that C-MOVE retrieves are coerced too (the old rules stay active)")
 
 
 def _log_audit_out(decision, local_aet: str, remote_aet: str) -> None:
@@ -430,7 +512,7 @@ def _stop_orthanc(message: str) -> None:
 
 
 def start() -> None:
-    global service, _orthanc_aet, _modality_hosts
+    global service, _orthanc_aet, _modality_hosts, _move_registered
     quiet_pydicom()
     try:
         config = json.loads(orthanc.GetConfiguration())
@@ -450,6 +532,10 @@ def start() -> None:
     orthanc.RegisterRestCallback("/coercion/(.*)", on_rest)
     # Called instead of Orthanc's own route; sends no rule applies to go to Orthanc's route.
     orthanc.RegisterRestCallback("/modalities/([^/]+)/store", on_modality_store)
+    if any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in service.ruleset.rules):
+        orthanc.RegisterMoveCallback(on_move)
+        _move_registered = True
+    service.validators.append(_check_move_coverage)
     orthanc.LogWarning(
         f"coercion: {len(service.ruleset.rules)} rule(s) active from {service.settings.rules_directory}"
     )

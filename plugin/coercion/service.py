@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .deidentify import Deidentifier, Outcome
 from .dicomio import DicomError, read_instance
@@ -112,6 +113,8 @@ class CoercionService:
         self._stats: dict[str, RuleStats] = {}
         self.last_error: str | None = None
         self.loaded_at: float | None = None
+        # Checks of a new rule set that only the adapter can make (each raises RuleError).
+        self.validators: list[Callable[[RuleSet], None]] = []
         self.ruleset: RuleSet = self._load(settings.rules_directory)  # raises RuleError at start-up
         self.store = store or open_store(settings.linkage_database)
 
@@ -127,6 +130,8 @@ class CoercionService:
                     f"is not applied by this version of the plugin (it applies "
                     f"{', '.join(f'{d} with role {r}' for d, r in sorted(ENFORCED))}); remove the rule "
                     "rather than rely on it")
+        for validate in self.validators:
+            validate(ruleset)
         deidentifiers = {str(r.uri): self._deidentifier(r) for r in ruleset.rules}
         with self._lock:
             self._deidentifiers = deidentifiers

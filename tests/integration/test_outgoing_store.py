@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import time
 import uuid
 
@@ -168,3 +170,59 @@ def test_errors_keep_orthancs_statuses(site):
     assert main.post("/modalities/research/store", json.dumps(["0" * 8 + "-00000000" * 4])).status_code == 404
     answer = main.post("/modalities/research/store", json.dumps({"Resources": [instance_id], "LocalAet": "OTHER"}))
     assert answer.status_code == 400 and "LocalAet" in answer.json()["Details"]
+
+
+def movescu(main, calling_aet, destination, study_uid):
+    env = dict(os.environ, TCP_NODELAY="1")
+    return subprocess.run(
+        ["movescu", "-v", "-S", "-aet", calling_aet, "-aec", "ORTHANC", "-aem", destination,
+         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}", "127.0.0.1", str(main.dicom_port)],
+        capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_a_c_move_to_a_matching_peer_leaves_coerced(site):
+    main, research, _ = site
+    _, originals, files = upload_study(main, count=3)
+    result = movescu(main, "RESEARCH", "RESEARCH", originals[0].StudyInstanceUID)
+    assert "Final Move Response (Success)" in result.stdout + result.stderr, result.stdout + result.stderr
+    for ds in originals:
+        assert research.lookup(ds.SOPInstanceUID) is None
+        received = pydicom.dcmread(io.BytesIO(research.file(research.lookup(KEYS.uid(ds.SOPInstanceUID)))))
+        assert received.PatientIdentityRemoved == "YES" and received.PixelData == ds.PixelData
+    assert_unchanged(main, files)
+
+
+def test_a_c_move_no_rule_matches_sends_the_originals(site):
+    main, _, clinic = site
+    _, originals, _ = upload_study(main, count=2)  # CT: the clinic rule wants MR
+    before = set(clinic.received())
+    result = movescu(main, "RESEARCH", "STORESCP", originals[0].StudyInstanceUID)
+    assert "Final Move Response (Success)" in result.stdout + result.stderr, result.stdout + result.stderr
+    received = sorted(pydicom.dcmread(p).SOPInstanceUID for p in clinic.received() if p not in before)
+    assert received == sorted(ds.SOPInstanceUID for ds in originals)
+
+
+def test_a_c_move_that_cannot_be_sent_fails(site):
+    main, research, _ = site
+    _, originals, _ = upload_study(main, count=1)
+    result = movescu(main, "RESEARCH", "NOWHERE", originals[0].StudyInstanceUID)
+    # Orthanc reports the failed sub-operation of the plugin's C-MOVE as a warning.
+    assert "Final Move Response (Warning: SubOperationsCompleteOneOrMoreFailures)" in result.stdout + result.stderr
+
+
+def test_a_reload_needs_no_restart_when_outgoing_rules_were_there_at_start(site):
+    main, _, _ = site
+    assert main.post("/coercion/rules/reload").status_code == 200
+
+
+def test_outgoing_rules_added_at_run_time_need_a_restart(tmp_path):
+    server = OrthancServer(tmp_path / "no-outgoing", rules="- {name: in, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:'}\n")
+    server.start()
+    try:
+        (server.rules_dir / "more.yaml").write_text(
+            "- {name: out, dimse: C_STORE_RQ, role: SCP, receiving-aet: [X], uri: 'deidentify:'}\n")
+        answer = server.post("/coercion/rules/reload")
+        assert answer.status_code == 400 and "restart Orthanc" in answer.json()["error"]
+        assert [r["name"] for r in server.get("/coercion/rules").json()["rules"]] == ["in"]
+    finally:
+        server.stop()
