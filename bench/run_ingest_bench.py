@@ -20,10 +20,7 @@ on delayed acknowledgements without it). Storage is on a tmpfs unless --on-disk.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,8 +31,8 @@ from pathlib import Path
 import requests
 
 BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
+from common import ENV, cpu_seconds, start_orthanc  # noqa: E402
 from generate_ct import generate_ct_series  # noqa: E402
 
 RULES = {
@@ -48,73 +45,22 @@ RULES = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process and the children it waited for (the Orthanc
-    process under `coercion serve` is its child): a measure the machine's noise does not move."""
-    total = 0.0
-    for p in [pid, *children(pid)]:
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        total += sum(int(v) for v in fields[11:13])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    try:
-        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    return [int(c) for c in found] + [g for c in found for g in children(int(c))]
-
-
 def run_once(setup: str, files: list[Path], root: Path) -> tuple[float, float]:
     work = Path(tempfile.mkdtemp(dir=root))
-    http, dicom = free_port(), free_port()
-    config = json.loads((REPO / "orthanc.json").read_text())
-    config.update(HttpPort=http, DicomPort=dicom, StorageDirectory=str(work / "storage"),
-                  IndexDirectory=str(work / "storage"), DicomAlwaysAllowStore=True, DicomModalities={})
-    config["PythonScript"] = str(REPO / "plugin" / "orthanc_entry.py")
-    env = dict(os.environ, TCP_NODELAY="1")
-    if setup == "plain":
-        config["Plugins"] = []
-        config.pop("PythonScript")
-        command = ["Orthanc"]
-    else:
-        (work / "rules").mkdir()
-        (work / "rules" / "bench.yaml").write_text(RULES[setup] + "\n")
-        (work / "site.key").write_bytes(os.urandom(32))
-        config["Coercion"] = {"RulesDirectory": str(work / "rules"), "SecretFile": str(work / "site.key"),
-                              "LinkageDatabase": str(work / "linkage.sqlite")}
-        command = [sys.executable, "-m", "coercion.cli", "serve", "--config"]
-    (work / "orthanc.json").write_text(json.dumps(config))
-    log = (work / "orthanc.log").open("wb")
-    process = subprocess.Popen([*command, str(work / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT, env=env)
+    orthanc = start_orthanc(work, None if setup == "plain" else RULES[setup])
     try:
-        for _ in range(300):
-            try:
-                if requests.get(f"http://127.0.0.1:{http}/system", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
-        cpu_before = cpu_seconds(process.pid)
+        cpu_before = cpu_seconds(orthanc.process.pid)
         started = time.perf_counter()
-        result = subprocess.run(["storescu", "-aet", "BENCH", "-aec", "ORTHANC", "127.0.0.1", str(dicom),
-                                 *map(str, files)], capture_output=True, text=True, env=env)
+        result = subprocess.run(["storescu", "-aet", "BENCH", "-aec", "ORTHANC", "127.0.0.1", str(orthanc.dicom_port),
+                                 *map(str, files)], capture_output=True, text=True, env=ENV)
         elapsed = time.perf_counter() - started
-        cpu = cpu_seconds(process.pid) - cpu_before
-        count = requests.get(f"http://127.0.0.1:{http}/statistics").json()["CountInstances"]
+        cpu = cpu_seconds(orthanc.process.pid) - cpu_before
+        count = requests.get(f"{orthanc.url}/statistics").json()["CountInstances"]
         if result.returncode != 0 or count != len(files):
             raise RuntimeError(f"{setup}: storescu rc={result.returncode}, {count} stored\n{result.stderr[-2000:]}")
         return len(files) / elapsed, cpu / len(files) * 1000
     finally:
-        process.terminate()
-        process.wait(60)
-        log.close()
+        orthanc.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -37,7 +37,6 @@ def run(ds, uri):
     ],
 )
 def test_descriptor_rules(text, expected):
-    ds = make_ct()
     values = set()
     for v in ("Doe^Johnathan^Q", "Welby^Marcus"):
         values |= person_name_values(v)

@@ -8,7 +8,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from coercion.rules import RuleError, Transaction, load_rules, parse_condition, parse_rules_text
+from coercion.rules import RuleError, Transaction, load_rules, parse_condition
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 

@@ -28,7 +28,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import threading
 import traceback
 import urllib.parse
@@ -39,6 +41,7 @@ import orthanc
 from ._quiet import quiet_pydicom
 from .outgoing import RequestNotUnderstood, SendJob, SendJobs, parse_store_request, run_send_job
 from .rules import RuleError, RuleSet, Transaction
+from .storescu import Destination, SpoolingSender
 from .service import (COERCED, DISCARDED, REJECTED, UNCHANGED, CoercionService, Decision, Settings,
                       audit_line)
 
@@ -58,6 +61,7 @@ _ORIGIN_NAMES = {
 
 service: CoercionService | None = None
 _orthanc_aet = "ORTHANC"
+_scu_timeout = 10  # Orthanc's DicomScuTimeout
 _modality_hosts: dict[str, str] = {}
 # Keyed by thread id: Orthanc's plugin gives each callback a fresh Python thread state, so
 # threading.local() does not carry from one callback to the next in the same thread.
@@ -284,7 +288,7 @@ def _modality_store(output, uri, request):
         peer = None
     if peer is None:
         return _passthrough_post(output, uri, body)  # Orthanc answers its own error
-    transaction = _outgoing_transaction(peer)
+    transaction = _outgoing_transaction(peer, store.options.get("LocalAet"))
     if not ruleset.may_match(transaction):
         return _passthrough_post(output, uri, body)
     unsupported = store.unsupported()
@@ -298,7 +302,11 @@ def _modality_store(output, uri, request):
             instances.extend(_instances_of(resource))
         except LookupError:
             return _orthanc_error(output, uri, "POST", 404, "Unknown resource", f"no resource with ID {resource}")
-    planned = _plan_send(modality, peer, transaction, instances, list(store.resources), store.permissive, ruleset)
+    try:
+        planned = _plan_send(modality, peer, transaction, instances, list(store.resources), store.permissive, ruleset,
+                             store.options.get("Timeout"))
+    except UnsupportedPeer as exc:
+        return _orthanc_error(output, uri, "POST", 400, "Bad request", str(exc))
     if planned is None:
         return _passthrough_post(output, uri, body)
     job, run = planned
@@ -315,12 +323,18 @@ def _modality_store(output, uri, request):
     return _answer_json(output, job.answer())
 
 
-def _outgoing_transaction(peer: dict) -> Transaction:
-    return Transaction("C_STORE_RQ", "SCP", peer.get("LocalAet") or _orthanc_aet, peer["AET"], peer.get("Host"))
+def _outgoing_transaction(peer: dict, local_aet: str | None = None) -> Transaction:
+    """Sending to ``peer``: our AE title is the request's LocalAet, the modality's, or Orthanc's."""
+    calling = local_aet or peer.get("LocalAet") or _orthanc_aet
+    return Transaction("C_STORE_RQ", "SCP", calling, peer["AET"], peer.get("Host"))
+
+
+class UnsupportedPeer(ValueError):
+    """A peer the plugin cannot send coerced data to (it says why)."""
 
 
 def _plan_send(modality: str, peer: dict, transaction: Transaction, instances: list[str], resources: list[str],
-               permissive: bool, ruleset: RuleSet):
+               permissive: bool, ruleset: RuleSet, timeout: int | None = None):
     """A send job and the function that runs it, or None when no rule coerces any of the
     instances for this peer (Orthanc's own send is then exactly right)."""
     if not ruleset.may_match(transaction):
@@ -329,17 +343,24 @@ def _plan_send(modality: str, peer: dict, transaction: Transaction, instances: l
     if all(r.conditions or r.sop_classes for r in ruleset.for_peers(transaction)) and not any(
             service.rule_for(fetch(instance), transaction, ruleset) for instance in instances):
         return None  # the data decides, and no instance matched
+    if peer.get("UseDicomTls"):
+        raise UnsupportedPeer(f"modality {modality!r} uses DICOM TLS, which coerced sends do not support yet; "
+                              "nothing was sent")
+    destination = Destination(peer["AET"], peer["Host"], int(peer["Port"]), transaction.calling_aet,
+                              int(timeout or peer.get("Timeout") or _scu_timeout))
     job = _sends.add(SendJob(modality, peer["AET"], transaction.calling_aet, instances, resources, permissive))
 
     def run():
-        run_send_job(
-            job,
-            fetch=fetch,
-            coerce=lambda data: service.coerce(data, transaction, ruleset),
-            send=lambda data: orthanc.RestApiPost(f"/modalities/{modality}/store-straight", data),
-            threads=service.settings.send_threads,
-            audit=lambda decision: _log_audit_out(decision, transaction.calling_aet, peer["AET"]),
-        )
+        folder = tempfile.mkdtemp(prefix="coercion-send-")  # 0700: unchanged instances are spooled too
+        try:
+            sender = SpoolingSender(destination, folder)
+            run_send_job(
+                job, fetch=fetch, coerce=lambda data: service.coerce(data, transaction, ruleset),
+                spool=sender.spool, send=sender.send, batch_size=service.settings.send_batch_size,
+                audit=lambda decision: _log_audit_out(decision, transaction.calling_aet, peer["AET"]),
+            )
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     return job, run
 
@@ -512,11 +533,12 @@ def _stop_orthanc(message: str) -> None:
 
 
 def start() -> None:
-    global service, _orthanc_aet, _modality_hosts, _move_registered
+    global service, _orthanc_aet, _move_registered, _scu_timeout
     quiet_pydicom()
     try:
         config = json.loads(orthanc.GetConfiguration())
         _orthanc_aet = config.get("DicomAet", "ORTHANC")
+        _scu_timeout = int(config.get("DicomScuTimeout", 10))
         for value in (config.get("DicomModalities") or {}).values():
             if isinstance(value, list) and len(value) >= 2:
                 _modality_hosts[value[0]] = value[1]

@@ -8,12 +8,12 @@ only ever read.
 from __future__ import annotations
 
 import json
+import queue
 import re
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,9 +21,9 @@ from .service import COERCED, DISCARDED, UNCHANGED, Decision
 
 # An Orthanc resource identifier (the SHA-1 of the DICOM identifiers, in five groups).
 ORTHANC_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")
-# Options of POST /modalities/{id}/store that a coerced send cannot honour, because the
-# instances leave through /modalities/{id}/store-straight, which takes none of them.
-UNSUPPORTED_OPTIONS = ("LocalAet", "MoveOriginatorAet", "MoveOriginatorID", "StorageCommitment")
+# Options of POST /modalities/{id}/store that a coerced send cannot honour yet (storescu
+# sends the coerced instances, and it takes none of them).
+UNSUPPORTED_OPTIONS = ("MoveOriginatorAet", "MoveOriginatorID", "StorageCommitment")
 
 
 class RequestNotUnderstood(ValueError):
@@ -80,7 +80,7 @@ def parse_store_request(body: bytes) -> StoreRequest:
 
 
 class SendError(RuntimeError):
-    """The peer did not take an instance (the message names no attribute value)."""
+    """An instance could not be sent (the message names no attribute value)."""
 
 
 @dataclass
@@ -100,6 +100,7 @@ class SendJob:
     discarded: int = 0
     failures: list[dict] = field(default_factory=list)  # {"instance", "reason"}; never PHI
     rules: set = field(default_factory=set)
+    seconds: dict = field(default_factory=lambda: {"fetch": 0.0, "coerce": 0.0, "send": 0.0})  # summed over threads
     created: float = field(default_factory=time.time)
     finished: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -113,6 +114,7 @@ class SendJob:
                 "SentInstancesCount": self.sent, "CoercedInstancesCount": self.coerced,
                 "DiscardedInstancesCount": self.discarded, "FailedInstancesCount": len(self.failures),
                 "Failures": list(self.failures), "Rules": sorted(self.rules), "Permissive": self.permissive,
+                "Seconds": {step: round(value, 3) for step, value in self.seconds.items()},
                 "CreationTime": _iso(self.created), "CompletionTime": _iso(self.finished),
             }
 
@@ -132,53 +134,97 @@ def run_send_job(
     job: SendJob,
     fetch: Callable[[str], bytes],
     coerce: Callable[[bytes], Decision],
-    send: Callable[[bytes], None],
-    threads: int = 2,
+    spool: Callable[[str, bytes], object],
+    send: Callable[[list], list[tuple[str, str | None]]],
+    batch_size: int = 32,
     audit: Callable[[Decision], None] | None = None,
 ) -> SendJob:
-    """Fetch, coerce and send every instance of ``job``; ``threads`` at a time.
+    """Fetch and coerce every instance of ``job`` and send them in batches.
 
-    An instance whose coercion fails is never sent. Without ``permissive``, the first
-    failure stops the job (what is in flight finishes), as Orthanc's own sends stop.
+    ``spool(instance_id, data)`` keeps an instance for sending and returns an item;
+    ``send(items)`` sends a batch (one association) and returns, per instance, None or why
+    it was not sent. One batch is sent while the next is coerced. An instance whose
+    coercion fails is never sent. Without ``permissive``, the first failure stops the job
+    (the batch in flight is finished), as Orthanc's own sends stop.
     """
     stop = threading.Event()
+    batches: queue.Queue = queue.Queue(maxsize=1)  # the next batch waits while one is sent
+    coerced_ids: set[str] = set()
     job.state = "Running"
 
-    def one(instance_id: str) -> None:
-        if stop.is_set():
-            return
-        try:
-            data = fetch(instance_id)
-            decision = coerce(data)
-            if decision.action == DISCARDED:
-                if audit:
-                    audit(decision)
+    def fail(instance_id: str, reason: str) -> None:
+        with job._lock:
+            job.failures.append({"instance": instance_id, "reason": reason})
+        if not job.permissive:
+            stop.set()
+
+    def sender() -> None:
+        while (batch := batches.get()) is not None:
+            if stop.is_set():
+                continue  # stopped by a failure: what waits is not sent
+            started = time.perf_counter()
+            try:
+                results = send(batch)
+            except Exception as exc:  # the transport itself failed: the whole batch is unsent
+                results = [(item[0], _reason(exc)) for item in batch]
+            with job._lock:
+                job.seconds["send"] += time.perf_counter() - started
+            for instance_id, error in results:
+                if error is not None:
+                    fail(instance_id, f"sending failed: {error}")
+                    continue
                 with job._lock:
-                    job.discarded += 1
-                    job.rules.add(decision.rule.name)
-                return
+                    job.sent += 1
+                    job.coerced += instance_id in coerced_ids
+
+    thread = threading.Thread(target=sender, name=f"coercion-send-{job.id}", daemon=True)
+    thread.start()
+    batch: list = []
+    try:
+        for instance_id in job.instances:
+            if stop.is_set():
+                break
+            started = time.perf_counter()
+            try:
+                data = fetch(instance_id)
+            except Exception as exc:
+                fail(instance_id, f"reading it from Orthanc failed: {_reason(exc)}")
+                continue
+            fetched = time.perf_counter()
+            decision = coerce(data)
+            with job._lock:
+                job.seconds["fetch"] += fetched - started
+                job.seconds["coerce"] += time.perf_counter() - fetched
             if decision.action not in (UNCHANGED, COERCED):
                 if audit:
                     audit(decision)
-                raise SendError(f"coercion refused it (rule {decision.rule.name if decision.rule else '-'}): "
-                                f"{decision.reason}")
-            send(decision.data if decision.action == COERCED else data)
-        except Exception as exc:  # SendError, OrthancException, anything: the instance was not sent
-            with job._lock:
-                job.failures.append({"instance": instance_id, "reason": _reason(exc)})
-            if not job.permissive:
-                stop.set()
-            return
-        with job._lock:
-            job.sent += 1
+                if decision.action == DISCARDED:
+                    with job._lock:
+                        job.discarded += 1
+                        job.rules.add(decision.rule.name)
+                    continue
+                fail(instance_id, f"coercion refused it (rule {decision.rule.name if decision.rule else '-'}): "
+                                  f"{decision.reason}")
+                continue
             if decision.action == COERCED:
-                job.coerced += 1
-                job.rules.add(decision.rule.name)
-        if audit and decision.action == COERCED:
-            audit(decision)
-
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        list(pool.map(one, job.instances))
+                coerced_ids.add(instance_id)
+                with job._lock:
+                    job.rules.add(decision.rule.name)
+                if audit:
+                    audit(decision)
+            try:
+                batch.append(spool(instance_id, decision.data if decision.action == COERCED else data))
+            except Exception as exc:
+                fail(instance_id, f"spooling it failed: {_reason(exc)}")
+                continue
+            if len(batch) >= batch_size:
+                batches.put(batch)
+                batch = []
+        if batch and not stop.is_set():
+            batches.put(batch)
+    finally:
+        batches.put(None)
+        thread.join()
     with job._lock:
         job.state = "Failure" if job.failures and not job.permissive else "Success"
         job.finished = time.time()
@@ -217,8 +263,8 @@ def _reason(exc: Exception) -> str:
         return str(exc)
     args = getattr(exc, "args", ())
     if len(args) >= 2 and isinstance(args[1], str):  # orthanc.OrthancException(code, message)
-        return f"sending failed: {args[1]}"
-    return f"sending failed: {type(exc).__name__}"
+        return args[1]
+    return type(exc).__name__
 
 
 def _iso(moment: float | None) -> str | None:

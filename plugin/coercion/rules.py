@@ -20,7 +20,7 @@ Every error names the file, the rule and the field at fault.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 

@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +21,7 @@ from .dicomio import DicomError, read_instance
 from .linkage import LinkageStore, open_store
 from .pseudonyms import Keys
 from .rules import Rule, RuleError, RuleSet, Transaction, load_rules
-from .uri import Option, parse_uri
+from .uri import parse_uri
 
 UNCHANGED = "unchanged"
 COERCED = "coerced"
@@ -66,7 +66,7 @@ class Settings:
     keys: Keys
     linkage_token: str | None = None
     tables: str | None = None
-    send_threads: int = 2  # instances fetched, coerced and sent at once by an outgoing send
+    send_batch_size: int = 32  # instances per association of an outgoing coerced send
 
     @classmethod
     def from_configuration(cls, config: dict, environ: dict | None = None) -> "Settings":
@@ -100,7 +100,7 @@ class Settings:
             keys=keys,
             linkage_token=token or None,
             tables=section.get("TablesDirectory"),
-            send_threads=_positive_int(section.get("SendThreads", 2), "Coercion.SendThreads"),
+            send_batch_size=_positive_int(section.get("SendBatchSize", 32), "Coercion.SendBatchSize"),
         )
 
 

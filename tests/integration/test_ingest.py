@@ -12,16 +12,14 @@ from pathlib import Path
 
 import pydicom
 import pytest
-import requests
-from pydicom.data import get_testdata_file
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
 from coercion import Keys
 
 from factory import encode, make_ct
-from orthanc_server import (COERCED_STATUSES, orthanc, SECRET, TOKEN, OrthancServer, needs_orthanc, store_statuses,
-                            storescu)
+from orthanc_server import orthanc  # noqa: F401 (a fixture)
+from orthanc_server import COERCED_STATUSES, SECRET, TOKEN, OrthancServer, needs_orthanc, store_statuses, storescu
 
 pytestmark = needs_orthanc
 KEYS = Keys(SECRET)

@@ -14,7 +14,6 @@ import uuid
 
 import pydicom
 import pytest
-import requests
 
 from coercion import Keys
 
@@ -168,8 +167,8 @@ def test_errors_keep_orthancs_statuses(site):
     assert main.post("/modalities/unknown/store", instance_id).status_code == 404
     assert main.post("/modalities/research/store", "not-an-id").status_code == 400
     assert main.post("/modalities/research/store", json.dumps(["0" * 8 + "-00000000" * 4])).status_code == 404
-    answer = main.post("/modalities/research/store", json.dumps({"Resources": [instance_id], "LocalAet": "OTHER"}))
-    assert answer.status_code == 400 and "LocalAet" in answer.json()["Details"]
+    answer = main.post("/modalities/research/store", json.dumps({"Resources": [instance_id], "StorageCommitment": True}))
+    assert answer.status_code == 400 and "StorageCommitment" in answer.json()["Details"]
 
 
 def movescu(main, calling_aet, destination, study_uid):

@@ -1,0 +1,97 @@
+"""What the Orthanc benchmarks share: free ports, an Orthanc started with or without the
+plugin in a folder of its own, and the CPU time of a process tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ, TCP_NODELAY="1")  # Debian's DCMTK waits ~40 ms per message without it
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and its children (the Orthanc process under
+    `coercion serve` is its child): a measure the machine's noise moves less than wall time."""
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += sum(int(v) for v in fields[11:13])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    try:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [int(c) for c in found] + [g for c in found for g in children(int(c))]
+
+
+@dataclass
+class Orthanc:
+    process: subprocess.Popen
+    http_port: int
+    dicom_port: int
+    log: object
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(60)
+        self.log.close()
+
+
+def start_orthanc(work: Path, rules: str | None, aet: str = "ORTHANC", modalities: dict | None = None,
+                  coercion: dict | None = None, **settings) -> Orthanc:
+    """Orthanc with the repository's orthanc.json in ``work``: without any plugin when
+    ``rules`` is None, else with the coercion plugin (and DICOMweb), these rules and the
+    ``coercion`` settings."""
+    work.mkdir(parents=True, exist_ok=True)
+    http, dicom = free_port(), free_port()
+    config = json.loads((REPO / "orthanc.json").read_text())
+    config.update(HttpPort=http, DicomPort=dicom, DicomAet=aet, StorageDirectory=str(work / "storage"),
+                  IndexDirectory=str(work / "storage"), DicomAlwaysAllowStore=True,
+                  DicomModalities={name.lower(): [name, "127.0.0.1", port] for name, port in (modalities or {}).items()},
+                  **settings)
+    config["PythonScript"] = str(REPO / "plugin" / "orthanc_entry.py")
+    if rules is None:
+        config["Plugins"] = []
+        config.pop("PythonScript")
+        config.pop("Coercion", None)
+        command = ["Orthanc"]
+    else:
+        (work / "rules").mkdir(exist_ok=True)
+        (work / "rules" / "bench.yaml").write_text(rules + "\n")
+        (work / "site.key").write_bytes(os.urandom(32))
+        config["Coercion"] = {"RulesDirectory": str(work / "rules"), "SecretFile": str(work / "site.key"),
+                              "LinkageDatabase": str(work / "linkage.sqlite"), **(coercion or {})}
+        command = [sys.executable, "-m", "coercion.cli", "serve", "--config"]
+    (work / "orthanc.json").write_text(json.dumps(config))
+    log = (work / "orthanc.log").open("wb")
+    process = subprocess.Popen([*command, str(work / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT, env=ENV)
+    for _ in range(300):
+        try:
+            if requests.get(f"http://127.0.0.1:{http}/system", timeout=1).ok:
+                return Orthanc(process, http, dicom, log)
+        except requests.RequestException:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"Orthanc did not start; see {work / 'orthanc.log'}")
