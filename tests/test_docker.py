@@ -22,6 +22,7 @@ def test_every_file_the_dockerfile_copies_exists():
     for source in sources:
         assert (REPO / source).exists(), source
     assert "TCP_NODELAY=1" in dockerfile
+    assert re.search(r"apt-get install .*\bdcmtk\b", dockerfile)  # storescu sends coerced instances
 
 
 def test_the_orthanc_configuration_of_the_image_points_where_the_image_puts_things():

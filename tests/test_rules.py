@@ -147,6 +147,13 @@ def test_conditions_parse_the_dataset_only_when_needed(tmp_path):
         ("- [1, 2]", "rule #1: a rule must be a mapping"),
         ("name: r", "must hold a list of rules"),
         ("- {name: r\n  bad", "not valid YAML at line"),
+        ("- {name: r, dimse: C_FIND_RQ, role: SCU, forward: {to: [X]}}", "field 'forward': only rules for C_STORE_RQ"),
+        ("- {name: r, dimse: C_STORE_RQ, role: SCP, forward: {to: [X]}}", "field 'forward': only rules for C_STORE_RQ"),
+        ("- {name: r, dimse: C_STORE_RQ, role: SCU, forward: {to: []}}", "field 'forward.to' must name at least one"),
+        ("- {name: r, dimse: C_STORE_RQ, role: SCU, forward: {to: [X], when: later}}", "field 'forward.when' must be"),
+        ("- {name: r, dimse: C_STORE_RQ, role: SCU, forward: {to: [X], retries: -1}}", "field 'forward.retries'"),
+        ("- {name: r, dimse: C_STORE_RQ, role: SCU, forward: {to: [X], at: 3}}", "field 'forward': unknown field(s) 'at'"),
+        ("- {name: r, dimse: C_STORE_RQ, role: SCU, forward: [X]}", "field 'forward' must be a mapping"),
     ],
 )
 def test_errors_name_the_file_the_rule_and_the_field(tmp_path, text, message):
@@ -192,3 +199,17 @@ def test_the_example_rules_of_the_repository_load():
 ])
 def test_peer_independent_rules_let_the_data_alone_decide(tmp_path, rule, independent):
     assert rules_from(tmp_path, f"- {rule}\n").peer_independent("C_STORE_RQ", "SCU") is independent
+
+
+def test_routes_and_coercion_rules(tmp_path):
+    ruleset = rules_from(tmp_path, """
+        - {name: route, dimse: C_STORE_RQ, role: SCU, forward: {to: [RESEARCH], conditions: ["Modality=CT"]}}
+        - {name: both, dimse: C_STORE_RQ, role: SCU, sending-aet: [CT01], uri: "deidentify:",
+           forward: {to: [a, b], when: received, retries: 0, retry-interval: 5}}
+    """)
+    assert [r.name for r in ruleset.rules] == ["both"]  # only rules with a uri coerce
+    assert [r.name for r in ruleset.routes] == ["route", "both"]
+    route = ruleset.routes[0].forward
+    assert (route.to, route.when, route.retries, route.retry_interval) == (("RESEARCH",), "stable-study", 5, 30)
+    assert ruleset.routes[1].as_dict()["forward"] == {"to": ["a", "b"], "when": "received", "conditions": [],
+                                                       "retries": 0, "retry-interval": 5}

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import orthanc
 
 from ._quiet import quiet_pydicom
+from .dicomio import DicomError, read_instance
+from .forwarding import ForwardQueue
 from .outgoing import RequestNotUnderstood, SendJob, SendJobs, parse_store_request, run_send_job
 from .rules import RuleError, RuleSet, Transaction
 from .storescu import Destination, SpoolingSender
@@ -201,6 +203,9 @@ def _answer(decision, aet: str, stored: bool) -> int:
 def _repost(data: bytes, decision, aet: str) -> int:
     """Store ``data`` through the REST API, uncoerced, and drop what Orthanc holds."""
     me = threading.get_ident()
+    if service.ruleset.routes:  # routes look at who sent it; Orthanc records the REST API
+        uid = decision.outcome.sop_instance_uid if decision is not None else _sop_instance_uid(data)
+        _reposted_from[uid] = aet
     _reposting.add(me)
     try:
         orthanc.RestApiPost("/instances", data)
@@ -212,6 +217,115 @@ def _repost(data: bytes, decision, aet: str) -> int:
     if decision is not None:
         _log_audit(decision, "DICOM", aet)
     return STATUS_COERCED
+
+
+def _sop_instance_uid(data: bytes) -> str:
+    try:
+        return str(read_instance(data).header.get("SOPInstanceUID", ""))
+    except DicomError:
+        return ""
+
+
+# -- routes: forwarding what was received ---------------------------------------------------
+
+_reposted_from: dict[str, str] = {}  # SOP Instance UID of a re-posted copy -> calling AE title
+_forwards: ForwardQueue | None = None
+_forward_wakeup = threading.Event()
+_LEVEL_OF_WHEN = {"received": "Instance", "stable-series": "Series", "stable-study": "Study"}
+
+
+def on_change(change_type, level, resource_id):
+    try:
+        if change_type == orthanc.ChangeType.NEW_INSTANCE and service.ruleset.routes:
+            _route_instance(resource_id)
+        elif change_type in (orthanc.ChangeType.STABLE_SERIES, orthanc.ChangeType.STABLE_STUDY) and _forwards:
+            kind = "Series" if change_type == orthanc.ChangeType.STABLE_SERIES else "Study"
+            if _forwards.stable(kind, resource_id):
+                _forward_wakeup.set()
+    except Exception:  # a route that cannot be evaluated is logged; the instance stays stored
+        orthanc.LogError("coercion: routing failed: " + traceback.format_exc(limit=2).splitlines()[-1])
+
+
+def _route_instance(instance_id: str) -> None:
+    instance = json.loads(orthanc.RestApiGet(f"/instances/{instance_id}"))
+    metadata = json.loads(orthanc.RestApiGet(f"/instances/{instance_id}/metadata?expand"))
+    uid = instance.get("MainDicomTags", {}).get("SOPInstanceUID", "")
+    calling_aet = _reposted_from.pop(uid, None)
+    if calling_aet is not None or metadata.get("Origin") == "DicomProtocol":
+        calling_aet = calling_aet or metadata.get("RemoteAET")
+        host = _modality_hosts.get(calling_aet)
+    else:
+        calling_aet, host = None, metadata.get("RemoteIP")
+    transaction = Transaction("C_STORE_RQ", "SCU", calling_aet, _orthanc_aet, host)
+    header: list = []
+
+    def dataset():
+        if not header:
+            try:
+                header.append(read_instance(orthanc.RestApiGet(f"/instances/{instance_id}/file")).header)
+            except DicomError:
+                header.append(None)
+        return header[0]
+
+    parents = {"Instance": instance_id, "Series": instance.get("ParentSeries"),
+               "Study": json.loads(orthanc.RestApiGet(f"/series/{instance['ParentSeries']}")).get("ParentStudy")}
+    for route in service.routes_for(transaction, dataset):
+        forward = route.forward
+        level = _LEVEL_OF_WHEN[forward.when]
+        for destination in forward.to:
+            _forwards.arm(route.name, destination, level, parents[level], forward.when == "received",
+                          forward.retries, forward.retry_interval)
+        if forward.when == "received":
+            _forward_wakeup.set()
+
+
+def _forward_worker() -> None:
+    while True:
+        _forward_wakeup.wait(timeout=1.0)
+        _forward_wakeup.clear()
+        try:
+            for row in _forwards.take_due():
+                _send_forward(row)
+        except Exception:
+            orthanc.LogError("coercion: forwarding worker: " + traceback.format_exc(limit=2).splitlines()[-1])
+
+
+def _send_forward(row: dict) -> None:
+    modalities = json.loads(orthanc.RestApiGet("/modalities?expand"))
+    found = [(name, m) for name, m in sorted(modalities.items()) if row["destination"] in (name, m.get("AET"))]
+    if not found:
+        _forwards.attempt_failed(row["id"], f"no modality named {row['destination']!r} in DicomModalities")
+        return
+    modality, peer = found[0]
+    try:
+        instances = _instances_of(row["resource"])
+    except LookupError:
+        _forwards.attempt_failed(row["id"], "the resource is no longer in Orthanc", retry=False)
+        return
+    try:
+        planned = _plan_send(modality, peer, _outgoing_transaction(peer), instances, [row["resource"]], False,
+                             service.ruleset)
+    except UnsupportedPeer as exc:
+        _forwards.attempt_failed(row["id"], str(exc), retry=False)
+        return
+    if planned is None:  # no outgoing rule applies: Orthanc's own send
+        try:
+            orthanc.RestApiPost(f"/modalities/{modality}/store",
+                                json.dumps({"Resources": [row["resource"]], "Synchronous": True}))
+        except orthanc.OrthancException as exc:
+            state = _forwards.attempt_failed(row["id"], f"sending failed: {exc.args[1] if len(exc.args) > 1 else exc}")
+            orthanc.LogWarning(f"coercion: forward {row['id']} to {modality}: attempt failed, now {state}")
+            return
+        _forwards.sent(row["id"])
+        return
+    job, run = planned
+    run()
+    if job.state == "Failure":
+        failure = job.failures[0]
+        state = _forwards.attempt_failed(row["id"], f"instance {failure['instance']}: {failure['reason']}", job.id)
+        orthanc.LogWarning(f"coercion: forward {row['id']} to {modality}: attempt failed, now {state}")
+    else:
+        _forwards.sent(row["id"], job.id)
 
 
 # -- outgoing C-STORE ---------------------------------------------------------------------
@@ -312,7 +426,7 @@ def _modality_store(output, uri, request):
     job, run = planned
     if not store.synchronous:
         threading.Thread(target=run, name=f"coercion-send-{job.id}", daemon=True).start()
-        return _answer_json(output, {"ID": job.id, "Path": f"/coercion/forwards/{job.id}"})
+        return _answer_json(output, {"ID": job.id, "Path": f"/coercion/sends/{job.id}"})
     run()
     if job.state == "Failure":
         failure = job.failures[0]
@@ -494,14 +608,20 @@ def on_rest(output, uri, **request):
             except ValueError as exc:  # URIError, DicomError and bad arguments
                 return _error(output, 400, str(exc))
             return output.AnswerBuffer(data, "application/dicom")
-        if route == "forwards" and method == "GET":
+        if route == "sends" and method == "GET":
             return _answer_json(output, [job.as_dict() for job in _sends.all()])
-        match = re.fullmatch(r"forwards/([^/]+)", route)
+        match = re.fullmatch(r"sends/([^/]+)", route)
         if match and method == "GET":
             job = _sends.get(match.group(1))
             if job is None:
                 return _error(output, 404, f"no send job {match.group(1)} (jobs are kept in memory until a restart)")
             return _answer_json(output, job.as_dict())
+        if route == "forwards" and method == "GET":
+            return _answer_json(output, _forwards.list(args.get("state") or None))
+        match = re.fullmatch(r"forwards/([0-9]+)", route)
+        if match and method == "GET":
+            row = _forwards.get(int(match.group(1)))
+            return _answer_json(output, row) if row else _error(output, 404, f"no forward {match.group(1)}")
         match = re.fullmatch(r"linkage/([^/]+)", route)
         if match:
             if method != "GET":
@@ -533,7 +653,7 @@ def _stop_orthanc(message: str) -> None:
 
 
 def start() -> None:
-    global service, _orthanc_aet, _move_registered, _scu_timeout
+    global service, _orthanc_aet, _move_registered, _scu_timeout, _forwards
     quiet_pydicom()
     try:
         config = json.loads(orthanc.GetConfiguration())
@@ -558,6 +678,9 @@ def start() -> None:
         orthanc.RegisterMoveCallback(on_move)
         _move_registered = True
     service.validators.append(_check_move_coverage)
+    _forwards = ForwardQueue(service.settings.forwards_database)
+    orthanc.RegisterOnChangeCallback(on_change)
+    threading.Thread(target=_forward_worker, name="coercion-forwards", daemon=True).start()
     orthanc.LogWarning(
         f"coercion: {len(service.ruleset.rules)} rule(s) active from {service.settings.rules_directory}"
     )

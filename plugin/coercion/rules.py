@@ -35,8 +35,12 @@ ROLES = ("SCU", "SCP")
 ON_FAILURE = ("reject", "discard")
 FIELDS = {
     "name", "dimse", "role", "sending-aet", "receiving-aet", "sending-host", "sop-class",
-    "conditions", "priority", "uri", "on-failure", "description",
+    "conditions", "priority", "uri", "on-failure", "description", "forward",
 }
+FORWARD_FIELDS = {"to", "when", "conditions", "retries", "retry-interval"}
+# When a route sends what it matched: each instance as it is stored, or the whole series or
+# study once Orthanc declares it stable (no new instance for StableAge seconds).
+FORWARD_WHEN = ("received", "stable-series", "stable-study")
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 _TAG = re.compile(r"^\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?$")
 _CONDITION = re.compile(r"^(?P<path>[^!=]+?)\s*(?P<op>!?=)(?P<value>.*)$")
@@ -101,11 +105,27 @@ ANY = Matcher((), ())
 
 
 @dataclass(frozen=True)
+class Forward:
+    """A route: what a rule matched on the way in is sent on to peers (through the rules
+    for outgoing C-STORE), with retries."""
+
+    to: tuple[str, ...]  # modalities, by symbolic name or AE title
+    when: str = "stable-study"
+    conditions: tuple[Condition, ...] = ()
+    retries: int = 5
+    retry_interval: int = 30  # seconds before the first retry; doubled after each, up to an hour
+
+    def as_dict(self) -> dict:
+        return {"to": list(self.to), "when": self.when, "conditions": [c.text for c in self.conditions],
+                "retries": self.retries, "retry-interval": self.retry_interval}
+
+
+@dataclass(frozen=True)
 class Rule:
     name: str
     dimse: str
     role: str
-    uri: DeidentifyURI
+    uri: DeidentifyURI | None  # None: a route only (``forward``), nothing coerced on the way in
     source: str  # the file that defines the rule
     index: int  # its position in the file
     sending_aet: Matcher = ANY
@@ -116,6 +136,7 @@ class Rule:
     priority: int = 0
     on_failure: str = "reject"
     description: str = ""
+    forward: Forward | None = None
 
     def matches_peers(self, transaction: Transaction) -> bool:
         return (self.dimse == transaction.dimse and self.role == transaction.role
@@ -125,11 +146,12 @@ class Rule:
 
     def as_dict(self) -> dict:
         return {
-            "name": self.name, "dimse": self.dimse, "role": self.role, "uri": str(self.uri),
+            "name": self.name, "dimse": self.dimse, "role": self.role, "uri": str(self.uri) if self.uri else None,
             "sending-aet": list(self.sending_aet.entries), "receiving-aet": list(self.receiving_aet.entries),
             "sending-host": list(self.sending_host.entries), "sop-class": sorted(self.sop_classes),
             "conditions": [c.text for c in self.conditions], "priority": self.priority,
             "on-failure": self.on_failure, "file": self.source, "description": self.description,
+            **({"forward": self.forward.as_dict()} if self.forward else {}),
         }
 
 
@@ -148,8 +170,9 @@ class Transaction:
 
 @dataclass(frozen=True)
 class RuleSet:
-    rules: tuple[Rule, ...] = ()
+    rules: tuple[Rule, ...] = ()  # the rules that coerce (they have a uri)
     files: tuple[str, ...] = ()
+    routes: tuple[Rule, ...] = ()  # the rules that forward (they have a forward)
 
     def peer_independent(self, dimse: str, role: str) -> bool:
         """Whether no rule for (dimse, role) looks at the peer's AE title or host.
@@ -272,10 +295,11 @@ def parse_rule(raw, source: str, index: int) -> Rule:
     for key, allowed in (("dimse", DIMSE), ("role", ROLES)):
         if raw.get(key) not in allowed:
             raise RuleError(f"{where}: field '{key}' must be one of {', '.join(allowed)}, got {raw.get(key)!r}")
-    if "uri" not in raw:
-        raise RuleError(f"{where}: field 'uri' is required (for example 'deidentify:')")
+    forward = _forward(raw["forward"], where, raw) if "forward" in raw else None
+    if "uri" not in raw and forward is None:
+        raise RuleError(f"{where}: field 'uri' is required (for example 'deidentify:'), unless the rule has 'forward'")
     try:
-        uri = parse_uri(raw["uri"])
+        uri = parse_uri(raw["uri"]) if "uri" in raw else None
     except URIError as exc:
         raise RuleError(f"{where}: field 'uri': {exc}") from None
     priority = raw.get("priority", 0)
@@ -302,7 +326,37 @@ def parse_rule(raw, source: str, index: int) -> Rule:
         priority=priority,
         on_failure=on_failure,
         description=str(raw.get("description", "")),
+        forward=forward,
     )
+
+
+def _forward(raw, where: str, rule: dict) -> Forward:
+    if rule.get("dimse") != "C_STORE_RQ" or rule.get("role") != "SCU":
+        raise RuleError(f"{where}: field 'forward': only rules for C_STORE_RQ with role SCU (what we receive) "
+                        "can forward")
+    if not isinstance(raw, dict):
+        raise RuleError(f"{where}: field 'forward' must be a mapping like {{to: [RESEARCH], when: stable-study}}")
+    unknown = sorted(set(raw) - FORWARD_FIELDS)
+    if unknown:
+        raise RuleError(f"{where}: field 'forward': unknown field(s) {', '.join(map(repr, unknown))}; "
+                        f"known: {', '.join(sorted(FORWARD_FIELDS))}")
+    to = _string_list(raw.get("to"), where, "forward.to")
+    if not to:
+        raise RuleError(f"{where}: field 'forward.to' must name at least one modality")
+    when = raw.get("when", "stable-study")
+    if when not in FORWARD_WHEN:
+        raise RuleError(f"{where}: field 'forward.when' must be one of {', '.join(FORWARD_WHEN)}, got {when!r}")
+    numbers = {}
+    for key, default, low in (("retries", 5, 0), ("retry-interval", 30, 1)):
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise RuleError(f"{where}: field 'forward.{key}' must be a whole number of at least {low}, got {value!r}")
+        numbers[key] = value
+    conditions = raw.get("conditions") or []
+    if not isinstance(conditions, list):
+        raise RuleError(f"{where}: field 'forward.conditions' must be a list of strings")
+    return Forward(to, when, tuple(parse_condition(c, where) for c in conditions), numbers["retries"],
+                   numbers["retry-interval"])
 
 
 def parse_rules_text(text: str, source: str) -> list[Rule]:
@@ -339,4 +393,5 @@ def load_rules(directory: str | Path) -> RuleSet:
         if rule.name in seen:
             raise RuleError(f"{rule.source}: rule {rule.name!r}: field 'name': already used in {seen[rule.name]}")
         seen[rule.name] = rule.source
-    return RuleSet(tuple(rules), tuple(str(p) for p in files))
+    return RuleSet(tuple(r for r in rules if r.uri is not None), tuple(str(p) for p in files),
+                   tuple(r for r in rules if r.forward is not None))

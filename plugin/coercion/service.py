@@ -67,6 +67,7 @@ class Settings:
     linkage_token: str | None = None
     tables: str | None = None
     send_batch_size: int = 32  # instances per association of an outgoing coerced send
+    forwards_database: str = "forwards.sqlite"
 
     @classmethod
     def from_configuration(cls, config: dict, environ: dict | None = None) -> "Settings":
@@ -94,9 +95,11 @@ class Settings:
                 raise ValueError(f"Coercion.LinkageTokenFile {token_file}: {exc.strerror}") from None
         if token is not None and len(token) < 16:
             raise ValueError("the linkage credential must be at least 16 characters long")
+        linkage = env.get("COERCION_LINKAGE_DB") or section.get("LinkageDatabase") or "linkage.sqlite"
         return cls(
             rules_directory=rules,
-            linkage_database=env.get("COERCION_LINKAGE_DB") or section.get("LinkageDatabase") or "linkage.sqlite",
+            linkage_database=linkage,
+            forwards_database=section.get("ForwardsDatabase") or str(Path(linkage).parent / "forwards.sqlite"),
             keys=keys,
             linkage_token=token or None,
             tables=section.get("TablesDirectory"),
@@ -155,15 +158,30 @@ class CoercionService:
         return ruleset
 
     def rules_report(self) -> dict:
+        ruleset = self.ruleset
+        every = sorted({(r.source, r.index): r for r in ruleset.rules + ruleset.routes}.items())
         return {
             "directory": self.settings.rules_directory,
-            "files": list(self.ruleset.files),
-            "rules": [r.as_dict() for r in self.ruleset.rules],
+            "files": list(ruleset.files),
+            "rules": [r.as_dict() for _, r in every],
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at or 0)),
             "last_error": self.last_error,
         }
 
     # -- coercion ---------------------------------------------------------------------------
+
+    def routes_for(self, transaction: Transaction, dataset: Callable) -> list[Rule]:
+        """The routes whose peers, SOP classes and conditions (the rule's and the forward's)
+        match what was stored; ``dataset`` is called only if a route needs the data."""
+        candidates = [r for r in self.ruleset.routes if r.matches_peers(transaction)]
+        if any(r.sop_classes or r.conditions or r.forward.conditions for r in candidates):
+            ds = dataset()
+            if ds is None:
+                return []
+            sop_class = str(ds.get("SOPClassUID", "") or "")
+            candidates = [r for r in candidates if (not r.sop_classes or sop_class in r.sop_classes)
+                          and all(c.matches(ds) for c in r.conditions + r.forward.conditions)]
+        return candidates
 
     def rule_for(self, data: bytes, transaction: Transaction, ruleset: RuleSet | None = None) -> Rule | None:
         """The rule that would coerce ``data``; unreadable data gets the rules that may match

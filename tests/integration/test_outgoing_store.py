@@ -106,14 +106,14 @@ def test_an_asynchronous_send_is_a_job_with_a_status(site):
     answer = main.post("/modalities/research/store", json.dumps({"Resources": [study_id], "Asynchronous": True}))
     assert answer.status_code == 200, answer.text
     job = answer.json()
-    assert job["Path"] == f"/coercion/forwards/{job['ID']}"
+    assert job["Path"] == f"/coercion/sends/{job['ID']}"
     for _ in range(300):
         status = main.get(job["Path"]).json()
         if status["State"] in ("Success", "Failure"):
             break
         time.sleep(0.1)
     assert status["State"] == "Success" and status["SentInstancesCount"] == 4 and status["CoercedInstancesCount"] == 4
-    assert any(j["ID"] == job["ID"] for j in main.get("/coercion/forwards").json())
+    assert any(j["ID"] == job["ID"] for j in main.get("/coercion/sends").json())
     for ds in originals:
         assert research.lookup(KEYS.uid(ds.SOPInstanceUID)) and research.lookup(ds.SOPInstanceUID) is None
     assert_unchanged(main, files)
