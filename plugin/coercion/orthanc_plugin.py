@@ -172,7 +172,7 @@ def _cstore_instance(instance):
     aet = instance.GetInstanceRemoteAet()
     _last_calling_aet[me] = aet
     early = _early.pop(me, None)
-    if early and early.ruleset is service.ruleset and early.calling_aet in (None, aet):
+    if early and early.ruleset is service.ruleset and (early.calling_aet in (None, aet) or _same_rule(early, aet, instance)):
         return _answer(early.decision, aet, stored=True)
     # Not decided yet, or decided for another AE title or older rules: decide on what the
     # SCU sent. Orthanc holds the early copy: any status but 0 drops it.
@@ -183,6 +183,15 @@ def _cstore_instance(instance):
     if decision.action == UNCHANGED:  # an early coerced copy of data that no rule wants coerced
         return _repost(received, None, aet)
     return _answer(decision, aet, stored=False)
+
+
+def _same_rule(early: _Early, aet: str, instance) -> bool:
+    """Decided for another AE title, but the right one picks the same rule (or none): the
+    coercion depends on the rule and the data only, so what Orthanc holds is right."""
+    if early.decision.action not in (UNCHANGED, COERCED):
+        return False
+    received = early.received if early.received is not None else instance.GetInstanceData()
+    return service.rule_for(received, _store_transaction(aet), early.ruleset) is early.decision.rule
 
 
 def _answer(decision, aet: str, stored: bool) -> int:
@@ -684,3 +693,18 @@ def start() -> None:
     orthanc.LogWarning(
         f"coercion: {len(service.ruleset.rules)} rule(s) active from {service.settings.rules_directory}"
     )
+    _warn_about_c_get(config)
+
+
+def _warn_about_c_get(config: dict) -> None:
+    """C-GET retrieves bypass the rules (no plugin hook): say so for each peer they concern."""
+    outgoing = [r for r in service.ruleset.rules if r.dimse == "C_STORE_RQ" and r.role == "SCP"]
+    for name, value in (config.get("DicomModalities") or {}).items():
+        if isinstance(value, list) and len(value) >= 3:
+            value = {"AET": value[0], "Host": value[1]}
+        if not isinstance(value, dict) or value.get("AllowGet") is False:
+            continue
+        peer = Transaction("C_STORE_RQ", "SCP", _orthanc_aet, value.get("AET"), value.get("Host"))
+        if any(r.matches_peers(peer) for r in outgoing):
+            orthanc.LogWarning(f"coercion: modality {name!r} may C-GET, and C-GET retrieves do not go through the "
+                               "rules: set \"AllowGet\": false for it in DicomModalities")

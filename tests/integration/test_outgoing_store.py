@@ -225,3 +225,11 @@ def test_outgoing_rules_added_at_run_time_need_a_restart(tmp_path):
         assert [r["name"] for r in server.get("/coercion/rules").json()["rules"]] == ["in"]
     finally:
         server.stop()
+
+
+def test_peers_that_may_c_get_around_the_rules_are_named_at_start(site):
+    main, _, _ = site
+    warnings = [line for line in main.log().splitlines() if "may C-GET" in line]
+    # every modality of this site is named by an outgoing rule, and none forbids C-GET
+    assert sorted(line.split("modality ")[1].split(" ")[0] for line in warnings) == ["'nowhere'", "'research'",
+                                                                                    "'storescp'"]
