@@ -34,6 +34,7 @@ import tempfile
 import threading
 import traceback
 import urllib.parse
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import orthanc
@@ -153,8 +154,12 @@ def _received_dicom(me: int, data: bytes):
     if decision.action == COERCED:
         _early[me] = _Early(ruleset, calling_aet, decision, data)
         return orthanc.ReceivedInstanceAction.MODIFY, decision.data
-    # Unchanged, or refused: the filter answers the SCU with the DIMSE status that says why
-    # (and decides again if the AE title was not the one this decision assumed).
+    if calling_aet is None and decision.action in (REJECTED, DISCARDED):
+        # Final (no AE title can change it): refuse here, whether or not a filter follows.
+        _log_audit(decision, "DICOM", None)
+        return _REFUSE if decision.action == REJECTED else (orthanc.ReceivedInstanceAction.DISCARD, None)
+    # Unchanged, or refused for an AE title that may not be the caller's: the filter answers
+    # the SCU with the DIMSE status that says why, or decides again for the right AE title.
     _early[me] = _Early(ruleset, calling_aet, decision, None)
     return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None
 
@@ -237,7 +242,20 @@ def _sop_instance_uid(data: bytes) -> str:
 
 # -- routes: forwarding what was received ---------------------------------------------------
 
-_reposted_from: dict[str, str] = {}  # SOP Instance UID of a re-posted copy -> calling AE title
+class _Bounded(OrderedDict):
+    """A dict that forgets its oldest entries beyond ``limit`` (entries nobody collects)."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+_reposted_from: dict[str, str] = _Bounded(10000)  # SOP Instance UID of a re-posted copy -> calling AET
 _forwards: ForwardQueue | None = None
 _forward_wakeup = threading.Event()
 _LEVEL_OF_WHEN = {"received": "Instance", "stable-series": "Series", "stable-study": "Study"}
@@ -276,11 +294,12 @@ def _route_instance(instance_id: str) -> None:
                 header.append(None)
         return header[0]
 
-    parents = {"Instance": instance_id, "Series": instance.get("ParentSeries"),
-               "Study": json.loads(orthanc.RestApiGet(f"/series/{instance['ParentSeries']}")).get("ParentStudy")}
+    parents = {"Instance": instance_id, "Series": instance.get("ParentSeries")}
     for route in service.routes_for(transaction, dataset):
         forward = route.forward
         level = _LEVEL_OF_WHEN[forward.when]
+        if level not in parents:
+            parents["Study"] = json.loads(orthanc.RestApiGet(f"/series/{parents['Series']}")).get("ParentStudy")
         for destination in forward.to:
             _forwards.arm(route.name, destination, level, parents[level], forward.when == "received",
                           forward.retries, forward.retry_interval)
