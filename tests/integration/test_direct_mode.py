@@ -73,21 +73,3 @@ def test_a_refused_instance_is_an_error_for_the_client_and_is_not_stored(direct,
     audit = [line for line in direct.log().splitlines() if '"action":"rejected"' in line]
     assert audit and "pixel data is truncated" in audit[-1]  # refused by the plugin, not by Orthanc
 
-
-def test_a_refused_dicom_instance_gets_a_failure_status_and_is_not_stored(direct, tmp_path):
-    from pynetdicom import AE
-
-    path, original = write(tmp_path, rows=64)
-    broken = tmp_path / "broken.dcm"
-    broken.write_bytes(path.read_bytes()[:-1000])  # the cut falls inside the pixel data
-    ae = AE(ae_title="ANYBODY")
-    ae.add_requested_context(original.SOPClassUID, original.file_meta.TransferSyntaxUID)
-    assoc = ae.associate("127.0.0.1", direct.dicom_port, ae_title="ORTHANC")
-    assert assoc.is_established
-    try:
-        status = assoc.send_c_store(broken)
-    finally:
-        assoc.release()
-    assert status.Status >= 0xA000 and status.Status & 0xF000 != 0xB000  # a failure, not a warning
-    assert direct.lookup(original.SOPInstanceUID) is None and direct.lookup(KEYS.uid(original.SOPInstanceUID)) is None
-    assert direct.get("/system").ok
