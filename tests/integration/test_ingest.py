@@ -140,8 +140,11 @@ def test_malformed_file_to_a_matching_aet_is_refused_and_orthanc_keeps_serving(o
     path, original = ct_file(tmp_path)
     data = path.read_bytes()
     broken = tmp_path / "broken.dcm"
-    broken.write_bytes(data[: len(data) - 1000])  # pixel data cut short
-    # storescu refuses to send a truncated file; pynetdicom sends a file's bytes as they are.
+    broken.write_bytes(data[: len(data) - 1000])  # cut inside the header
+    # storescu refuses to send a truncated file; pynetdicom reads it with pydicom, which drops
+    # what was cut, and sends the rest: Orthanc refuses it (required tags missing). The
+    # plugin's own refusals are shown on REST uploads, where it sees the bytes as sent; on
+    # DICOM, Orthanc hands the plugin its own well-formed serialization of what it received.
     status = send_file(orthanc, "RESEARCH", broken)
     assert status.Status >= 0xA000 and status.Status & 0xF000 != 0xB000  # a failure, not a warning
     assert orthanc.lookup(original.SOPInstanceUID) is None
