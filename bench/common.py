@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -95,3 +96,32 @@ def start_orthanc(work: Path, rules: str | None, aet: str = "ORTHANC", modalitie
             time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"Orthanc did not start; see {work / 'orthanc.log'}")
+
+
+def interleaved_rounds(setups: list[str], rounds: int, run_once, cpu_label: str) -> tuple[dict, dict]:
+    """Run every set-up once a round, ``rounds`` times (the machine's drift hits them alike);
+    ``run_once(setup)`` gives (instances per second, CPU ms per instance)."""
+    rates: dict[str, list[float]] = {s: [] for s in setups}
+    cpu: dict[str, list[float]] = {s: [] for s in setups}
+    for round_ in range(rounds):
+        for setup in setups:
+            rate, cpu_ms = run_once(setup)
+            rates[setup].append(rate)
+            cpu[setup].append(cpu_ms)
+            print(f"round {round_ + 1} {setup}: {rate:.0f} instances/s, {cpu_label} {cpu_ms:.2f} ms/instance",
+                  file=sys.stderr, flush=True)
+    return rates, cpu
+
+
+def print_table(rates: dict, cpu: dict, cpu_label: str) -> None:
+    """The Markdown table bench/README.md records; the first set-up is the reference."""
+    reference = next(iter(rates))
+    best = {s: max(v) for s, v in rates.items()}
+    median = {s: statistics.median(v) for s, v in rates.items()}
+    print(f"| set-up | instances/s best | median | all rounds | best / {reference} | median / {reference} "
+          f"| {cpu_label} ms/instance (least) |")
+    print("| --- | ---: | ---: | --- | ---: | ---: | ---: |")
+    for setup in rates:
+        print(f"| {setup} | {best[setup]:.0f} | {median[setup]:.0f} | {', '.join(f'{r:.0f}' for r in rates[setup])} "
+              f"| {best[setup] / best[reference]:.2f}x | {median[setup] / median[reference]:.2f}x "
+              f"| {min(cpu[setup]):.2f} |")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ import requests
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from common import cpu_seconds, start_orthanc  # noqa: E402
+from common import cpu_seconds, interleaved_rounds, print_table, start_orthanc  # noqa: E402
 from generate_ct import generate_ct_series  # noqa: E402
 
 RULES = {
@@ -72,29 +71,15 @@ def main() -> None:
     args = parser.parse_args()
     shm = Path("/dev/shm")
     root = Path(tempfile.mkdtemp(prefix="coercion-forward-", dir=None if args.on_disk or not shm.is_dir() else shm))
-    rates: dict[str, list[float]] = {s: [] for s in RULES}
-    cpu: dict[str, list[float]] = {s: [] for s in RULES}
     try:
         files = generate_ct_series(root / "series", args.count)
-        for round_ in range(args.rounds):
-            for setup in RULES:
-                rate, cpu_ms = run_once(setup, files, root, args.batch)
-                rates[setup].append(rate)
-                cpu[setup].append(cpu_ms)
-                print(f"round {round_ + 1} {setup}: {rate:.0f} instances/s, sender CPU {cpu_ms:.2f} ms/instance",
-                      file=sys.stderr, flush=True)
+        rates, cpu = interleaved_rounds(list(RULES), args.rounds, lambda setup: run_once(setup, files, root, args.batch),
+                                        "sender CPU")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"\n{args.count} instances of 0.53 MB, {args.rounds} interleaved rounds, SendBatchSize {args.batch}, "
           f"storage in {'disk' if args.on_disk else 'tmpfs'}\n")
-    print("| set-up | instances/s best | median | all rounds | best / plain | median / plain "
-          "| sender CPU ms/instance (least) |")
-    print("| --- | ---: | ---: | --- | ---: | ---: | ---: |")
-    best = {s: max(v) for s, v in rates.items()}
-    median = {s: statistics.median(v) for s, v in rates.items()}
-    for setup in RULES:
-        print(f"| {setup} | {best[setup]:.0f} | {median[setup]:.0f} | {', '.join(f'{r:.0f}' for r in rates[setup])} "
-              f"| {best[setup] / best['plain']:.2f}x | {median[setup] / median['plain']:.2f}x | {min(cpu[setup]):.2f} |")
+    print_table(rates, cpu, "sender CPU")
     print("\ntarget: coerced forwarding >= 0.6x of plain forwarding")
 
 

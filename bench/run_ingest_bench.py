@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import requests
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from common import ENV, cpu_seconds, start_orthanc  # noqa: E402
+from common import ENV, cpu_seconds, interleaved_rounds, print_table, start_orthanc  # noqa: E402
 from generate_ct import generate_ct_series  # noqa: E402
 
 RULES = {
@@ -76,29 +75,13 @@ def main() -> None:
     try:
         files = generate_ct_series(root / "series", args.count)
         setups = ["plain", *(args.only or RULES)]
-        rates: dict[str, list[float]] = {s: [] for s in setups}
-        cpu: dict[str, list[float]] = {s: [] for s in setups}
-        for round_ in range(args.rounds):
-            for setup in setups:
-                rate, cpu_ms = run_once(setup, files, root)
-                rates[setup].append(rate)
-                cpu[setup].append(cpu_ms)
-                print(f"round {round_ + 1} {setup}: {rate:.0f} instances/s, Orthanc CPU {cpu_ms:.2f} ms/instance",
-                      file=sys.stderr, flush=True)
+        rates, cpu = interleaved_rounds(setups, args.rounds, lambda setup: run_once(setup, files, root),
+                                        "Orthanc CPU")
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    best = {s: max(v) for s, v in rates.items()}
-    median = {s: statistics.median(v) for s, v in rates.items()}
-    least_cpu = {s: min(v) for s, v in cpu.items()}
     print(f"\n{args.count} instances of 0.53 MB, one association, {args.rounds} interleaved rounds, "
           f"storage in {'tmpfs' if str(root).startswith('/dev/shm') else 'disk'}\n")
-    print("| set-up | instances/s best | median | all rounds | best / plain | median / plain "
-          "| Orthanc CPU ms/instance (least) |")
-    print("| --- | ---: | ---: | --- | ---: | ---: | ---: |")
-    for setup in rates:
-        print(f"| {setup} | {best[setup]:.0f} | {median[setup]:.0f} | {', '.join(f'{r:.0f}' for r in rates[setup])} "
-              f"| {best[setup] / best['plain']:.2f}x | {median[setup] / median['plain']:.2f}x "
-              f"| {least_cpu[setup]:.2f} |")
+    print_table(rates, cpu, "Orthanc CPU")
     print("\ntargets: no-match >= 0.95x, a rule-matched ingest >= 0.75x")
 
 

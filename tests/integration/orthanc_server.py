@@ -58,8 +58,33 @@ RULES = """
 """
 
 
+class OrthancREST:
+    """What the tests ask of an Orthanc over its REST API (``self.url``)."""
+
+    url: str
+
+    def get(self, path, **kwargs):
+        return requests.get(self.url + path, timeout=30, **kwargs)
+
+    def post(self, path, data=None, **kwargs):
+        return requests.post(self.url + path, data=data, timeout=60, **kwargs)
+
+    def lookup(self, sop_instance_uid: str) -> str | None:
+        answer = self.post("/tools/lookup", sop_instance_uid).json()
+        ids = [a["ID"] for a in answer if a["Type"] == "Instance"]
+        return ids[0] if ids else None
+
+    def file(self, instance_id: str) -> bytes:
+        response = self.get(f"/instances/{instance_id}/file")
+        response.raise_for_status()
+        return response.content
+
+    def instance_count(self) -> int:
+        return self.get("/statistics").json()["CountInstances"]
+
+
 @dataclass
-class OrthancServer:
+class OrthancServer(OrthancREST):
     root: Path
     rules: str = RULES
     modalities: dict = field(default_factory=dict)
@@ -136,29 +161,9 @@ class OrthancServer:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
 
-    # -- REST helpers ----------------------------------------------------------------------
-
-    def get(self, path, **kwargs):
-        return requests.get(self.url + path, timeout=30, **kwargs)
-
-    def post(self, path, data=None, **kwargs):
-        return requests.post(self.url + path, data=data, timeout=60, **kwargs)
-
-    def lookup(self, sop_instance_uid: str) -> str | None:
-        answer = self.post("/tools/lookup", sop_instance_uid).json()
-        ids = [a["ID"] for a in answer if a["Type"] == "Instance"]
-        return ids[0] if ids else None
-
-    def file(self, instance_id: str) -> bytes:
-        response = self.get(f"/instances/{instance_id}/file")
-        response.raise_for_status()
-        return response.content
-
-    def instance_count(self) -> int:
-        return self.get("/statistics").json()["CountInstances"]
 
 
-class PlainOrthanc:
+class PlainOrthanc(OrthancREST):
     """Orthanc without any plugin, as a peer."""
 
     def __init__(self, root, aet, peers):
@@ -186,19 +191,6 @@ class PlainOrthanc:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(30)
         self.log.close()
-
-    def get(self, path, **kwargs):
-        return requests.get(self.url + path, timeout=30, **kwargs)
-
-    def lookup(self, sop_instance_uid: str) -> str | None:
-        answer = requests.post(self.url + "/tools/lookup", sop_instance_uid, timeout=30).json()
-        ids = [a["ID"] for a in answer if a["Type"] == "Instance"]
-        return ids[0] if ids else None
-
-    def file(self, instance_id: str) -> bytes:
-        response = self.get(f"/instances/{instance_id}/file")
-        response.raise_for_status()
-        return response.content
 
 
 class StoreSCP:
