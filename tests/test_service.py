@@ -140,3 +140,14 @@ def test_a_rule_the_plugin_does_not_apply_yet_is_refused_not_ignored(service, tm
     with pytest.raises(RuleError, match=f"site.yaml: rule 'later': .*{dimse} with role {role} is not applied"):
         service.reload()
     assert [r.name for r in service.ruleset.rules] == ["research", "dropper", "ct-only"]
+
+
+def test_a_provisional_decision_is_counted_and_linked_only_once_confirmed(service):
+    data = encode(make_ct(patient_id="P-2"))
+    decision = service.coerce(data, store("RESEARCH"), provisional=True)
+    assert decision.action == COERCED
+    pseudonym = pydicom.dcmread(io.BytesIO(decision.data)).PatientID
+    assert service.linkage(pseudonym) == [] and "research" not in service.stats()
+    service.confirm(decision)
+    assert service.linkage(pseudonym)[0]["instance_count"] == 1
+    assert service.stats()["research"]["coerced"] == 1 and service.stats()["research"]["bytes_in"] == len(data)

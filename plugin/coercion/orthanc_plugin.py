@@ -150,7 +150,8 @@ def _received_dicom(me: int, data: bytes):
         calling_aet = _last_calling_aet.get(me)
         if calling_aet is None:
             return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None  # the filter decides
-    decision = service.coerce(data, _store_transaction(calling_aet), ruleset)
+    # A guess of the AE title is provisional: counted and linked once the filter confirms it.
+    decision = service.coerce(data, _store_transaction(calling_aet), ruleset, provisional=calling_aet is not None)
     if decision.action == COERCED:
         _early[me] = _Early(ruleset, calling_aet, decision, data)
         return orthanc.ReceivedInstanceAction.MODIFY, decision.data
@@ -178,6 +179,8 @@ def _cstore_instance(instance):
     _last_calling_aet[me] = aet
     early = _early.pop(me, None)
     if early and early.ruleset is service.ruleset and (early.calling_aet in (None, aet) or _same_rule(early, aet, instance)):
+        if early.calling_aet is not None:
+            service.confirm(early.decision)  # raises if the linkage store fails: Orthanc drops the copy
         return _answer(early.decision, aet, stored=True)
     # Not decided yet, or decided for another AE title or older rules: decide on what the
     # SCU sent. Orthanc holds the early copy: any status but 0 drops it.

@@ -39,6 +39,7 @@ class Decision:
     outcome: Outcome | None = None
     reason: str = ""  # why it was rejected or discarded; never holds attribute values
     milliseconds: float = 0.0
+    bytes_in: int = 0
 
 
 @dataclass
@@ -193,10 +194,41 @@ class CoercionService:
             return next(iter(ruleset.for_peers(transaction)), None)
         return ruleset.match(transaction_with_dataset(transaction, header))
 
-    def coerce(self, data: bytes, transaction: Transaction, ruleset: RuleSet | None = None) -> Decision:
+    def coerce(self, data: bytes, transaction: Transaction, ruleset: RuleSet | None = None,
+               provisional: bool = False) -> Decision:
         """Match ``transaction`` against the rules (the active ones unless given) and coerce
-        ``data`` if a rule wins."""
-        ruleset = ruleset or self.ruleset
+        ``data`` if a rule wins. The decision is counted and its patient linked at once,
+        unless ``provisional`` (a guess the caller may drop): then :meth:`confirm` does it."""
+        decision = self._decide(data, transaction, ruleset or self.ruleset)
+        if provisional:
+            return decision
+        try:
+            self.confirm(decision)
+        except Exception as exc:  # the linkage store failed: fail closed, as for any failure
+            rule = decision.rule
+            failed = Decision(DISCARDED if rule and rule.on_failure == "discard" else REJECTED, rule,
+                              reason=f"linkage store: {type(exc).__name__}: {_safe(exc)}", bytes_in=len(data))
+            self.confirm(failed)
+            return failed
+        return decision
+
+    def confirm(self, decision: Decision) -> None:
+        """Count a decision and link its patient (raises if the linkage store fails)."""
+        if decision.action == UNCHANGED:
+            return
+        rule_name = decision.rule.name if decision.rule else "(no rule: unreadable data)"
+        seconds = decision.milliseconds / 1000
+        if decision.action == COERCED:
+            outcome = decision.outcome
+            if outcome.patient_pseudonym and outcome.original_patient_id:
+                self.store.record(outcome.patient_pseudonym, outcome.issuer_of_patient_id,
+                                  outcome.original_patient_id, decision.rule.name)
+            self._count(rule_name, coerced=1, bytes_in=decision.bytes_in, bytes_out=len(decision.data),
+                        seconds=seconds)
+        else:
+            self._count(rule_name, **{decision.action: 1}, bytes_in=decision.bytes_in, seconds=seconds)
+
+    def _decide(self, data: bytes, transaction: Transaction, ruleset: RuleSet) -> Decision:
         parsed: dict = {}
 
         def dataset():
@@ -223,23 +255,18 @@ class CoercionService:
             deid = self._deidentifiers.get(str(rule.uri)) or self._deidentifier(rule)
             outcome = deid.deidentify_instance(instance)
             coerced = b"".join(deid.encode(instance))
-            if outcome.patient_pseudonym and outcome.original_patient_id:
-                self.store.record(outcome.patient_pseudonym, outcome.issuer_of_patient_id,
-                                  outcome.original_patient_id, rule.name)
         except DicomError as exc:
             return self._failed(rule, f"unreadable DICOM: {exc}", len(data), started, rule.on_failure)
         except Exception as exc:  # fail closed on anything: never store or send as received
             return self._failed(rule, f"{type(exc).__name__}: {_safe(exc)}", len(data), started, rule.on_failure)
         elapsed = time.perf_counter() - started
-        self._count(rule.name, coerced=1, bytes_in=len(data), bytes_out=len(coerced), seconds=elapsed)
-        return Decision(COERCED, rule, coerced, outcome, milliseconds=elapsed * 1000)
+        return Decision(COERCED, rule, coerced, outcome, milliseconds=elapsed * 1000, bytes_in=len(data))
 
-    def _failed(self, rule, reason, size, started, on_failure) -> Decision:
+    @staticmethod
+    def _failed(rule, reason, size, started, on_failure) -> Decision:
         elapsed = time.perf_counter() - started if started else 0.0
-        name = rule.name if rule else "(no rule: unreadable data)"
         action = DISCARDED if on_failure == "discard" else REJECTED
-        self._count(name, **{action: 1}, bytes_in=size, seconds=elapsed)
-        return Decision(action, rule, reason=reason, milliseconds=elapsed * 1000)
+        return Decision(action, rule, reason=reason, milliseconds=elapsed * 1000, bytes_in=size)
 
     def _count(self, name: str, **increments) -> None:
         with self._lock:

@@ -283,3 +283,23 @@ def test_serve_refuses_a_port_in_use_and_names_it(tmp_path):
         with pytest.raises(RuntimeError, match=f"HttpPort {server.http_port} is already in use.*--http-port"):
             server.start()
     assert server.process.returncode == 78
+
+
+def test_concurrent_associations_from_matching_and_other_aets(orthanc, tmp_path):
+    import concurrent.futures
+
+    batches = {aet: [ct_file(tmp_path, patient_id="CONC-1") for _ in range(5)]
+               for aet in ("RESEARCH", "OTHER_A", "RESEARCH_9", "OTHER_B")}
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = dict(zip(batches, pool.map(lambda item: storescu(orthanc, item[0], *(p for p, _ in item[1])),
+                                             batches.items())))
+    for aet, files in batches.items():
+        assert len(store_statuses(results[aet])) == 5, results[aet].stdout + results[aet].stderr
+        for _, original in files:
+            if aet.startswith("RESEARCH"):
+                assert stored_coerced(orthanc, original), aet
+            else:
+                assert stored_unchanged(orthanc, original), aet
+    with sqlite3.connect(orthanc.linkage_db) as db:
+        (count,) = db.execute("SELECT instance_count FROM patient_link WHERE patient_id='CONC-1'").fetchone()
+    assert count == 10  # once per coerced instance, whatever the threads guessed
