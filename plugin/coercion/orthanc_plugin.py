@@ -20,6 +20,13 @@ Imported by ``plugin/orthanc_entry.py`` inside Orthanc's Python plugin (API 4.0,
   /instances`` and discards what Orthanc holds with status B000 ("Coercion of Data
   Elements"), so only the right copy is ever written. That path ingests the instance twice
   (bench/README.md); it costs the first instance of such an association, not the others.
+* OnChangeCallback: a new instance arms the routes (rules with ``forward``) that match it; a
+  stable series or study makes its forwards due; a worker thread sends them.
+* REST route ``/modalities/{id}/store`` (called instead of Orthanc's own): sends that an
+  outgoing rule (C_STORE_RQ, role SCP) applies to are coerced and sent by storescu; the
+  others go to Orthanc's route unchanged.
+* MoveCallback (only when outgoing rules exist at start-up; it replaces Orthanc's C-MOVE
+  SCP): C-MOVE retrieves go out the same way.
 * REST routes under ``/coercion``.
 """
 
