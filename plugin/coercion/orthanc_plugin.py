@@ -20,8 +20,9 @@ Imported by ``plugin/orthanc_entry.py`` inside Orthanc's Python plugin (API 4.0,
   /instances`` and discards what Orthanc holds with status B000 ("Coercion of Data
   Elements"), so only the right copy is ever written. That path ingests the instance twice
   (bench/README.md); it costs the first instance of such an association, not the others.
-* OnChangeCallback: a new instance arms the routes (rules with ``forward``) that match it; a
-  stable series or study makes its forwards due; a worker thread sends them.
+* OnChangeCallback (only when routes exist at start-up): a new instance arms the routes
+  (rules with ``forward``) that match it; a stable series or study makes its forwards due; a
+  worker thread sends them.
 * REST route ``/modalities/{id}/store`` (called instead of Orthanc's own): sends that an
   outgoing rule (C_STORE_RQ, role SCP) applies to are coerced and sent by storescu; the
   others go to Orthanc's route unchanged.
@@ -524,6 +525,7 @@ def _plan_send(modality: str, peer: dict, transaction: Transaction, instances: l
 _MOVE_KEYS = {"PATIENT": ("PatientID", "Patient"), "STUDY": ("StudyInstanceUID", "Study"),
               "SERIES": ("SeriesInstanceUID", "Series"), "INSTANCE": ("SOPInstanceUID", "Instance")}
 _move_registered = False
+_routes_registered = False
 
 
 def on_move(**request):
@@ -577,11 +579,16 @@ def _move_resources(request: dict) -> list[str]:
     return found
 
 
-def _check_move_coverage(ruleset: RuleSet) -> None:
-    """Rules for outgoing C-STORE need the C-MOVE SCP, which is registered at start-up only."""
+def _check_restart_needed(ruleset: RuleSet) -> None:
+    """Callbacks are registered at start-up only, and only those the rules need (an idle
+    change callback still competes with ingest for the interpreter): a reload that needs
+    one more is refused."""
     if not _move_registered and any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in ruleset.rules):
         raise RuleError("rules for C_STORE_RQ with role SCP were added while Orthanc runs without them: restart "
                         "Orthanc so that C-MOVE retrieves are coerced too (the old rules stay active)")
+    if not _routes_registered and ruleset.routes:
+        raise RuleError("routes (rules with 'forward') were added while Orthanc runs without them: restart Orthanc "
+                        "so that what it receives can be forwarded (the old rules stay active)")
 
 
 def _log_audit_out(decision, local_aet: str, remote_aet: str) -> None:
@@ -691,7 +698,7 @@ def _stop_orthanc(message: str) -> None:
 
 
 def start() -> None:
-    global service, _orthanc_aet, _move_registered, _scu_timeout, _forwards
+    global service, _orthanc_aet, _move_registered, _scu_timeout, _forwards, _routes_registered
     quiet_pydicom()
     try:
         config = json.loads(orthanc.GetConfiguration())
@@ -715,10 +722,12 @@ def start() -> None:
     if any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in service.ruleset.rules):
         orthanc.RegisterMoveCallback(on_move)
         _move_registered = True
-    service.validators.append(_check_move_coverage)
-    _forwards = ForwardQueue(service.settings.forwards_database)
-    orthanc.RegisterOnChangeCallback(on_change)
-    threading.Thread(target=_forward_worker, name="coercion-forwards", daemon=True).start()
+    service.validators.append(_check_restart_needed)
+    _forwards = ForwardQueue(service.settings.forwards_database)  # its status stays readable
+    if service.ruleset.routes:
+        orthanc.RegisterOnChangeCallback(on_change)
+        _routes_registered = True
+        threading.Thread(target=_forward_worker, name="coercion-forwards", daemon=True).start()
     orthanc.LogWarning(
         f"coercion: {len(service.ruleset.rules)} rule(s) active from {service.settings.rules_directory}"
     )
