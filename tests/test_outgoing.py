@@ -201,3 +201,11 @@ def test_storescu_sends_to_a_real_peer(tmp_path):
     finally:
         scp.terminate()
         scp.wait()
+
+
+def test_an_aborted_job_ends_as_a_failure_with_its_reason():
+    job = SendJob("m", "A", "B", ["i0"], ["r"])
+    job.abort("OSError: the send could not run")
+    record = job.as_dict()
+    assert record["State"] == "Failure" and record["CompletionTime"]
+    assert record["Failures"] == [{"instance": None, "reason": "OSError: the send could not run"}]

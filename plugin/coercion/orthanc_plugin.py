@@ -360,8 +360,7 @@ def _send_forward(row: dict) -> None:
     job, run = planned
     run()
     if job.state == "Failure":
-        failure = job.failures[0]
-        state = _forwards.attempt_failed(row["id"], f"instance {failure['instance']}: {failure['reason']}", job.id)
+        state = _forwards.attempt_failed(row["id"], job.first_failure(), job.id)
         orthanc.LogWarning(f"coercion: forward {row['id']} to {modality}: attempt failed, now {state}")
     else:
         _forwards.sent(row["id"], job.id)
@@ -468,10 +467,9 @@ def _modality_store(output, uri, request):
         return _answer_json(output, {"ID": job.id, "Path": f"/coercion/sends/{job.id}"})
     run()
     if job.state == "Failure":
-        failure = job.failures[0]
+        reason = job.failures[0]["reason"]
         return _orthanc_error(output, uri, "POST", 500, "Error in the network protocol" if
-                              failure["reason"].startswith("sending failed") else "Coercion failed",
-                              f"instance {failure['instance']} was not sent: {failure['reason']}",
+                              reason.startswith("sending failed") else "Coercion failed", job.first_failure(),
                               Coercion=job.as_dict())
     return _answer_json(output, job.answer())
 
@@ -504,16 +502,21 @@ def _plan_send(modality: str, peer: dict, transaction: Transaction, instances: l
     job = _sends.add(SendJob(modality, peer["AET"], transaction.calling_aet, instances, resources, permissive))
 
     def run():
-        folder = tempfile.mkdtemp(prefix="coercion-send-")  # 0700: unchanged instances are spooled too
+        folder = None
         try:
+            folder = tempfile.mkdtemp(prefix="coercion-send-")  # 0700: unchanged instances are spooled too
             sender = SpoolingSender(destination, folder)
             run_send_job(
                 job, fetch=fetch, coerce=lambda data: service.coerce(data, transaction, ruleset),
                 spool=sender.spool, send=sender.send, batch_size=service.settings.send_batch_size,
                 audit=lambda decision: _log_audit_out(decision, transaction.calling_aet, peer["AET"]),
             )
+        except Exception as exc:  # the job must end, and say why, whatever failed around it
+            orthanc.LogError("coercion: send job failed: " + traceback.format_exc(limit=2).splitlines()[-1])
+            job.abort(f"{type(exc).__name__}: the send could not run")
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
 
     return job, run
 
@@ -558,8 +561,7 @@ def _move(request: dict) -> None:
     job, run = planned
     run()
     if job.state == "Failure":
-        raise RuntimeError(f"C-MOVE to {target}: instance {job.failures[0]['instance']} was not sent: "
-                           f"{job.failures[0]['reason']}")
+        raise RuntimeError(f"C-MOVE to {target}: {job.first_failure()}")
 
 
 def _move_resources(request: dict) -> list[str]:

@@ -118,6 +118,23 @@ class SendJob:
                 "CreationTime": _iso(self.created), "CompletionTime": _iso(self.finished),
             }
 
+    def first_failure(self) -> str:
+        """What went wrong first, in a sentence (no PHI: instance IDs and reasons only)."""
+        with self._lock:
+            if not self.failures:
+                return ""
+            failure = self.failures[0]
+        if failure["instance"] is None:
+            return f"the send failed: {failure['reason']}"
+        return f"instance {failure['instance']} was not sent: {failure['reason']}"
+
+    def abort(self, reason: str) -> None:
+        """End the job as failed (what was not sent stays unsent)."""
+        with self._lock:
+            self.failures.append({"instance": None, "reason": reason})
+            self.state = "Failure"
+            self.finished = time.time()
+
     def answer(self) -> dict:
         """The answer of a synchronous send, shaped like Orthanc's own, plus the coercion."""
         with self._lock:
