@@ -39,7 +39,8 @@ def test_the_orthanc_configuration_of_the_image_points_where_the_image_puts_thin
     assert {config["Coercion"]["SecretFile"], config["Coercion"]["LinkageTokenFile"]} <= secrets
     # Published on the host's loopback only.
     assert all(port.startswith("127.0.0.1:") for port in service["ports"])
-    assert json.loads(service["environment"]["ORTHANC__DICOM_MODALITIES"])
+    modalities = json.loads(service["environment"]["ORTHANC__DICOM_MODALITIES"])
+    assert all(m["AllowGet"] is False for m in modalities.values())  # C-GET bypasses the rules
 
 
 def test_the_rules_the_image_mounts_load():
