@@ -1,0 +1,234 @@
+"""What leaves Orthanc: sends and C-MOVE retrieves, through the rules for role SCP.
+
+* REST route ``/modalities/{id}/store`` (called instead of Orthanc's own): sends that an
+  outgoing rule (C_STORE_RQ, role SCP) applies to are coerced and sent by storescu, a batch
+  per association; the others go to Orthanc's route unchanged.
+* MoveCallback (registered only when outgoing rules exist at start-up; it replaces Orthanc's
+  C-MOVE SCP): C-MOVE retrieves go out the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+import traceback
+
+import orthanc
+
+from .orthanc_state import answer_json, log_audit, state
+from .outgoing import RequestNotUnderstood, SendJob, parse_store_request, run_send_job
+from .rules import RuleSet, Transaction
+from .storescu import Destination, SpoolingSender
+
+# -- outgoing C-STORE ---------------------------------------------------------------------
+
+# How Orthanc turns its error codes into HTTP statuses (the rest are 500).
+_HTTP_STATUS_OF_ERROR_NAME = {
+    "INEXISTENT_FILE": 404, "INEXISTENT_ITEM": 404, "INEXISTENT_TAG": 404, "UNKNOWN_RESOURCE": 404,
+    "BAD_FILE_FORMAT": 400, "BAD_PARAMETER_TYPE": 400, "BAD_REQUEST": 400, "PARAMETER_OUT_OF_RANGE": 400,
+    "URI_SYNTAX": 400, "UNAUTHORIZED": 401, "FORBIDDEN_ACCESS": 403, "NOT_IMPLEMENTED": 501,
+}
+_HTTP_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+                 500: "Internal Server Error", 501: "Not Implemented"}
+
+
+def _orthanc_error(output, uri: str, method: str, status: int, message: str, details: str | None = None,
+                   **extra) -> None:
+    """An error shaped like Orthanc's own, so that clients of the core route read it alike."""
+    body = {"HttpError": _HTTP_REASONS.get(status, "Error"), "HttpStatus": status, "Message": message,
+            "Method": method, "Uri": uri, **extra}
+    if details:
+        body["Details"] = details
+    text = json.dumps(body, indent=3)
+    output.SendHttpStatus(status, text, len(text.encode()))
+
+
+def _passthrough_post(output, uri: str, body: bytes) -> None:
+    """Let Orthanc's own route answer (a plugin's RestApiPost reaches the core route)."""
+    try:
+        answer = orthanc.RestApiPost(uri, body)
+    except orthanc.OrthancException as exc:
+        code, message = (exc.args + (None, ""))[:2]
+        status = next((s for name, s in _HTTP_STATUS_OF_ERROR_NAME.items()
+                       if getattr(orthanc.ErrorCode, name, None) == code), 500)
+        # Orthanc 1.10 gives plugins the error code and message, not its details.
+        return _orthanc_error(output, uri, "POST", status, str(message), OrthancError=str(message),
+                              OrthancStatus=code)
+    output.AnswerBuffer(answer, "application/json")
+
+
+def instances_of(resource_id: str) -> list[str]:
+    """The instances of a patient, study, series or instance, by Orthanc ID."""
+    for level in ("instances", "series", "studies", "patients"):
+        try:
+            orthanc.RestApiGet(f"/{level}/{resource_id}")  # 404 unless the ID is of this level
+        except orthanc.OrthancException:
+            continue
+        if level == "instances":
+            return [resource_id]
+        return [i["ID"] for i in json.loads(orthanc.RestApiGet(f"/{level}/{resource_id}/instances"))]
+    raise LookupError(resource_id)
+
+
+def on_modality_store(output, uri, **request):
+    try:
+        return _modality_store(output, uri, request)
+    except Exception:  # never send anything after an internal error; say so
+        orthanc.LogError("coercion: outgoing store error: " + traceback.format_exc(limit=3))
+        return _orthanc_error(output, uri, request.get("method", "POST"), 500,
+                              "Internal error in the coercion plugin; nothing more was sent")
+
+
+def _modality_store(output, uri, request):
+    if request["method"] != "POST":
+        return output.SendMethodNotAllowed("POST")
+    modality, body = request["groups"][0], request.get("body", b"")
+    ruleset = state.service.ruleset
+    if not any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in ruleset.rules):
+        return _passthrough_post(output, uri, body)  # nothing to coerce on the way out
+    peer = json.loads(orthanc.RestApiGet("/modalities?expand")).get(modality)
+    try:
+        store = parse_store_request(body)
+    except RequestNotUnderstood:
+        peer = None
+    if peer is None:
+        return _passthrough_post(output, uri, body)  # Orthanc answers its own error
+    transaction = outgoing_transaction(peer, store.options.get("LocalAet"))
+    if not ruleset.may_match(transaction):
+        return _passthrough_post(output, uri, body)
+    unsupported = store.unsupported()
+    if unsupported:
+        return _orthanc_error(output, uri, "POST", 400, "Bad request",
+                              f"coercion rules apply to modality {modality!r}; coerced sends do not support "
+                              f"{', '.join(unsupported)} yet: leave them out")
+    instances = []
+    for resource in store.resources:
+        try:
+            instances.extend(instances_of(resource))
+        except LookupError:
+            return _orthanc_error(output, uri, "POST", 404, "Unknown resource", f"no resource with ID {resource}")
+    try:
+        planned = plan_send(modality, peer, transaction, instances, list(store.resources), store.permissive, ruleset,
+                             store.options.get("Timeout"))
+    except UnsupportedPeer as exc:
+        return _orthanc_error(output, uri, "POST", 400, "Bad request", str(exc))
+    if planned is None:
+        return _passthrough_post(output, uri, body)
+    job, run = planned
+    if not store.synchronous:
+        threading.Thread(target=run, name=f"coercion-send-{job.id}", daemon=True).start()
+        return answer_json(output, {"ID": job.id, "Path": f"/coercion/sends/{job.id}"})
+    run()
+    if job.state == "Failure":
+        reason = job.failures[0]["reason"]
+        return _orthanc_error(output, uri, "POST", 500, "Error in the network protocol" if
+                              reason.startswith("sending failed") else "Coercion failed", job.first_failure(),
+                              Coercion=job.as_dict())
+    return answer_json(output, job.answer())
+
+
+def outgoing_transaction(peer: dict, local_aet: str | None = None) -> Transaction:
+    """Sending to ``peer``: our AE title is the request's LocalAet, the modality's, or Orthanc's."""
+    calling = local_aet or peer.get("LocalAet") or state.orthanc_aet
+    return Transaction("C_STORE_RQ", "SCP", calling, peer["AET"], peer.get("Host"))
+
+
+class UnsupportedPeer(ValueError):
+    """A peer the plugin cannot send coerced data to (it says why)."""
+
+
+def plan_send(modality: str, peer: dict, transaction: Transaction, instances: list[str], resources: list[str],
+               permissive: bool, ruleset: RuleSet, timeout: int | None = None):
+    """A send job and the function that runs it, or None when no rule coerces any of the
+    instances for this peer (Orthanc's own send is then exactly right)."""
+    if not ruleset.may_match(transaction):
+        return None
+    fetch = lambda instance: orthanc.RestApiGet(f"/instances/{instance}/file")  # noqa: E731
+    if all(r.conditions or r.sop_classes for r in ruleset.for_peers(transaction)) and not any(
+            state.service.rule_for(fetch(instance), transaction, ruleset) for instance in instances):
+        return None  # the data decides, and no instance matched
+    if peer.get("UseDicomTls"):
+        raise UnsupportedPeer(f"modality {modality!r} uses DICOM TLS, which coerced sends do not support yet; "
+                              "nothing was sent")
+    destination = Destination(peer["AET"], peer["Host"], int(peer["Port"]), transaction.calling_aet,
+                              int(timeout or peer.get("Timeout") or state.scu_timeout))
+    job = state.sends.add(SendJob(modality, peer["AET"], transaction.calling_aet, instances, resources, permissive))
+
+    def run():
+        folder = None
+        try:
+            folder = tempfile.mkdtemp(prefix="coercion-send-")  # 0700: unchanged instances are spooled too
+            sender = SpoolingSender(destination, folder)
+            run_send_job(
+                job, fetch=fetch, coerce=lambda data: state.service.coerce(data, transaction, ruleset),
+                spool=sender.spool, send=sender.send, batch_size=state.service.settings.send_batch_size,
+                audit=lambda decision: log_audit(decision, "C-STORE-SCU", transaction.calling_aet, peer["AET"]),
+            )
+        except Exception as exc:  # the job must end, and say why, whatever failed around it
+            orthanc.LogError("coercion: send job failed: " + traceback.format_exc(limit=2).splitlines()[-1])
+            job.abort(f"{type(exc).__name__}: the send could not run")
+        finally:
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    return job, run
+
+
+# -- C-MOVE SCP ---------------------------------------------------------------------------
+# Registered only when rules coerce outgoing C-STORE (it replaces Orthanc's own C-MOVE SCP,
+# and the Python plugin 4.0 reports one sub-operation per C-MOVE whatever was sent).
+
+_MOVE_KEYS = {"PATIENT": ("PatientID", "Patient"), "STUDY": ("StudyInstanceUID", "Study"),
+              "SERIES": ("SeriesInstanceUID", "Series"), "INSTANCE": ("SOPInstanceUID", "Instance")}
+
+
+def on_move(**request):
+    try:
+        _move(request)
+    except Exception:
+        # An exception fails the C-MOVE: nothing more is sent. The log names no patient.
+        orthanc.LogError("coercion: C-MOVE refused: " + traceback.format_exc(limit=2).splitlines()[-1])
+        raise
+
+
+def _move(request: dict) -> None:
+    target = request.get("TargetAET", "")
+    modalities = json.loads(orthanc.RestApiGet("/modalities?expand"))
+    found = [(name, m) for name, m in sorted(modalities.items()) if m.get("AET") == target]
+    if not found:
+        raise LookupError(f"unknown C-MOVE destination {target!r}: not in DicomModalities")
+    modality, peer = found[0]
+    resources = _move_resources(request)
+    if not resources:
+        return
+    instances = [i for r in resources for i in instances_of(r)]
+    ruleset = state.service.ruleset
+    planned = plan_send(modality, peer, outgoing_transaction(peer), instances, resources, False, ruleset)
+    if planned is None:  # what Orthanc's own C-MOVE SCP does
+        orthanc.RestApiPost(f"/modalities/{modality}/store", json.dumps({
+            "Resources": resources, "Synchronous": True, "MoveOriginatorAet": request.get("OriginatorAET", ""),
+            "MoveOriginatorID": int(request.get("OriginatorID") or 0)}))
+        return
+    job, run = planned
+    run()
+    if job.state == "Failure":
+        raise RuntimeError(f"C-MOVE to {target}: {job.first_failure()}")
+
+
+def _move_resources(request: dict) -> list[str]:
+    """The Orthanc IDs a C-MOVE asks for, found as Orthanc's own C-MOVE SCP finds them."""
+    level = str(request.get("Level", "")).upper()
+    if level not in _MOVE_KEYS:
+        raise ValueError(f"unknown C-MOVE level {level!r}")
+    key, kind = _MOVE_KEYS[level]
+    values = [v.strip() for v in str(request.get(key) or "").split("\\") if v.strip()]
+    if level == "STUDY" and not values and request.get("AccessionNumber"):
+        query = {"Level": "Study", "Query": {"AccessionNumber": request["AccessionNumber"]}}
+        return json.loads(orthanc.RestApiPost("/tools/find", json.dumps(query)))
+    found: list[str] = []
+    for value in values:
+        answer = json.loads(orthanc.RestApiPost("/tools/lookup", value))
+        found.extend(a["ID"] for a in answer if a["Type"] == kind and a["ID"] not in found)
+    return found

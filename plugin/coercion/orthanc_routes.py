@@ -1,0 +1,117 @@
+"""Routes: what a rule with ``forward`` matched on the way in is sent on to peers.
+
+OnChangeCallback (registered only when routes exist at start-up): a new instance arms the
+routes that match it; a stable series or study makes its forwards due; a worker thread sends
+them through the rules for what Orthanc sends, and retries.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import traceback
+
+import orthanc
+
+from .dicomio import DicomError, read_instance
+from .orthanc_ingest import reposted_from
+from .orthanc_outgoing import UnsupportedPeer, instances_of, outgoing_transaction, plan_send
+from .orthanc_state import state
+from .rules import Transaction
+
+_forward_wakeup = threading.Event()
+_LEVEL_OF_WHEN = {"received": "Instance", "stable-series": "Series", "stable-study": "Study"}
+
+
+def on_change(change_type, level, resource_id):
+    try:
+        if change_type == orthanc.ChangeType.NEW_INSTANCE and state.service.ruleset.routes:
+            _route_instance(resource_id)
+        elif change_type in (orthanc.ChangeType.STABLE_SERIES, orthanc.ChangeType.STABLE_STUDY) and state.forwards:
+            kind = "Series" if change_type == orthanc.ChangeType.STABLE_SERIES else "Study"
+            if state.forwards.stable(kind, resource_id):
+                _forward_wakeup.set()
+    except Exception:  # a route that cannot be evaluated is logged; the instance stays stored
+        orthanc.LogError("coercion: routing failed: " + traceback.format_exc(limit=2).splitlines()[-1])
+
+
+def _route_instance(instance_id: str) -> None:
+    instance = json.loads(orthanc.RestApiGet(f"/instances/{instance_id}"))
+    metadata = json.loads(orthanc.RestApiGet(f"/instances/{instance_id}/metadata?expand"))
+    uid = instance.get("MainDicomTags", {}).get("SOPInstanceUID", "")
+    calling_aet = reposted_from.pop(uid, None)
+    if calling_aet is not None or metadata.get("Origin") == "DicomProtocol":
+        calling_aet = calling_aet or metadata.get("RemoteAET")
+        host = state.modality_hosts.get(calling_aet)
+    else:
+        calling_aet, host = None, metadata.get("RemoteIP")
+    transaction = Transaction("C_STORE_RQ", "SCU", calling_aet, state.orthanc_aet, host)
+    header: list = []
+
+    def dataset():
+        if not header:
+            try:
+                header.append(read_instance(orthanc.RestApiGet(f"/instances/{instance_id}/file")).header)
+            except DicomError:
+                header.append(None)
+        return header[0]
+
+    parents = {"Instance": instance_id, "Series": instance.get("ParentSeries")}
+    for route in state.service.routes_for(transaction, dataset):
+        forward = route.forward
+        level = _LEVEL_OF_WHEN[forward.when]
+        if level not in parents:
+            parents["Study"] = json.loads(orthanc.RestApiGet(f"/series/{parents['Series']}")).get("ParentStudy")
+        for destination in forward.to:
+            state.forwards.arm(route.name, destination, level, parents[level], forward.when == "received",
+                          forward.retries, forward.retry_interval)
+        if forward.when == "received":
+            _forward_wakeup.set()
+
+
+def forward_worker() -> None:
+    while True:
+        _forward_wakeup.wait(timeout=1.0)
+        _forward_wakeup.clear()
+        try:
+            for row in state.forwards.take_due():
+                _send_forward(row)
+        except Exception:
+            orthanc.LogError("coercion: forwarding worker: " + traceback.format_exc(limit=2).splitlines()[-1])
+
+
+def _send_forward(row: dict) -> None:
+    modalities = json.loads(orthanc.RestApiGet("/modalities?expand"))
+    found = [(name, m) for name, m in sorted(modalities.items()) if row["destination"] in (name, m.get("AET"))]
+    if not found:
+        state.forwards.attempt_failed(row["id"], f"no modality named {row['destination']!r} in DicomModalities")
+        return
+    modality, peer = found[0]
+    try:
+        instances = instances_of(row["resource"])
+    except LookupError:
+        state.forwards.attempt_failed(row["id"], "the resource is no longer in Orthanc", retry=False)
+        return
+    try:
+        planned = plan_send(modality, peer, outgoing_transaction(peer), instances, [row["resource"]], False,
+                             state.service.ruleset)
+    except UnsupportedPeer as exc:
+        state.forwards.attempt_failed(row["id"], str(exc), retry=False)
+        return
+    if planned is None:  # no outgoing rule applies: Orthanc's own send
+        try:
+            orthanc.RestApiPost(f"/modalities/{modality}/store",
+                                json.dumps({"Resources": [row["resource"]], "Synchronous": True}))
+        except orthanc.OrthancException as exc:
+            now = state.forwards.attempt_failed(row["id"], f"sending failed: {exc.args[1] if len(exc.args) > 1 else exc}")
+            orthanc.LogWarning(f"coercion: forward {row['id']} to {modality}: attempt failed, now {now}")
+            return
+        state.forwards.sent(row["id"])
+        return
+    job, run = planned
+    run()
+    if job.state == "Failure":
+        now = state.forwards.attempt_failed(row["id"], job.first_failure(), job.id)
+        orthanc.LogWarning(f"coercion: forward {row['id']} to {modality}: attempt failed, now {now}")
+    else:
+        state.forwards.sent(row["id"], job.id)
