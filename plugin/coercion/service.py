@@ -1,6 +1,6 @@
 """The coercion service: rules, keys, linkage and statistics behind plain calls.
 
-Everything an Orthanc callback needs, without Orthanc: the adapter (orthanc_plugin.py)
+Everything an Orthanc callback needs, without Orthanc: the Orthanc edge (the orthanc_*.py modules)
 translates each event into a :class:`Transaction` plus bytes and turns the :class:`Decision`
 back into what Orthanc expects. Thread-safe: Orthanc calls it from many threads.
 """
