@@ -213,3 +213,13 @@ def test_routes_and_coercion_rules(tmp_path):
     assert (route.to, route.when, route.retries, route.retry_interval) == (("RESEARCH",), "stable-study", 5, 30)
     assert ruleset.routes[1].as_dict()["forward"] == {"to": ["a", "b"], "when": "received", "conditions": [],
                                                        "retries": 0, "retry-interval": 5}
+
+
+@pytest.mark.parametrize("rule, reads", [
+    ("{name: a, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:'}", False),
+    ("{name: a, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:RetainSafePrivateOption'}", True),
+    ("{name: a, dimse: C_STORE_RQ, role: SCU, conditions: ['(0009,1001)=X'], uri: 'deidentify:'}", True),
+    ("{name: a, dimse: C_STORE_RQ, role: SCU, conditions: ['Modality=CT'], uri: 'deidentify:'}", False),
+])
+def test_whether_private_attributes_must_be_read(tmp_path, rule, reads):
+    assert rules_from(tmp_path, f"- {rule}\n").reads_private is reads

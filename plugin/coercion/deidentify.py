@@ -237,7 +237,7 @@ class Deidentifier:
 
     def deidentify_chunks(self, data: bytes | bytearray | memoryview) -> tuple[list, Outcome]:
         """The de-identified instance as byte chunks (to write without joining) and the outcome."""
-        instance = read_instance(data)
+        instance = read_instance(data, drop_private=self.removes_private)
         outcome = self.deidentify_instance(instance)
         return self.encode(instance), outcome
 
@@ -255,6 +255,11 @@ class Deidentifier:
             Path(tmp).unlink(missing_ok=True)
             raise
         return outcome
+
+    @property
+    def removes_private(self) -> bool:
+        """Whether every private attribute goes (they need not even be read)."""
+        return self.profile.private_action != SAFE_PRIVATE
 
     def deidentify_instance(self, instance: Instance) -> Outcome:
         header = instance.header

@@ -13,12 +13,13 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from pydicom.charset import default_encoding
-from pydicom.dataelem import RawDataElement
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.multival import MultiValue
-from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble, read_sequence
+from pydicom.tag import BaseTag
 from pydicom.filewriter import write_data_element, write_dataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -27,7 +28,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     UID,
 )
-from pydicom.values import converters
+from pydicom.values import convert_string, converters
 
 PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _ITEM = 0xFFFEE000
@@ -76,6 +77,74 @@ def looks_like_dicom(head: bytes) -> bool:
 
 def _at_pixel_data(tag, vr, length) -> bool:
     return tag in PIXEL_TAGS
+
+
+# -- the header of explicit VR little endian data, read straight from the buffer -----------
+# Nearly everything modalities send is explicit VR little endian, and parsing the header is
+# the largest part of a coercion. This reader yields what pydicom's reader yields for the
+# top level (the same RawDataElements; sequences of undefined length parsed by pydicom
+# itself) and can leave out the private elements a profile would remove anyway, which on a
+# scanner's header are about half of all elements. Anything unusual (another VR encoding, a
+# non-sequence of undefined length, data cut short) gives up: pydicom then reads the header
+# and says what is wrong. tests/test_dicomio.py checks both readers agree.
+
+_EXPLICIT_HEADER = struct.Struct("<HH2sH")
+_UINT32 = struct.Struct("<L")
+_VALID_VRS = frozenset(vr.encode() for vr in (
+    "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD", "OF", "OL", "OV",
+    "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV"))
+_LONG_VR_BYTES = frozenset(vr.encode() for vr in (
+    "OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"))
+_PIXEL_TAG_VALUES = frozenset(int(t) for t in PIXEL_TAGS)
+
+
+def _read_header_explicit_little(data, pos: int, drop_private: bool) -> tuple[Dataset, int, int] | None:
+    """The top-level dataset from ``pos`` up to the pixel data or the end, where it stopped,
+    and how many elements it met; None when pydicom should read it."""
+    end = len(data)
+    elements: dict = {}
+    met = 0
+    encoding = default_encoding
+    unpack_header, unpack_length = _EXPLICIT_HEADER.unpack_from, _UINT32.unpack_from
+    while pos < end:
+        if pos + 8 > end:
+            return None  # a few stray bytes: pydicom's reader decides
+        group, element, vr_bytes, length = unpack_header(data, pos)
+        tag = group << 16 | element
+        if tag in _PIXEL_TAG_VALUES:
+            break
+        if vr_bytes not in _VALID_VRS:
+            return None
+        if vr_bytes in _LONG_VR_BYTES:
+            if pos + 12 > end:
+                return None
+            (length,) = unpack_length(data, pos + 8)
+            value_tell = pos + 12
+        else:
+            value_tell = pos + 8
+        met += 1
+        vr = vr_bytes.decode()
+        if length == 0xFFFFFFFF:
+            if vr != "SQ" or (drop_private and group & 1):
+                return None
+            fp = DicomBytesIO(data)
+            fp.seek(value_tell)
+            sequence = read_sequence(fp, False, True, length, encoding)
+            elements[BaseTag(tag)] = DataElement(BaseTag(tag), vr, sequence, value_tell, is_undefined_length=True)
+            pos = fp.tell()
+            continue
+        if value_tell + length > end:
+            return None
+        pos = value_tell + length
+        if drop_private and group & 1:
+            continue
+        value = bytes(data[value_tell:pos]) if length else empty_value_for_VR(vr, raw=True)
+        if tag == 0x00080005:
+            encoding = convert_encodings(convert_string(value or b"", True))
+        elements[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, length, value, value_tell, False, True)
+    ds = Dataset(elements, parent_encoding=default_encoding)
+    ds.set_original_encoding(False, True, encoding)
+    return ds, pos, met
 
 
 @dataclass
@@ -224,8 +293,12 @@ def _check_complete(ds: Dataset, size: int, after_pixels: bool) -> None:
         raise DicomError(f"truncated DICOM data: {size - end} bytes at the end are an incomplete data element")
 
 
-def read_instance(data: bytes | bytearray | memoryview) -> Instance:
-    """Parse ``data`` (a Part 10 file, or a dataset without file meta)."""
+def read_instance(data: bytes | bytearray | memoryview, drop_private: bool = False) -> Instance:
+    """Parse ``data`` (a Part 10 file, or a dataset without file meta).
+
+    ``drop_private``: leave out the top-level private elements where the fast reader applies
+    (for a profile that removes every private attribute; they may still be there otherwise).
+    """
     buf = memoryview(data)
     if not looks_like_dicom(bytes(buf[: _PREAMBLE_LENGTH + 4])):
         raise DicomError("not DICOM: no DICM prefix, and the data does not start like a DICOM dataset")
@@ -240,12 +313,20 @@ def read_instance(data: bytes | bytearray | memoryview) -> Instance:
             buf = memoryview(body)
             fp = DicomBytesIO(body)
         segments: list = []
+        met = None
         while True:
-            ds = read_dataset(fp, implicit, little, stop_when=_at_pixel_data)
+            fast = None if segments or implicit or not little else \
+                _read_header_explicit_little(buf, fp.tell(), drop_private)
+            if fast is not None:
+                ds, pos, met = fast
+                fp.seek(pos)
+            else:
+                ds = read_dataset(fp, implicit, little, stop_when=_at_pixel_data)
+                pos = fp.tell()
             segments.append(ds)
-            pos = fp.tell()
             if pos >= len(buf):
-                _check_complete(ds, len(buf), after_pixels=len(segments) > 1)
+                if fast is None:  # the fast reader stops short of any incomplete element
+                    _check_complete(ds, len(buf), after_pixels=len(segments) > 1)
                 break
             pixels, end = _read_pixel_element(buf, pos, implicit, little, segments[0])
             segments.append(pixels)
@@ -260,7 +341,7 @@ def read_instance(data: bytes | bytearray | memoryview) -> Instance:
         raise DicomError(f"truncated DICOM data: {exc}") from None
     except Exception as exc:  # pydicom raises many kinds on garbage input
         raise DicomError(f"not a readable DICOM dataset: {type(exc).__name__}: {exc}") from None
-    if len(segments[0]) == 0:
+    if len(segments[0]) == 0 and not met:
         raise DicomError("no DICOM data element found (empty or cut short before the first one)")
     return Instance(preamble, file_meta, segments, implicit, little, deflated, buf, had_meta)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +29,7 @@ import yaml
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
-from .uri import DeidentifyURI, URIError, parse_uri
+from .uri import DeidentifyURI, Option, URIError, parse_uri
 
 DIMSE = ("C_STORE_RQ", "C_FIND_RQ", "C_FIND_RSP", "N_CREATE_RQ")
 ROLES = ("SCU", "SCP")
@@ -192,6 +193,16 @@ class RuleSet:
 
     def may_match(self, transaction: Transaction) -> bool:
         return any(r.matches_peers(transaction) for r in self.rules)
+
+    @cached_property
+    def reads_private(self) -> bool:
+        """Whether a coercion rule needs the private attributes of what it reads: a condition
+        on one, or a URI that keeps the safe ones. If none does, they need not be read."""
+        return any(
+            Option.RetainSafePrivateOption in r.uri
+            or any((tag >> 16) & 1 for c in r.conditions for tag in c.path)
+            for r in self.rules
+        )
 
     def by_name(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)

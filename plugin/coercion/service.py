@@ -189,7 +189,7 @@ class CoercionService:
         its peers (a coercion would then refuse it)."""
         ruleset = ruleset or self.ruleset
         try:
-            header = read_instance(data).header
+            header = read_instance(data, drop_private=not ruleset.reads_private).header
         except DicomError:
             return next(iter(ruleset.for_peers(transaction)), None)
         return ruleset.match(transaction_with_dataset(transaction, header))
@@ -230,11 +230,12 @@ class CoercionService:
 
     def _decide(self, data: bytes, transaction: Transaction, ruleset: RuleSet) -> Decision:
         parsed: dict = {}
+        drop_private = not ruleset.reads_private
 
         def dataset():
             if "instance" not in parsed:
                 try:
-                    parsed["instance"] = read_instance(data)
+                    parsed["instance"] = read_instance(data, drop_private=drop_private)
                 except DicomError as exc:
                     parsed["instance"] = None
                     parsed["error"] = exc
@@ -249,7 +250,7 @@ class CoercionService:
             return Decision(UNCHANGED)
         started = time.perf_counter()
         try:
-            instance = parsed.get("instance") if "instance" in parsed else read_instance(data)
+            instance = parsed.get("instance") if "instance" in parsed else read_instance(data, drop_private=drop_private)
             if instance is None:
                 raise parsed["error"]
             deid = self._deidentifiers.get(str(rule.uri)) or self._deidentifier(rule)
