@@ -127,8 +127,10 @@ def pydicom_header(data: bytes):
     read_preamble(fp, True)
     meta = _read_file_meta_info(fp)
     implicit, little, deflated = _encoding(meta, fp)
-    if deflated:
-        return None, implicit, little
+    if deflated:  # the reader works on the inflated body, and so does pydicom here
+        import zlib
+
+        fp = DicomBytesIO(zlib.decompress(data[fp.tell():], -zlib.MAX_WBITS))
     return read_dataset(fp, implicit, little, stop_when=_at_pixel_data), implicit, little
 
 
@@ -145,8 +147,6 @@ def same_element(ours: Dataset, theirs: Dataset, tag) -> bool:
 def test_the_fast_header_reader_reads_what_pydicom_reads(path):
     data = path.read_bytes()
     expected, implicit, little = pydicom_header(data)
-    if expected is None:
-        pytest.skip("deflated: pydicom reads it")
     for drop_private in (False, True):
         header = read_instance(data, drop_private=drop_private).header
         wanted = [t for t in expected.keys() if not (drop_private and t.group & 1 and not implicit and little)]
