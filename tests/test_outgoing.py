@@ -9,7 +9,7 @@ import pydicom
 import pytest
 
 from coercion import Keys
-from coercion.outgoing import (RequestNotUnderstood, SendError, SendJob, SendJobs, StoreRequest,
+from coercion.outgoing import (RequestNotUnderstood, SendJob, SendJobs, StoreRequest,
                                parse_store_request, run_send_job)
 from coercion.rules import Transaction
 from coercion.service import CoercionService, Settings
@@ -18,6 +18,10 @@ from factory import SECRET, encode, make_ct
 
 ID = "0a1b2c3d-0a1b2c3d-0a1b2c3d-0a1b2c3d-0a1b2c3d"
 KEYS = Keys(SECRET)
+
+
+class Refused(Exception):
+    """The peer of these tests does not take an instance."""
 
 
 @pytest.mark.parametrize("body, expected", [
@@ -73,7 +77,7 @@ def instances(modality="CT", count=3):
 
 
 def run(service, stored, send, permissive=False, batch_size=2, peer="PEER"):
-    """``send(data)`` per instance, as the peer; raising SendError refuses one."""
+    """``send(data)`` per instance, as the peer; raising Refused refuses one."""
     job = SendJob(peer.lower(), peer, "ORTHANC", list(stored), ["study"], permissive)
     transaction = Transaction("C_STORE_RQ", "SCP", "ORTHANC", peer, "127.0.0.1")
 
@@ -83,7 +87,7 @@ def run(service, stored, send, permissive=False, batch_size=2, peer="PEER"):
             try:
                 send(data)
                 results.append((instance_id, None))
-            except SendError as exc:
+            except Refused as exc:
                 results.append((instance_id, str(exc)))
         return results
 
@@ -120,7 +124,7 @@ def test_without_permissive_the_first_failure_stops_the_job(service):
 
     def send(data):
         if len(sent) == 1:
-            raise SendError("the peer refused it")
+            raise Refused("the peer refused it")
         sent.append(data)
 
     job = run(service, stored, send, batch_size=1)

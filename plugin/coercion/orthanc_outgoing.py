@@ -88,13 +88,13 @@ def _modality_store(output, uri, request):
     ruleset = state.service.ruleset
     if not any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in ruleset.rules):
         return _passthrough_post(output, uri, body)  # nothing to coerce on the way out
-    peer = json.loads(orthanc.RestApiGet("/modalities?expand")).get(modality)
     try:
         store = parse_store_request(body)
     except RequestNotUnderstood:
-        peer = None
-    if peer is None:
         return _passthrough_post(output, uri, body)  # Orthanc answers its own error
+    peer = json.loads(orthanc.RestApiGet("/modalities?expand")).get(modality)
+    if peer is None:
+        return _passthrough_post(output, uri, body)  # Orthanc answers its own 404
     transaction = outgoing_transaction(peer, store.options.get("LocalAet"))
     if not ruleset.may_match(transaction):
         return _passthrough_post(output, uri, body)
@@ -123,9 +123,9 @@ def _modality_store(output, uri, request):
     run()
     if job.state == "Failure":
         reason = job.failures[0]["reason"]
-        return _orthanc_error(output, uri, "POST", 500, "Error in the network protocol" if
-                              reason.startswith("sending failed") else "Coercion failed", job.first_failure(),
-                              Coercion=job.as_dict())
+        message = ("Coercion failed" if reason.startswith("coercion refused") else
+                   "Error in the network protocol" if reason.startswith("sending failed") else "Send failed")
+        return _orthanc_error(output, uri, "POST", 500, message, job.first_failure(), Coercion=job.as_dict())
     return answer_json(output, job.answer())
 
 
@@ -146,9 +146,11 @@ def plan_send(modality: str, peer: dict, transaction: Transaction, instances: li
     if not ruleset.may_match(transaction):
         return None
     fetch = lambda instance: orthanc.RestApiGet(f"/instances/{instance}/file")  # noqa: E731
+    # When only the data can tell, look before sending: a send no rule applies to stays
+    # Orthanc's own (one association, its answer). The instances that match are read twice.
     if all(r.conditions or r.sop_classes for r in ruleset.for_peers(transaction)) and not any(
             state.service.rule_for(fetch(instance), transaction, ruleset) for instance in instances):
-        return None  # the data decides, and no instance matched
+        return None
     if peer.get("UseDicomTls"):
         raise UnsupportedPeer(f"modality {modality!r} uses DICOM TLS, which coerced sends do not support yet; "
                               "nothing was sent")

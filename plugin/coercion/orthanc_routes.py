@@ -45,19 +45,17 @@ def _route_instance(instance_id: str) -> None:
         host = state.modality_hosts.get(calling_aet)
     else:
         calling_aet, host = None, metadata.get("RemoteIP")
-    transaction = Transaction("C_STORE_RQ", "SCU", calling_aet, state.orthanc_aet, host)
-    header: list = []
 
-    def dataset():
-        if not header:
-            try:
-                header.append(read_instance(orthanc.RestApiGet(f"/instances/{instance_id}/file")).header)
-            except DicomError:
-                header.append(None)
-        return header[0]
+    def dataset():  # read only if a route looks at the data
+        try:
+            return read_instance(orthanc.RestApiGet(f"/instances/{instance_id}/file")).header
+        except DicomError:
+            return None
+
+    transaction = Transaction("C_STORE_RQ", "SCU", calling_aet, state.orthanc_aet, host, dataset=dataset)
 
     parents = {"Instance": instance_id, "Series": instance.get("ParentSeries")}
-    for route in state.service.routes_for(transaction, dataset):
+    for route in state.service.ruleset.matching_routes(transaction):
         forward = route.forward
         level = _LEVEL_OF_WHEN[forward.when]
         if level not in parents:

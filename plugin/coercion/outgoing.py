@@ -79,10 +79,6 @@ def parse_store_request(body: bytes) -> StoreRequest:
     return StoreRequest(tuple(resources), synchronous, bool(value.get("Permissive", False)), options)
 
 
-class SendError(RuntimeError):
-    """An instance could not be sent (the message names no attribute value)."""
-
-
 @dataclass
 class SendJob:
     """One outgoing C-STORE of a set of instances to one peer."""
@@ -100,7 +96,7 @@ class SendJob:
     discarded: int = 0
     failures: list[dict] = field(default_factory=list)  # {"instance", "reason"}; never PHI
     rules: set = field(default_factory=set)
-    seconds: dict = field(default_factory=lambda: {"fetch": 0.0, "coerce": 0.0, "send": 0.0})  # summed over threads
+    seconds: dict = field(default_factory=lambda: {"fetch": 0.0, "coerce": 0.0, "send": 0.0})  # send overlaps the others
     created: float = field(default_factory=time.time)
     finished: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -276,8 +272,7 @@ class SendJobs:
 
 
 def _reason(exc: Exception) -> str:
-    if isinstance(exc, SendError):
-        return str(exc)
+    """Why a step failed, without the message of an arbitrary exception (it could quote data)."""
     args = getattr(exc, "args", ())
     if len(args) >= 2 and isinstance(args[1], str):  # orthanc.OrthancException(code, message)
         return args[1]

@@ -204,6 +204,13 @@ class RuleSet:
             for r in self.rules
         )
 
+    def matching_routes(self, transaction: Transaction) -> list[Rule]:
+        """Every route whose peers, SOP classes and conditions (the rule's and the forward's)
+        match; unlike coercion rules, routes do not compete: each one that matches forwards."""
+        dataset = _lazy_dataset(transaction)
+        return [r for r in self.routes if r.matches_peers(transaction)
+                and _data_matches(r, transaction, dataset, r.conditions + r.forward.conditions)]
+
     def by_name(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
 
@@ -214,6 +221,17 @@ class RuleSet:
 def match(rules, transaction: Transaction) -> Rule | None:
     """The winning rule: the highest priority among the matching ones, the first on a tie."""
     best: Rule | None = None
+    dataset = _lazy_dataset(transaction)
+    for rule in rules:
+        if best is not None and rule.priority <= best.priority:
+            continue
+        if rule.matches_peers(transaction) and _data_matches(rule, transaction, dataset, rule.conditions):
+            best = rule
+    return best
+
+
+def _lazy_dataset(transaction: Transaction) -> Callable[[], Dataset | None]:
+    """The transaction's dataset, parsed on first use only (most rules never look at it)."""
     resolved: list = []
 
     def dataset() -> Dataset | None:
@@ -222,23 +240,21 @@ def match(rules, transaction: Transaction) -> Rule | None:
             resolved.append(ds() if callable(ds) else ds)
         return resolved[0]
 
-    for rule in rules:
-        if best is not None and rule.priority <= best.priority:
-            continue
-        if not rule.matches_peers(transaction):
-            continue
-        if rule.sop_classes:
-            sop_class = transaction.sop_class_uid
-            if sop_class is None and dataset() is not None:
-                sop_class = str(dataset().get("SOPClassUID", "") or "")
-            if sop_class not in rule.sop_classes:
-                continue
-        if rule.conditions:
-            ds = dataset()
-            if ds is None or not all(c.matches(ds) for c in rule.conditions):
-                continue
-        best = rule
-    return best
+    return dataset
+
+
+def _data_matches(rule: Rule, transaction: Transaction, dataset, conditions) -> bool:
+    if rule.sop_classes:
+        sop_class = transaction.sop_class_uid
+        if sop_class is None and dataset() is not None:
+            sop_class = str(dataset().get("SOPClassUID", "") or "")
+        if sop_class not in rule.sop_classes:
+            return False
+    if conditions:
+        ds = dataset()
+        if ds is None or not all(c.matches(ds) for c in conditions):
+            return False
+    return True
 
 
 # -- loading ------------------------------------------------------------------------------

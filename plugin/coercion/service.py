@@ -171,19 +171,6 @@ class CoercionService:
 
     # -- coercion ---------------------------------------------------------------------------
 
-    def routes_for(self, transaction: Transaction, dataset: Callable) -> list[Rule]:
-        """The routes whose peers, SOP classes and conditions (the rule's and the forward's)
-        match what was stored; ``dataset`` is called only if a route needs the data."""
-        candidates = [r for r in self.ruleset.routes if r.matches_peers(transaction)]
-        if any(r.sop_classes or r.conditions or r.forward.conditions for r in candidates):
-            ds = dataset()
-            if ds is None:
-                return []
-            sop_class = str(ds.get("SOPClassUID", "") or "")
-            candidates = [r for r in candidates if (not r.sop_classes or sop_class in r.sop_classes)
-                          and all(c.matches(ds) for c in r.conditions + r.forward.conditions)]
-        return candidates
-
     def rule_for(self, data: bytes, transaction: Transaction, ruleset: RuleSet | None = None) -> Rule | None:
         """The rule that would coerce ``data``; unreadable data gets the rules that may match
         its peers (a coercion would then refuse it)."""
