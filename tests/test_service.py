@@ -151,3 +151,16 @@ def test_a_provisional_decision_is_counted_and_linked_only_once_confirmed(servic
     service.confirm(decision)
     assert service.linkage(pseudonym)[0]["instance_count"] == 1
     assert service.stats()["research"]["coerced"] == 1 and service.stats()["research"]["bytes_in"] == len(data)
+
+
+def test_an_unexpected_error_is_refused_without_quoting_its_message(service, monkeypatch):
+    from coercion.deidentify import Deidentifier
+
+    def broken(self, instance):
+        raise ValueError("could not convert 'Doe^Johnathan^Q'")  # a library quoting the data
+
+    monkeypatch.setattr(Deidentifier, "deidentify_instance", broken)
+    decision = service.coerce(encode(make_ct()), store("RESEARCH"))
+    assert decision.action == REJECTED and decision.data is None
+    assert "ValueError" in decision.reason and "Doe" not in decision.reason
+    assert "Doe" not in audit_line(decision, "DICOM", "RESEARCH")

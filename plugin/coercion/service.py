@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .deidentify import Deidentifier, Outcome
+from .deidentify import DeidentificationError, Deidentifier, Outcome
 from .dicomio import DicomError, read_instance
 from .linkage import LinkageStore, open_store
 from .pseudonyms import Keys
@@ -307,8 +307,11 @@ def _positive_int(value, name: str) -> int:
 
 
 def _safe(exc: Exception) -> str:
-    # Engine errors never quote attribute values; keep the message short all the same.
-    return str(exc)[:300]
+    """The message of the engine's own errors, which never quote attribute values; of any
+    other exception only its kind (pydicom's or a library's message may quote data)."""
+    if isinstance(exc, DeidentificationError):
+        return str(exc)[:300]
+    return "details withheld (they may quote the data)"
 
 
 def audit_line(decision: Decision, origin: str, calling_aet: str | None, called_aet: str | None = None) -> str:
