@@ -133,7 +133,7 @@ def test_settings_errors(tmp_path):
                                     {"COERCION_SECRET": SECRET.decode(), "COERCION_LINKAGE_TOKEN": "short"})
 
 
-@pytest.mark.parametrize("dimse, role", [("C_FIND_RSP", "SCU"), ("C_FIND_RQ", "SCP"), ("N_CREATE_RQ", "SCU")])
+@pytest.mark.parametrize("dimse, role", [("C_FIND_RSP", "SCP"), ("C_FIND_RQ", "SCP"), ("N_CREATE_RQ", "SCU")])
 def test_a_rule_the_plugin_does_not_apply_yet_is_refused_not_ignored(service, tmp_path, dimse, role):
     path = tmp_path / "rules" / "site.yaml"
     path.write_text(f"- {{name: later, dimse: {dimse}, role: {role}, uri: 'deidentify:'}}")

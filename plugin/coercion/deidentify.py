@@ -39,6 +39,7 @@ from .profile import (
     EMPTY,
     KEEP,
     PATIENT_ID_HASH,
+    PATIENT_ID_TAG,
     REMOVE,
     SAFE_PRIVATE,
     SHIFT_DATES,
@@ -70,6 +71,14 @@ HAS_OBS_CONTEXT = "HAS OBS CONTEXT"
 _PN_TAGS_FOR_IDENTIFIERS = "PN"
 
 
+# Study, Series and SOP Instance UID: the UIDs a C-FIND or C-MOVE names.
+QUERY_UID_TAGS = (0x0020000D, 0x0020000E, 0x00080018)
+
+
+def _replaced(before: list[str], after: list[str]) -> tuple[tuple[str, str], ...]:
+    return tuple((old, new) for old, new in zip(before, after) if old and new and old != new)
+
+
 class DeidentificationError(RuntimeError):
     """De-identification of one instance failed; nothing must be stored or sent."""
 
@@ -83,6 +92,9 @@ class Outcome:
     patient_pseudonym: str | None
     original_patient_id: str | None
     issuer_of_patient_id: str
+    # (original, pseudonym) of the Study, Series and SOP Instance UIDs that were replaced:
+    # what a peer may query by later (the linkage store keeps them, keyed hashes cannot be inverted)
+    uids: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:  # keep PHI out of logs and tracebacks
         return (f"Outcome(sop_class_uid={self.sop_class_uid!r}, "
@@ -264,6 +276,7 @@ class Deidentifier:
     def deidentify_instance(self, instance: Instance) -> Outcome:
         header = instance.header
         ctx = _Context(header, self.keys, self._needs_identifiers)
+        before = [_text(header, tag) for tag in QUERY_UID_TAGS]
         for segment in instance.datasets():
             self._walk(segment, ctx, top=True, subtree=None)
         self._mark(header, ctx)
@@ -275,15 +288,19 @@ class Deidentifier:
             else None,
             original_patient_id=ctx.patient_id or None,
             issuer_of_patient_id=ctx.issuer,
+            uids=_replaced(before, [_text(header, tag) for tag in QUERY_UID_TAGS]),
         )
 
     def deidentify_dataset(self, ds: Dataset) -> Outcome:
         """De-identify a dataset in place (a query, a worklist item, a decoded instance)."""
         ctx = _Context(ds, self.keys, self._needs_identifiers)
+        before = [_text(ds, tag) for tag in QUERY_UID_TAGS]
         self._walk(ds, ctx, top=True, subtree=None)
         self._mark(ds, ctx)
+        pseudonym = _text(ds, PATIENT_ID_TAG) if Option.RetainPatientIDHashOption in self.uri else ""
         return Outcome(ctx.sop_class_uid, str(ds.get("SOPInstanceUID", "") or ""),
-                       None, ctx.patient_id or None, ctx.issuer)
+                       pseudonym or None, ctx.patient_id or None, ctx.issuer,
+                       _replaced(before, [_text(ds, tag) for tag in QUERY_UID_TAGS]))
 
     # -- the walk ---------------------------------------------------------------------------
 

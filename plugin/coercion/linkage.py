@@ -1,4 +1,5 @@
-"""The linkage store: which (issuer, original patient ID) each patient pseudonym stands for.
+"""The linkage store: which (issuer, original patient ID) each patient pseudonym stands for,
+and which original UID each pseudonymous UID handed out to a peer stands for.
 
 Pseudonyms are keyed hashes and cannot be inverted, so authorised re-linkage needs a record
 of every pair handed out. The interface is small so that a PostgreSQL store can follow the
@@ -51,6 +52,14 @@ class LinkageStore(ABC):
     def lookup(self, pseudonym: str) -> list[Link]:
         """Every origin recorded for ``pseudonym`` (normally one, seen by one or more rules)."""
 
+    @abstractmethod
+    def record_uids(self, pairs) -> None:
+        """Remember (original UID, pseudonymous UID) pairs handed out to peers."""
+
+    @abstractmethod
+    def original_uids(self, pseudonyms) -> dict[str, str]:
+        """The original of each pseudonymous UID that was handed out (unknown ones are absent)."""
+
     def close(self) -> None:  # pragma: no cover - nothing to release by default
         pass
 
@@ -67,6 +76,11 @@ CREATE TABLE IF NOT EXISTS patient_link (
     PRIMARY KEY (issuer, patient_id, rule)
 );
 CREATE INDEX IF NOT EXISTS patient_link_pseudonym ON patient_link (pseudonym);
+CREATE TABLE IF NOT EXISTS uid_link (
+    pseudonym  TEXT PRIMARY KEY,
+    original   TEXT NOT NULL,
+    first_seen REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -101,6 +115,23 @@ class SQLiteLinkageStore(LinkageStore):
                 (pseudonym,),
             ).fetchall()
         return [Link(*row) for row in rows]
+
+    def record_uids(self, pairs) -> None:
+        rows = [(new, old, time.time()) for old, new in pairs]
+        if rows:
+            with self._lock:
+                self._db.executemany("INSERT OR IGNORE INTO uid_link VALUES (?, ?, ?)", rows)
+
+    def original_uids(self, pseudonyms) -> dict[str, str]:
+        wanted = sorted(set(pseudonyms))
+        found: dict[str, str] = {}
+        with self._lock:
+            for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+                chunk = wanted[start:start + 500]
+                found.update(self._db.execute(
+                    f"SELECT pseudonym, original FROM uid_link WHERE pseudonym IN ({','.join('?' * len(chunk))})",
+                    chunk).fetchall())
+        return found
 
     def close(self) -> None:
         with self._lock:

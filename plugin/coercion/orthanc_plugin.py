@@ -25,12 +25,13 @@ import orthanc
 
 from ._quiet import quiet_pydicom
 from .forwarding import ForwardQueue
+from .orthanc_find import find_settings, on_find
 from .orthanc_ingest import on_cstore_instance, on_http_request, on_received_instance
 from .orthanc_outgoing import on_modality_store, on_move
 from .orthanc_routes import forward_worker, on_change
 from .orthanc_state import answer_json, state
 from .rules import RuleError, RuleSet, Transaction
-from .service import CoercionService, Settings
+from .service import FIND, CoercionService, Settings
 
 # -- REST API -----------------------------------------------------------------------------
 
@@ -121,6 +122,9 @@ def _check_restart_needed(ruleset: RuleSet) -> None:
     if not state.move_registered and any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in ruleset.rules):
         raise RuleError("rules for C_STORE_RQ with role SCP were added while Orthanc runs without them: restart "
                         "Orthanc so that C-MOVE retrieves are coerced too (the old rules stay active)")
+    if not state.find_registered and any(r.dimse in FIND for r in ruleset.rules):
+        raise RuleError("rules for C_FIND_RQ or C_FIND_RSP were added while Orthanc runs without them: restart "
+                        "Orthanc so that its C-FIND SCP applies them (the old rules stay active)")
     if not state.routes_registered and ruleset.routes:
         raise RuleError("routes (rules with 'forward') were added while Orthanc runs without them: restart Orthanc "
                         "so that what it receives can be forwarded (the old rules stay active)")
@@ -161,6 +165,11 @@ def start() -> None:
     if any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in state.service.ruleset.rules):
         orthanc.RegisterMoveCallback(on_move)
         state.move_registered = True
+    if any(r.dimse in FIND for r in state.service.ruleset.rules):
+        # Replaces Orthanc's C-FIND SCP as a whole: without C-FIND rules, Orthanc's own answers.
+        state.find_settings = find_settings(config)
+        orthanc.RegisterFindCallback(on_find)
+        state.find_registered = True
     state.service.validators.append(_check_restart_needed)
     state.forwards = ForwardQueue(state.service.settings.forwards_database)  # its status stays readable
     if state.service.ruleset.routes:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import orthanc
 
+from .find import FindSettings
 from .forwarding import ForwardQueue
 from .outgoing import SendJobs
 from .service import REJECTED, CoercionService, audit_line
@@ -22,6 +23,8 @@ class EdgeState:
     forwards: ForwardQueue | None = None
     move_registered: bool = False  # the plugin's C-MOVE SCP replaces Orthanc's
     routes_registered: bool = False  # change events feed the routes
+    find_registered: bool = False  # the plugin's C-FIND SCP replaces Orthanc's
+    find_settings: FindSettings = field(default_factory=FindSettings)
 
 
 state = EdgeState()

@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from pydicom.dataset import Dataset
+
 from .deidentify import DeidentificationError, Deidentifier, Outcome
 from .dicomio import DicomError, read_instance
 from .linkage import LinkageStore, open_store
+from .profile import PATIENT_ID_TAG
 from .pseudonyms import Keys
 from .rules import Rule, RuleError, RuleSet, Transaction, load_rules
 from .uri import parse_uri
@@ -28,7 +31,8 @@ COERCED = "coerced"
 REJECTED = "rejected"
 DISCARDED = "discarded"
 # The (dimse, role) pairs the Orthanc adapter applies; other rules are refused at load time.
-ENFORCED = frozenset({("C_STORE_RQ", "SCU"), ("C_STORE_RQ", "SCP")})
+ENFORCED = frozenset({("C_STORE_RQ", "SCU"), ("C_STORE_RQ", "SCP"), ("C_FIND_RQ", "SCU"), ("C_FIND_RSP", "SCU")})
+FIND = ("C_FIND_RQ", "C_FIND_RSP")
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,11 @@ class CoercionService:
                     f"is not applied by this version of the plugin (it applies "
                     f"{', '.join(f'{d} with role {r}' for d, r in sorted(ENFORCED))}); remove the rule "
                     "rather than rely on it")
+            if rule.dimse in FIND and rule.sending_host.entries:
+                # Orthanc tells a C-FIND callback the AE titles only: the rule could never match.
+                raise RuleError(f"{rule.source}: rule {rule.name!r}: field 'sending-host' cannot be applied to "
+                                f"{rule.dimse}: Orthanc does not tell plugins a C-FIND caller's host; match on "
+                                "sending-aet instead")
         for validate in self.validators:
             validate(ruleset)
         deidentifiers = {str(r.uri): self._deidentifier(r) for r in ruleset.rules}
@@ -210,6 +219,9 @@ class CoercionService:
             if outcome.patient_pseudonym and outcome.original_patient_id:
                 self.store.record(outcome.patient_pseudonym, outcome.issuer_of_patient_id,
                                   outcome.original_patient_id, decision.rule.name)
+            if decision.rule.role == "SCP" and outcome.uids:
+                # Handed out to a peer, which may query or retrieve by them later.
+                self.store.record_uids(outcome.uids)
             self._count(rule_name, coerced=1, bytes_in=decision.bytes_in, bytes_out=len(decision.data),
                         seconds=seconds)
         else:
@@ -281,6 +293,29 @@ class CoercionService:
             deid = Deidentifier(parse_uri(uri), self.keys, self.settings.tables)
         chunks, outcome = deid.deidentify_chunks(data)
         return b"".join(chunks), outcome
+
+    # -- C-FIND -----------------------------------------------------------------------------
+
+    def find_rules(self, calling_aet: str, called_aet: str, query: Dataset,
+                   ruleset: RuleSet | None = None) -> tuple[Rule | None, Rule | None]:
+        """The C_FIND_RQ and C_FIND_RSP rules for a caller's query (role SCU: the peer asks us)."""
+        ruleset = ruleset or self.ruleset
+        found = []
+        for dimse in FIND:
+            found.append(ruleset.match(Transaction(dimse, "SCU", calling_aet, called_aet, dataset=query)))
+        return found[0], found[1]
+
+    def deidentifier(self, rule: Rule) -> Deidentifier:
+        return self._deidentifiers.get(str(rule.uri)) or self._deidentifier(rule)
+
+    def record_find(self, rule: Rule, answers: int, handed_out, seconds: float) -> None:
+        """Count a coerced C-FIND and remember the pseudonyms its answers handed out."""
+        uids = [(h.original, h.pseudonym) for h in handed_out if h.tag != PATIENT_ID_TAG]
+        self.store.record_uids(uids)
+        for h in handed_out:
+            if h.tag == PATIENT_ID_TAG:
+                self.store.record(h.pseudonym, h.issuer, h.original, rule.name, count=0)
+        self._count(rule.name, coerced=answers, seconds=seconds)
 
     # -- linkage ----------------------------------------------------------------------------
 

@@ -94,8 +94,8 @@ class OrthancServer(OrthancREST):
     process: subprocess.Popen | None = None
 
     def __post_init__(self):
-        self.http_port = free_port()
-        self.dicom_port = free_port()
+        self.http_port = self.http_port or free_port()
+        self.dicom_port = self.dicom_port or free_port()
         self.storage = self.root / "storage"
         self.rules_dir = self.root / "rules"
         self.rules_dir.mkdir(parents=True, exist_ok=True)
@@ -166,13 +166,14 @@ class OrthancServer(OrthancREST):
 class PlainOrthanc(OrthancREST):
     """Orthanc without any plugin, as a peer."""
 
-    def __init__(self, root, aet, peers):
+    def __init__(self, root, aet, peers, settings: dict | None = None):
         self.root, self.http_port, self.dicom_port = root, free_port(), free_port()
         root.mkdir(parents=True, exist_ok=True)
         config = {"Name": aet, "DicomAet": aet, "HttpPort": self.http_port, "DicomPort": self.dicom_port,
                   "RemoteAccessAllowed": False, "StorageDirectory": str(root / "storage"),
                   "IndexDirectory": str(root / "storage"), "Plugins": [], "DicomAlwaysAllowStore": True,
-                  "DicomModalities": {name.lower(): [name, "127.0.0.1", port] for name, port in peers.items()}}
+                  "DicomModalities": {name.lower(): [name, "127.0.0.1", port] for name, port in peers.items()},
+                  **(settings or {})}
         (root / "orthanc.json").write_text(json.dumps(config))
         self.log = (root / "orthanc.log").open("wb")
         orthanc = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
