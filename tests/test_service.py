@@ -133,7 +133,7 @@ def test_settings_errors(tmp_path):
                                     {"COERCION_SECRET": SECRET.decode(), "COERCION_LINKAGE_TOKEN": "short"})
 
 
-@pytest.mark.parametrize("dimse, role", [("C_FIND_RSP", "SCP"), ("C_FIND_RQ", "SCP"), ("N_CREATE_RQ", "SCU")])
+@pytest.mark.parametrize("dimse, role", [("N_CREATE_RQ", "SCU"), ("N_CREATE_RQ", "SCP")])
 def test_a_rule_the_plugin_does_not_apply_yet_is_refused_not_ignored(service, tmp_path, dimse, role):
     path = tmp_path / "rules" / "site.yaml"
     path.write_text(f"- {{name: later, dimse: {dimse}, role: {role}, uri: 'deidentify:'}}")
@@ -164,3 +164,37 @@ def test_an_unexpected_error_is_refused_without_quoting_its_message(service, mon
     assert decision.action == REJECTED and decision.data is None
     assert "ValueError" in decision.reason and "Doe" not in decision.reason
     assert "Doe" not in audit_line(decision, "DICOM", "RESEARCH")
+
+
+def test_uids_handed_out_to_a_peer_are_remembered_and_received_ones_are_not(service, tmp_path):
+    (tmp_path / "rules" / "out.yaml").write_text(
+        "- {name: out, dimse: C_STORE_RQ, role: SCP, receiving-aet: [PEER], uri: 'deidentify:'}")
+    service.reload()
+    keys = Keys(SECRET)
+    sent = make_ct(sop_uid="1.2.3.4.5", study_uid="1.2.3.4", series_uid="1.2.3.4.1")
+    assert service.coerce(encode(sent), Transaction("C_STORE_RQ", "SCP", "ORTHANC", "PEER")).action == COERCED
+    assert service.store.original_uids([keys.uid("1.2.3.4"), keys.uid("1.2.3.4.1"), keys.uid("1.2.3.4.5")]) == {
+        keys.uid("1.2.3.4"): "1.2.3.4", keys.uid("1.2.3.4.1"): "1.2.3.4.1", keys.uid("1.2.3.4.5"): "1.2.3.4.5"}
+    received = make_ct(sop_uid="1.9.9", study_uid="1.9", series_uid="1.9.1")
+    assert service.coerce(encode(received), store("RESEARCH")).action == COERCED
+    assert service.store.original_uids([keys.uid("1.9")]) == {}  # stored under its pseudonyms here
+
+
+def test_c_find_rules_are_chosen_by_ae_titles_and_cannot_name_a_host(service, tmp_path):
+    (tmp_path / "rules" / "find.yaml").write_text(textwrap.dedent("""
+        - {name: asks, dimse: C_FIND_RQ, role: SCU, sending-aet: [PEER], uri: 'deidentify:'}
+        - {name: sees, dimse: C_FIND_RSP, role: SCU, sending-aet: [PEER], conditions: ["QueryRetrieveLevel=STUDY"],
+           uri: 'deidentify:'}
+        """))
+    service.reload()
+    query = pydicom.Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    rq, rsp = service.find_rules("PEER", "ORTHANC", query)
+    assert (rq.name, rsp.name) == ("asks", "sees")
+    query.QueryRetrieveLevel = "SERIES"
+    assert [r and r.name for r in service.find_rules("PEER", "ORTHANC", query)] == ["asks", None]
+    assert service.find_rules("OTHER", "ORTHANC", query) == (None, None)
+    (tmp_path / "rules" / "find.yaml").write_text(
+        "- {name: by-host, dimse: C_FIND_RSP, role: SCU, sending-host: ['127\\\\.0\\\\.0\\\\.1'], uri: 'deidentify:'}")
+    with pytest.raises(RuleError, match="find.yaml: rule 'by-host': field 'sending-host' cannot be applied to C_FIND_RSP"):
+        service.reload()

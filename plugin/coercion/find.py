@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable, Mapping, Protocol
 
 from pydicom import dcmwrite
@@ -98,6 +100,7 @@ class Rest(Protocol):
     def get_text(self, path: str) -> str: ...
 
 
+@lru_cache(maxsize=4096)
 def vr_of(tag: int) -> str:
     try:
         return dictionary_VR(tag)
@@ -111,6 +114,7 @@ def tag_key(tag: int) -> str:
     return f"{tag >> 16:04x},{tag & 0xFFFF:04x}"
 
 
+@lru_cache(maxsize=4096)
 def parse_tag_key(key: str) -> int:
     group, element = key.split(",")
     return (int(group, 16) << 16) | int(element, 16)
@@ -284,11 +288,11 @@ def _put(ds: Dataset, tag: int, value: str, private_as_un: bool = False) -> None
 
 # -- answers --------------------------------------------------------------------------------
 
-def build_answer(request: FindRequest, match: Mapping[int, str | None], counters: Mapping[int, str],
-                 retrieve_aet: str, sequences: Mapping[int, Sequence] | None = None) -> Dataset | None:
-    """One answer as Orthanc's AddAnswer() builds it: Retrieve AE Title, then every query key
-    (the level as asked, the character set left to the encoder, others from ``match`` or
-    empty), then the counters; sequences copied from the stored instance."""
+def answer_values(request: FindRequest, match: Mapping[int, str | None], counters: Mapping[int, str],
+                  retrieve_aet: str) -> dict[int, str]:
+    """One answer's values as Orthanc's AddAnswer() sets them: Retrieve AE Title, then every
+    query key (the level as asked, the character set left to the encoder, others from
+    ``match`` or empty), then the counters."""
     result: dict[int, str] = {RETRIEVE_AE_TITLE: retrieve_aet}
     for key in request.keys:
         if key.tag == QUERY_RETRIEVE_LEVEL:
@@ -298,11 +302,15 @@ def build_answer(request: FindRequest, match: Mapping[int, str | None], counters
             value = match.get(key.tag)
             result[key.tag] = value if value is not None else ""
     result.update(counters)
-    if not result and not request.sequences:
-        return None
+    return result
+
+
+def build_answer(request: FindRequest, match: Mapping[int, str | None], counters: Mapping[int, str],
+                 retrieve_aet: str, sequences: Mapping[int, Sequence] | None = None) -> Dataset:
+    """One answer as a dataset (:func:`answer_values`), sequences copied from the stored instance."""
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"  # values are UTF-8; Orthanc re-encodes as configured
-    for tag, value in sorted(result.items()):
+    for tag, value in sorted(answer_values(request, match, counters, retrieve_aet).items()):
         if tag in (sequences or {}):
             continue
         _put(ds, tag, value, private_as_un=True)  # as Orthanc answers them: it has no private dictionary
@@ -319,6 +327,64 @@ def query_dataset(request: FindRequest) -> Dataset:
         if key.tag != SPECIFIC_CHARACTER_SET:
             _put(ds, key.tag, key.value)
     return ds
+
+
+# -- the answer as a file ------------------------------------------------------------------
+# A study list of 1,000 answers through pydicom's writer costs half a second; answers without
+# sequences are flat strings, written here directly (same bytes; tests compare with pydicom).
+
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
+_PACK = {"US": "<H", "SS": "<h", "UL": "<I", "SL": "<i", "UV": "<Q", "SV": "<q", "FL": "<f", "FD": "<d"}
+_ANSWER_SOP_CLASS = b"1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Q/R - FIND
+_IMPLEMENTATION_UID = b"2.25.198662185104245493540467390946262404707"
+
+
+def _element(tag: int, vr: str, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\0" if vr in ("UI", "OB", "UN") else b" "
+    head = struct.pack("<HH2s", tag >> 16, tag & 0xFFFF, vr.encode())
+    if vr in _LONG_VRS:
+        return head + struct.pack("<2xI", len(value)) + value
+    return head + struct.pack("<H", len(value)) + value
+
+
+def _meta() -> bytes:
+    elements = (_element(0x00020001, "OB", b"\0\1") + _element(0x00020002, "UI", _ANSWER_SOP_CLASS)
+                + _element(0x00020003, "UI", b"2.25.0") + _element(0x00020010, "UI", ExplicitVRLittleEndian.encode())
+                + _element(0x00020012, "UI", _IMPLEMENTATION_UID))
+    return b"\0" * 128 + b"DICM" + _element(0x00020000, "UL", struct.pack("<I", len(elements))) + elements
+
+
+_META = _meta()
+
+
+def _value_bytes(vr: str, value: str) -> bytes | None:
+    if vr in _PACK:
+        convert = float if vr in ("FL", "FD") else int
+        try:
+            return b"".join(struct.pack(_PACK[vr], convert(v)) for v in value.split("\\")) if value else b""
+        except (ValueError, struct.error):
+            return b""
+    data = value.encode("utf-8")
+    return data if len(data) <= 0xFFFF or vr in _LONG_VRS else None
+
+
+def encode_values(values: Mapping[int, str]) -> bytes:
+    """A flat answer (:func:`answer_values`) as a DICOM file, the form the plugin SDK takes."""
+    parts = [_META, _element(SPECIFIC_CHARACTER_SET, "CS", b"ISO_IR 192")]
+    for tag in sorted(values):
+        vr = "UN" if (tag >> 16) & 1 else vr_of(tag)
+        if vr == "AT":
+            vr = "UN"
+        data = _value_bytes(vr, values[tag])
+        if data is None:  # too long for its VR's length field: let pydicom decide
+            ds = Dataset()
+            for t in sorted(values):
+                _put(ds, t, values[t], private_as_un=True)
+            ds.SpecificCharacterSet = "ISO_IR 192"
+            return encode_answer(ds)
+        parts.append(_element(tag, vr, data))
+    return b"".join(parts)
 
 
 def encode_answer(ds: Dataset) -> bytes:
@@ -428,12 +494,13 @@ class OrthancFind:
                 "Query": {k: v for k, v in query.items() if v.strip()}}
         return len(self.rest.post("/tools/find", body)) > limit
 
-    def answers(self, request: FindRequest) -> tuple[list[Dataset], bool]:
-        """What Orthanc's own C-FIND SCP answers: datasets and whether the answer is complete."""
+    def answers(self, request: FindRequest) -> tuple[list[bytes], bool]:
+        """What Orthanc's own C-FIND SCP answers, encoded, and whether the answer is complete."""
         result = self.find(request)
-        built = (build_answer(request, m.values, m.counters, self.settings.retrieve_aet, m.sequences)
-                 for m in result.matches)
-        return [a for a in built if a is not None], result.complete
+        aet = self.settings.retrieve_aet
+        return [encode_answer(build_answer(request, m.values, m.counters, aet, m.sequences)) if m.sequences
+                else encode_values(answer_values(request, m.values, m.counters, aet))
+                for m in result.matches], result.complete
 
     def _sample_instance(self, level: str, resource: dict, parents: "_ParentCache") -> str:
         while level != "Instance":

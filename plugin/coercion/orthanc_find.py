@@ -68,7 +68,7 @@ def on_find(answers, query, issuer_aet, called_aet) -> None:
         rq_rule, rsp_rule = service.find_rules(issuer_aet, called_aet, lambda: query_dataset(request))
         finder = OrthancFind(PluginRest, settings)
         if rq_rule is None and rsp_rule is None:
-            datasets, complete = finder.answers(request)
+            encoded, complete = finder.answers(request)
         else:
             # The request rule says in which world the caller asks, the response rule what it
             # is shown; one of them alone stands for both sides of its own world.
@@ -82,7 +82,7 @@ def on_find(answers, query, issuer_aet, called_aet) -> None:
                 "event": "c-find", "rule": rule.name, "request-rule": rq_rule.name if rq_rule else None,
                 "calling-aet": issuer_aet, "called-aet": called_aet, "level": request.level,
                 "answers": len(datasets), "complete": complete}))
-        encoded = [encode_answer(ds) for ds in datasets]
+            encoded = [encode_answer(ds) for ds in datasets]
     except FindError as exc:
         orthanc.LogError(f"coercion: C-FIND from {issuer_aet!r} refused: {exc}")
         raise

@@ -202,7 +202,9 @@ def _move(request: dict) -> None:
     if not found:
         raise LookupError(f"unknown C-MOVE destination {target!r}: not in DicomModalities")
     modality, peer = found[0]
-    resources = _move_resources(request)
+    # Pseudonyms handed out (by a coerced send or C-FIND answer) may name what to move when
+    # what moves leaves coerced: the destination is under an outgoing rule.
+    resources = _move_resources(request, pseudonyms=state.service.ruleset.may_match(outgoing_transaction(peer)))
     if not resources:
         return
     instances = [i for r in resources for i in instances_of(r)]
@@ -219,8 +221,9 @@ def _move(request: dict) -> None:
         raise RuntimeError(f"C-MOVE to {target}: {job.first_failure()}")
 
 
-def _move_resources(request: dict) -> list[str]:
-    """The Orthanc IDs a C-MOVE asks for, found as Orthanc's own C-MOVE SCP finds them."""
+def _move_resources(request: dict, pseudonyms: bool = False) -> list[str]:
+    """The Orthanc IDs a C-MOVE asks for, found as Orthanc's own C-MOVE SCP finds them, and by
+    the original of a pseudonym handed out when ``pseudonyms``."""
     level = str(request.get("Level", "")).upper()
     if level not in _MOVE_KEYS:
         raise ValueError(f"unknown C-MOVE level {level!r}")
@@ -231,6 +234,16 @@ def _move_resources(request: dict) -> list[str]:
         return json.loads(orthanc.RestApiPost("/tools/find", json.dumps(query)))
     found: list[str] = []
     for value in values:
-        answer = json.loads(orthanc.RestApiPost("/tools/lookup", value))
-        found.extend(a["ID"] for a in answer if a["Type"] == kind and a["ID"] not in found)
+        answer = [a for a in json.loads(orthanc.RestApiPost("/tools/lookup", value)) if a["Type"] == kind]
+        if not answer and pseudonyms:
+            for original in _originals(level, value):
+                answer += [a for a in json.loads(orthanc.RestApiPost("/tools/lookup", original)) if a["Type"] == kind]
+        found.extend(a["ID"] for a in answer if a["ID"] not in found)
     return found
+
+
+def _originals(level: str, pseudonym: str) -> list[str]:
+    store = state.service.store
+    if level == "PATIENT":
+        return sorted({link.patient_id for link in store.lookup(pseudonym)})
+    return list(store.original_uids([pseudonym]).values())

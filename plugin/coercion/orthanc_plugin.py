@@ -26,6 +26,7 @@ import orthanc
 from ._quiet import quiet_pydicom
 from .forwarding import ForwardQueue
 from .orthanc_find import find_settings, on_find
+from .orthanc_query import on_modality_query, on_query_read
 from .orthanc_ingest import on_cstore_instance, on_http_request, on_received_instance
 from .orthanc_outgoing import on_modality_store, on_move
 from .orthanc_routes import forward_worker, on_change
@@ -122,7 +123,10 @@ def _check_restart_needed(ruleset: RuleSet) -> None:
     if not state.move_registered and any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in ruleset.rules):
         raise RuleError("rules for C_STORE_RQ with role SCP were added while Orthanc runs without them: restart "
                         "Orthanc so that C-MOVE retrieves are coerced too (the old rules stay active)")
-    if not state.find_registered and any(r.dimse in FIND for r in ruleset.rules):
+    if not state.query_registered and any(r.dimse in FIND and r.role == "SCP" for r in ruleset.rules):
+        raise RuleError("rules for C_FIND_RQ or C_FIND_RSP with role SCP were added while Orthanc runs without them: "
+                        "restart Orthanc so that the queries it sends go through them (the old rules stay active)")
+    if not state.find_registered and any(r.dimse in FIND and r.role == "SCU" for r in ruleset.rules):
         raise RuleError("rules for C_FIND_RQ or C_FIND_RSP were added while Orthanc runs without them: restart "
                         "Orthanc so that its C-FIND SCP applies them (the old rules stay active)")
     if not state.routes_registered and ruleset.routes:
@@ -165,11 +169,20 @@ def start() -> None:
     if any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in state.service.ruleset.rules):
         orthanc.RegisterMoveCallback(on_move)
         state.move_registered = True
-    if any(r.dimse in FIND for r in state.service.ruleset.rules):
+    if any(r.dimse in FIND and r.role == "SCU" for r in state.service.ruleset.rules):
         # Replaces Orthanc's C-FIND SCP as a whole: without C-FIND rules, Orthanc's own answers.
         state.find_settings = find_settings(config)
         orthanc.RegisterFindCallback(on_find)
         state.find_registered = True
+    if any(r.dimse in FIND and r.role == "SCP" for r in state.service.ruleset.rules):
+        # Called instead of Orthanc's own routes; queries no rule applies to go to Orthanc's.
+        orthanc.RegisterRestCallback(
+            "/modalities/([^/]+)/(query|find|find-patient|find-study|find-series|find-instance|find-worklist)",
+            on_modality_query)
+        orthanc.RegisterRestCallback(
+            "/queries/([^/]+)/answers((?:/[0-9]+/(?:content|query-studies|query-series|query-instances))?)",
+            on_query_read)
+        state.query_registered = True
     state.service.validators.append(_check_restart_needed)
     state.forwards = ForwardQueue(state.service.settings.forwards_database)  # its status stays readable
     if state.service.ruleset.routes:

@@ -24,6 +24,7 @@ class EdgeState:
     move_registered: bool = False  # the plugin's C-MOVE SCP replaces Orthanc's
     routes_registered: bool = False  # change events feed the routes
     find_registered: bool = False  # the plugin's C-FIND SCP replaces Orthanc's
+    query_registered: bool = False  # outgoing C-FIND routes go through the plugin
     find_settings: FindSettings = field(default_factory=FindSettings)
 
 

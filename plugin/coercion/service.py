@@ -31,7 +31,8 @@ COERCED = "coerced"
 REJECTED = "rejected"
 DISCARDED = "discarded"
 # The (dimse, role) pairs the Orthanc adapter applies; other rules are refused at load time.
-ENFORCED = frozenset({("C_STORE_RQ", "SCU"), ("C_STORE_RQ", "SCP"), ("C_FIND_RQ", "SCU"), ("C_FIND_RSP", "SCU")})
+ENFORCED = frozenset({("C_STORE_RQ", "SCU"), ("C_STORE_RQ", "SCP"), ("C_FIND_RQ", "SCU"), ("C_FIND_RSP", "SCU"),
+                      ("C_FIND_RQ", "SCP"), ("C_FIND_RSP", "SCP")})
 FIND = ("C_FIND_RQ", "C_FIND_RSP")
 
 
@@ -138,7 +139,7 @@ class CoercionService:
                     f"is not applied by this version of the plugin (it applies "
                     f"{', '.join(f'{d} with role {r}' for d, r in sorted(ENFORCED))}); remove the rule "
                     "rather than rely on it")
-            if rule.dimse in FIND and rule.sending_host.entries:
+            if rule.dimse in FIND and rule.role == "SCU" and rule.sending_host.entries:
                 # Orthanc tells a C-FIND callback the AE titles only: the rule could never match.
                 raise RuleError(f"{rule.source}: rule {rule.name!r}: field 'sending-host' cannot be applied to "
                                 f"{rule.dimse}: Orthanc does not tell plugins a C-FIND caller's host; match on "

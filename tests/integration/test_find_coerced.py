@@ -184,3 +184,15 @@ def test_a_matched_query_orthanc_cannot_run_fails_instead_of_answering(site, sen
     output = run.stdout + run.stderr
     assert "Pending" not in output and sent["patient"] not in output
     assert "C-FIND" in main.log() and "refused" in main.log()
+
+
+def test_the_research_archive_retrieves_by_the_pseudonyms_it_was_answered(site, sent):
+    main, research = site
+    pseudo = KEYS.uid(sent["second"])
+    research_query(research, "Study", {"StudyInstanceUID": pseudo})  # handed out by this answer at the latest
+    moved = research.post(f"/modalities/{AET.lower()}/move", json.dumps(
+        {"Level": "Study", "Resources": [{"StudyInstanceUID": pseudo}], "TargetAet": "RESEARCH"}))
+    assert moved.status_code == 200, moved.text
+    held = held_by_research(research, pseudo)  # arrived, coerced: under its pseudonym
+    assert held["PatientID"] == sent["held"]["PatientID"]
+    assert research.post("/tools/lookup", sent["second"]).json() == []  # the original never left

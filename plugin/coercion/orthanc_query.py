@@ -1,0 +1,185 @@
+"""Outgoing C-FIND: queries Orthanc sends, through the rules for C_FIND_RQ / C_FIND_RSP with role SCP.
+
+Registered only when such rules exist at start-up (REST routes registered by a plugin are
+called instead of Orthanc's own):
+
+* ``POST /modalities/{id}/query`` and the older ``find-patient``, ``find-study``,
+  ``find-series``, ``find-instance`` and ``find-worklist``: the query is put into the peer's
+  world (``find_outgoing.coerce_query``) and sent by Orthanc's own route;
+* the answers of a query a response rule applies to are de-identified when read
+  (``/queries/{id}/answers?expand``, ``/queries/{id}/answers/{n}/content``, and the child
+  queries ``/queries/{id}/answers/{n}/query-*`` create). Retrieves keep using the raw answers:
+  they name the peer's own UIDs.
+
+A query no rule applies to goes to Orthanc's route unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import traceback
+import urllib.parse
+
+import orthanc
+
+from .find import FindRequest, query_dataset
+from .find_outgoing import QueryRefused, coerce_answer, coerce_query, parse_key
+from .orthanc_outgoing import _orthanc_error, _passthrough_post
+from .orthanc_state import answer_json, state
+from .rules import Rule, Transaction
+
+_FORMS = ("simplify", "short", "full")
+
+
+class CoercedQueries:
+    """The queries of this process whose answers a response rule de-identifies: query ID -> rule."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._rules: dict[str, Rule] = {}
+
+    def add(self, query_id: str, rule: Rule) -> None:
+        with self._lock:
+            self._rules[query_id] = rule
+
+    def get(self, query_id: str) -> Rule | None:
+        with self._lock:
+            return self._rules.get(query_id)
+
+
+coerced_queries = CoercedQueries()
+
+
+def _issuers_of(patient_id: str) -> list[str]:
+    """The issuers this Orthanc knows ``patient_id`` under (hashed IDs include the issuer)."""
+    found = json.loads(orthanc.RestApiPost("/tools/find", json.dumps(
+        {"Level": "Patient", "Query": {"PatientID": patient_id}, "CaseSensitive": True})))
+    issuers = set()
+    for patient in found:
+        instances = json.loads(orthanc.RestApiGet(f"/patients/{patient}/instances"))
+        if instances:
+            tags = json.loads(orthanc.RestApiGet(f"/instances/{instances[0]['ID']}/simplified-tags"))
+            issuers.add(str(tags.get("IssuerOfPatientID", "")).strip())
+    return sorted(issuers)
+
+
+def _rules_for(modality: str, body: dict, query: dict):
+    """(peer, request rule, response rule) for a query to ``modality``; rules None if none applies."""
+    peer = json.loads(orthanc.RestApiGet("/modalities?expand")).get(modality)
+    if peer is None:
+        return None, None, None
+    calling = body.get("LocalAet") or peer.get("LocalAet") or state.orthanc_aet
+
+    def dataset():
+        pairs = []
+        for key, value in query.items():
+            if isinstance(value, str):
+                try:
+                    pairs.append((parse_key(key), value))
+                except QueryRefused:
+                    pass
+        return query_dataset(FindRequest.from_pairs(sorted(pairs)))
+
+    ruleset = state.service.ruleset
+    found = [ruleset.match(Transaction(dimse, "SCP", calling, peer["AET"], peer.get("Host"), dataset=dataset))
+             for dimse in ("C_FIND_RQ", "C_FIND_RSP")]
+    return peer, found[0], found[1]
+
+
+def _audit(event: str, modality: str, rq: Rule | None, rsp: Rule | None, **more) -> None:
+    orthanc.LogWarning("coercion-audit " + json.dumps({
+        "event": event, "modality": modality, "request-rule": rq.name if rq else None,
+        "response-rule": rsp.name if rsp else None, **more}))
+
+
+def on_modality_query(output, uri, **request):
+    try:
+        return _modality_query(output, uri, request)
+    except Exception:
+        orthanc.LogError("coercion: outgoing query error: " + traceback.format_exc(limit=3))
+        return _orthanc_error(output, uri, request.get("method", "POST"), 500,
+                              "Internal error in the coercion plugin; nothing was sent")
+
+
+def _modality_query(output, uri, request):
+    if request["method"] != "POST":
+        return output.SendMethodNotAllowed("POST")
+    modality, route = request["groups"][0], request["groups"][1]
+    raw = request.get("body", b"")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return _passthrough_post(output, uri, raw)  # Orthanc answers its own error
+    if not isinstance(body, dict):
+        return _passthrough_post(output, uri, raw)
+    # /query and find-worklist (1.9.5+) take {"Query": {...}}; the older find-* take the keys themselves.
+    wrapped = route == "query" or (route == "find-worklist" and "Query" in body)
+    query = body.get("Query", {}) if wrapped else body
+    if not isinstance(query, dict):
+        return _passthrough_post(output, uri, raw)
+    peer, rq, rsp = _rules_for(modality, body, query)
+    if rq is None and rsp is None:
+        return _passthrough_post(output, uri, raw)
+    if route == "find":
+        return _orthanc_error(output, uri, "POST", 400, "Bad request",
+                              f"coercion rules apply to C-FIND to modality {modality!r}: use "
+                              f"/modalities/{modality}/query (the hierarchical /find is not coerced)")
+    if rq is not None:
+        try:
+            coerced = coerce_query(query, state.service.deidentifier(rq), rq.name, _issuers_of)
+        except QueryRefused as exc:
+            _audit("c-find-scu-refused", modality, rq, rsp)
+            return _orthanc_error(output, uri, "POST", 400, "Bad request", str(exc))
+        body = {**body, "Query": coerced} if wrapped else coerced
+    try:
+        answer = json.loads(orthanc.RestApiPost(uri, json.dumps(body)))
+    except orthanc.OrthancException:
+        return _passthrough_post(output, uri, json.dumps(body).encode())  # Orthanc's own error, once more
+    if rsp is not None:
+        deidentifier = state.service.deidentifier(rsp)
+        if route == "query":
+            coerced_queries.add(answer["ID"], rsp)
+        else:
+            form = "short" if body.get("Short") else "full" if body.get("Full") else "simplify"
+            answer = [coerce_answer(a, form, deidentifier) for a in answer]
+    _audit("c-find-scu", modality, rq, rsp, **({"query": answer["ID"]} if route == "query" else
+                                                {"answers": len(answer)}))
+    return answer_json(output, answer)
+
+
+def on_query_read(output, uri, **request):
+    try:
+        return _query_read(output, uri, request)
+    except Exception:
+        orthanc.LogError("coercion: query answer error: " + traceback.format_exc(limit=3))
+        return _orthanc_error(output, uri, request.get("method", "GET"), 500,
+                              "Internal error in the coercion plugin; the answers are withheld")
+
+
+def _core_uri(uri: str, request: dict) -> str:
+    arguments = request.get("get") or {}
+    return uri + ("?" + urllib.parse.urlencode(arguments) if arguments else "")
+
+
+def _query_read(output, uri, request):
+    query_id, tail = request["groups"][0], request["groups"][1]
+    rule = coerced_queries.get(query_id)
+    method = request["method"]
+    if method == "POST":  # /answers/{n}/query-*: a child query of a coerced one is coerced too
+        answer = orthanc.RestApiPost(_core_uri(uri, request), request.get("body", b""))
+        if rule is not None:
+            coerced_queries.add(json.loads(answer)["ID"], rule)
+        return output.AnswerBuffer(answer, "application/json")
+    if method != "GET":
+        return output.SendMethodNotAllowed("GET")
+    answer = orthanc.RestApiGet(_core_uri(uri, request))
+    if rule is None or (tail == "" and "expand" not in (request.get("get") or {})):
+        return output.AnswerBuffer(answer, "application/json")
+    arguments = request.get("get") or {}
+    form = next((f for f in _FORMS if f in arguments), "full")
+    deidentifier = state.service.deidentifier(rule)
+    content = json.loads(answer)
+    coerced = ([coerce_answer(a, form, deidentifier) for a in content] if tail == ""
+               else coerce_answer(content, form, deidentifier))
+    return answer_json(output, coerced)
