@@ -406,6 +406,7 @@ class FindSettings:
     case_sensitive_pn: bool = False  # Orthanc's CaseSensitivePN
     limit_results: int = 0  # LimitFindResults
     limit_instances: int = 0  # LimitFindInstances
+    storage_access: str = "Always"  # StorageAccessOnFind: "Never" answers from the index alone
 
 
 @dataclass
@@ -456,7 +457,9 @@ class OrthancFind:
             if limit:
                 body["Limit"] = limit + 1  # one more than Orthanc answers tells it was cut
         extra = tuple(extra_tags)
-        read_instance = request.needs_instance_tags() or bool(extra)
+        # With StorageAccessOnFind "Never", Orthanc answers from its index alone (no sequences);
+        # a coercion still reads the instance for the context it needs.
+        read_instance = bool(extra) or (request.needs_instance_tags() and self.settings.storage_access != "Never")
         parents = _ParentCache(self.rest)
         matches: list[Match] = []
         complete = True

@@ -43,6 +43,7 @@ def find_settings(config: dict) -> FindSettings:
         case_sensitive_pn=bool(config.get("CaseSensitivePN", False)),
         limit_results=int(config.get("LimitFindResults", 0)),
         limit_instances=int(config.get("LimitFindInstances", 0)),
+        storage_access=str(config.get("StorageAccessOnFind", "Always")),
     )
 
 

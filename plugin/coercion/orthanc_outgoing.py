@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -72,16 +73,27 @@ def instances_of(resource_id: str) -> list[str]:
     raise LookupError(resource_id)
 
 
-def on_modality_store(output, uri, **request):
-    try:
-        return _modality_store(output, uri, request)
-    except Exception:  # never send anything after an internal error; say so
-        orthanc.LogError("coercion: outgoing store error: " + traceback.format_exc(limit=3))
-        return _orthanc_error(output, uri, request.get("method", "POST"), 500,
-                              "Internal error in the coercion plugin; nothing more was sent")
+def guarded_route(what: str, consequence: str):
+    """A REST callback that answers an Orthanc-shaped 500 (saying what did not happen) when
+    the handler fails, rather than whatever Orthanc makes of a Python exception."""
+
+    def decorate(handler):
+        @functools.wraps(handler)
+        def route(output, uri, **request):
+            try:
+                return handler(output, uri, request)
+            except Exception:
+                orthanc.LogError(f"coercion: {what} error: " + traceback.format_exc(limit=3))
+                return _orthanc_error(output, uri, request.get("method", "POST"), 500,
+                                      f"Internal error in the coercion plugin; {consequence}")
+
+        return route
+
+    return decorate
 
 
-def _modality_store(output, uri, request):
+@guarded_route("outgoing store", "nothing more was sent")
+def on_modality_store(output, uri, request):
     if request["method"] != "POST":
         return output.SendMethodNotAllowed("POST")
     modality, body = request["groups"][0], request.get("body", b"")

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import json
 import threading
-import traceback
 import urllib.parse
+from typing import Callable
 
 import orthanc
 
 from .find import FindRequest, query_dataset
 from .find_outgoing import QueryRefused, coerce_answer, coerce_query, parse_key
-from .orthanc_outgoing import _orthanc_error, _passthrough_post
+from .orthanc_outgoing import _orthanc_error, _passthrough_post, guarded_route
 from .orthanc_state import answer_json, state
 from .rules import Rule, Transaction
 
@@ -33,15 +33,24 @@ _FORMS = ("simplify", "short", "full")
 
 
 class CoercedQueries:
-    """The queries of this process whose answers a response rule de-identifies: query ID -> rule."""
+    """The queries of this process whose answers a response rule de-identifies: query ID -> rule.
+
+    Orthanc keeps a bounded number of queries (``QueryRetrieveSize``) in memory; entries are
+    pruned only once Orthanc no longer lists their query, so a live query never loses its rule
+    (which would show its answers raw)."""
+
+    PRUNE_ABOVE = 256
 
     def __init__(self):
         self._lock = threading.Lock()
         self._rules: dict[str, Rule] = {}
 
-    def add(self, query_id: str, rule: Rule) -> None:
+    def add(self, query_id: str, rule: Rule, live: Callable[[], set] | None = None) -> None:
         with self._lock:
             self._rules[query_id] = rule
+            if live is not None and len(self._rules) > self.PRUNE_ABOVE:
+                existing = live() | {query_id}
+                self._rules = {q: r for q, r in self._rules.items() if q in existing}
 
     def get(self, query_id: str) -> Rule | None:
         with self._lock:
@@ -49,6 +58,10 @@ class CoercedQueries:
 
 
 coerced_queries = CoercedQueries()
+
+
+def _live_queries() -> set:
+    return set(json.loads(orthanc.RestApiGet("/queries")))
 
 
 def _issuers_of(patient_id: str) -> list[str]:
@@ -93,16 +106,8 @@ def _audit(event: str, modality: str, rq: Rule | None, rsp: Rule | None, **more)
         "response-rule": rsp.name if rsp else None, **more}))
 
 
-def on_modality_query(output, uri, **request):
-    try:
-        return _modality_query(output, uri, request)
-    except Exception:
-        orthanc.LogError("coercion: outgoing query error: " + traceback.format_exc(limit=3))
-        return _orthanc_error(output, uri, request.get("method", "POST"), 500,
-                              "Internal error in the coercion plugin; nothing was sent")
-
-
-def _modality_query(output, uri, request):
+@guarded_route("outgoing query", "nothing was sent")
+def on_modality_query(output, uri, request):
     if request["method"] != "POST":
         return output.SendMethodNotAllowed("POST")
     modality, route = request["groups"][0], request["groups"][1]
@@ -139,7 +144,7 @@ def _modality_query(output, uri, request):
     if rsp is not None:
         deidentifier = state.service.deidentifier(rsp)
         if route == "query":
-            coerced_queries.add(answer["ID"], rsp)
+            coerced_queries.add(answer["ID"], rsp, _live_queries)
         else:
             form = "short" if body.get("Short") else "full" if body.get("Full") else "simplify"
             answer = [coerce_answer(a, form, deidentifier) for a in answer]
@@ -148,28 +153,20 @@ def _modality_query(output, uri, request):
     return answer_json(output, answer)
 
 
-def on_query_read(output, uri, **request):
-    try:
-        return _query_read(output, uri, request)
-    except Exception:
-        orthanc.LogError("coercion: query answer error: " + traceback.format_exc(limit=3))
-        return _orthanc_error(output, uri, request.get("method", "GET"), 500,
-                              "Internal error in the coercion plugin; the answers are withheld")
-
-
 def _core_uri(uri: str, request: dict) -> str:
     arguments = request.get("get") or {}
     return uri + ("?" + urllib.parse.urlencode(arguments) if arguments else "")
 
 
-def _query_read(output, uri, request):
+@guarded_route("query answer", "the answers are withheld")
+def on_query_read(output, uri, request):
     query_id, tail = request["groups"][0], request["groups"][1]
     rule = coerced_queries.get(query_id)
     method = request["method"]
     if method == "POST":  # /answers/{n}/query-*: a child query of a coerced one is coerced too
         answer = orthanc.RestApiPost(_core_uri(uri, request), request.get("body", b""))
         if rule is not None:
-            coerced_queries.add(json.loads(answer)["ID"], rule)
+            coerced_queries.add(json.loads(answer)["ID"], rule, _live_queries)
         return output.AnswerBuffer(answer, "application/json")
     if method != "GET":
         return output.SendMethodNotAllowed("GET")
