@@ -145,8 +145,12 @@ def test_the_profile_decides_what_orthanc_matches_and_what_the_answer_must_match
     req = request((0x00080052, "STUDY"), (STUDY_UID, "2.25.9"), (PATIENT_ID, "PSEUDO"), (MODALITY, "CT"),
                   (STUDY_DATE, "20240101-20240131"), (PATIENT_NAME, "Doe*"))
     plan = plan_query(req, world, store, case_sensitive_pn=False)
-    assert sorted((c.tag, c.value) for c in plan.lookup) == [(MODALITY, "CT"), (PATIENT_ID, "MRN1"),
-                                                             (STUDY_UID, "1.2.3")]
+    low, high = world.keys.date_shift_window
+    from datetime import date, timedelta
+    widened = ((date(2024, 1, 1) - timedelta(days=high)).strftime("%Y%m%d") + "-"
+               + (date(2024, 1, 31) - timedelta(days=low)).strftime("%Y%m%d"))
+    assert sorted((c.tag, c.value) for c in plan.lookup) == [(STUDY_DATE, widened), (MODALITY, "CT"),
+                                                             (PATIENT_ID, "MRN1"), (STUDY_UID, "1.2.3")]
     # What the profile changes is matched on the de-identified answer: shifted dates, names.
     assert sorted(c.tag for c in plan.on_answer) == [STUDY_DATE, PATIENT_NAME, PATIENT_ID, STUDY_UID]
     assert not plan.nothing

@@ -198,3 +198,19 @@ def test_c_find_rules_are_chosen_by_ae_titles_and_cannot_name_a_host(service, tm
         "- {name: by-host, dimse: C_FIND_RSP, role: SCU, sending-host: ['127\\\\.0\\\\.0\\\\.1'], uri: 'deidentify:'}")
     with pytest.raises(RuleError, match="find.yaml: rule 'by-host': field 'sending-host' cannot be applied to C_FIND_RSP"):
         service.reload()
+
+
+def test_only_the_projects_own_error_messages_reach_logs_and_reasons():
+    from coercion.deidentify import DeidentificationError
+    from coercion.dicomio import DicomError, read_instance
+    from coercion.find_outgoing import QueryRefused
+    from coercion.service import safe_message
+
+    assert safe_message(DeidentificationError("no implementation for action 'Q'")) == (
+        "no implementation for action 'Q'")
+    assert "PatientName" in safe_message(QueryRefused("rule 'r' de-identifies PatientName"))
+    assert "Doe" not in safe_message(ValueError("Invalid value for VR PN: 'Doe^John'"))
+    garbage = b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100" + b"\x10\x00\x10\x00PN\xff\xffDoe^John"
+    with pytest.raises(DicomError) as caught:
+        read_instance(garbage)
+    assert "Doe" not in safe_message(caught.value) and "Doe" not in str(caught.value)

@@ -339,8 +339,8 @@ def read_instance(data: bytes | bytearray | memoryview, drop_private: bool = Fal
         raise DicomError(f"deflated dataset cannot be inflated: {exc}") from None
     except (EOFError, struct.error) as exc:
         raise DicomError(f"truncated DICOM data: {exc}") from None
-    except Exception as exc:  # pydicom raises many kinds on garbage input
-        raise DicomError(f"not a readable DICOM dataset: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # pydicom raises many kinds on garbage input; its message may quote values
+        raise DicomError(f"not a readable DICOM dataset ({type(exc).__name__} while parsing)") from None
     if len(segments[0]) == 0 and not met:
         raise DicomError("no DICOM data element found (empty or cut short before the first one)")
     return Instance(preamble, file_meta, segments, implicit, little, deflated, buf, had_meta)

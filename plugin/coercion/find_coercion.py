@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-from .deidentify import Deidentifier
+from .deidentify import Deidentifier, _shift_value
 from .find import (
     ISSUER_OF_PATIENT_ID,
     PATIENT_ID,
@@ -42,7 +42,7 @@ from .find import (
     vr_of,
 )
 from .linkage import LinkageStore
-from .profile import KEEP, PATIENT_ID_HASH, UID
+from .profile import KEEP, PATIENT_ID_HASH, SHIFT_DATES, UID
 
 # What an answer's de-identification needs besides the keys asked for: the patient (hashed
 # IDs, per-patient date shift) and the UIDs of every level.
@@ -79,6 +79,13 @@ def plan_query(request: FindRequest, world: Deidentifier, store: LinkageStore,
             lookup.append(constraint)
             continue
         on_answer.append(constraint)  # always checked on what the peer would see
+        if action == SHIFT_DATES and constraint.vr == "DA" and constraint.kind in ("equal", "range"):
+            # Every shift lies in the site's window: the originals lie in the range widened by
+            # it, which Orthanc can pre-select on (the answers then decide exactly).
+            widened = _unshifted_range(constraint.value, world.keys.date_shift_window)
+            if widened:
+                lookup.append(Constraint(constraint.tag, widened, "DA"))
+            continue
         if constraint.kind not in ("equal", "list"):
             continue
         pseudonyms = [v for v in constraint.value.split("\\") if v]
@@ -92,6 +99,17 @@ def plan_query(request: FindRequest, world: Deidentifier, store: LinkageStore,
             return Plan([], [], nothing=True)
         lookup.append(Constraint(constraint.tag, "\\".join(originals), constraint.vr, True))
     return Plan(lookup, on_answer)
+
+
+def _unshifted_range(value: str, window: tuple[int, int]) -> str | None:
+    """The original dates a shifted date (or range) can stand for, as a range."""
+    lower, _, upper = value.partition("-") if "-" in value else (value, "", value)
+    low, high = window
+    start = _shift_value(lower, "DA", -high) if lower.strip() else ""
+    end = _shift_value(upper, "DA", -low) if upper.strip() else ""
+    if start is None or end is None or not (start or end):
+        return None
+    return f"{start}-{end}"
 
 
 def _text(ds: Dataset, tag: int) -> str | None:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
 
 import orthanc
 
 from .find import FindError, FindRequest, FindSettings, OrthancFind, encode_answer, query_dataset
 from .find_coercion import coerced_answers
-from .orthanc_state import state
+from .orthanc_state import log_failure, state
 
 
 class PluginRest:
@@ -87,9 +86,8 @@ def on_find(answers, query, issuer_aet, called_aet) -> None:
     except FindError as exc:
         orthanc.LogError(f"coercion: C-FIND from {issuer_aet!r} refused: {exc}")
         raise
-    except Exception as exc:  # fail closed: no answer at all rather than an unmodified one
-        orthanc.LogError(f"coercion: C-FIND from {issuer_aet!r} failed: {type(exc).__name__}\n"
-                         + traceback.format_exc(limit=3))
+    except Exception:  # fail closed: no answer at all rather than an unmodified one
+        log_failure(f"C-FIND from {issuer_aet!r} failed")
         raise
     for data in encoded:
         answers.FindAddAnswer(data)

@@ -22,14 +22,13 @@
 from __future__ import annotations
 
 import threading
-import traceback
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import orthanc
 
 from .dicomio import DicomError, read_instance
-from .orthanc_state import log_audit, state
+from .orthanc_state import log_audit, log_failure, state
 from .rules import RuleSet, Transaction
 from .service import COERCED, DISCARDED, REJECTED, UNCHANGED, Decision
 
@@ -107,7 +106,7 @@ def on_received_instance(data, origin):
     try:
         return _received_instance(data, origin)
     except Exception:  # never let Orthanc see an exception here: it would store the original
-        orthanc.LogError("coercion: refusing an instance after an internal error: " + traceback.format_exc(limit=3))
+        log_failure("refusing an instance after an internal error")
         return _REFUSE
 
 
@@ -157,7 +156,7 @@ def on_cstore_instance(instance):
     try:
         return _cstore_instance(instance)
     except Exception:
-        orthanc.LogError("coercion: refusing an instance after an internal error: " + traceback.format_exc(limit=3))
+        log_failure("refusing an instance after an internal error")
         return STATUS_PROCESSING_FAILURE
 
 

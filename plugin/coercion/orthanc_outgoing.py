@@ -14,11 +14,10 @@ import json
 import shutil
 import tempfile
 import threading
-import traceback
 
 import orthanc
 
-from .orthanc_state import answer_json, log_audit, state
+from .orthanc_state import answer_json, log_audit, log_failure, state
 from .outgoing import RequestNotUnderstood, SendJob, parse_store_request, run_send_job
 from .rules import RuleSet, Transaction
 from .storescu import Destination, SpoolingSender
@@ -83,7 +82,7 @@ def guarded_route(what: str, consequence: str):
             try:
                 return handler(output, uri, request)
             except Exception:
-                orthanc.LogError(f"coercion: {what} error: " + traceback.format_exc(limit=3))
+                log_failure(f"{what} error")
                 return _orthanc_error(output, uri, request.get("method", "POST"), 500,
                                       f"Internal error in the coercion plugin; {consequence}")
 
@@ -181,7 +180,7 @@ def plan_send(modality: str, peer: dict, transaction: Transaction, instances: li
                 audit=lambda decision: log_audit(decision, "C-STORE-SCU", transaction.calling_aet, peer["AET"]),
             )
         except Exception as exc:  # the job must end, and say why, whatever failed around it
-            orthanc.LogError("coercion: send job failed: " + traceback.format_exc(limit=2).splitlines()[-1])
+            log_failure("send job failed")
             job.abort(f"{type(exc).__name__}: the send could not run")
         finally:
             if folder:
@@ -203,7 +202,7 @@ def on_move(**request):
         _move(request)
     except Exception:
         # An exception fails the C-MOVE: nothing more is sent. The log names no patient.
-        orthanc.LogError("coercion: C-MOVE refused: " + traceback.format_exc(limit=2).splitlines()[-1])
+        log_failure("C-MOVE refused")
         raise
 
 

@@ -18,7 +18,6 @@ import os
 import re
 import sys
 import threading
-import traceback
 import urllib.parse
 
 import orthanc
@@ -30,7 +29,7 @@ from .orthanc_query import on_modality_query, on_query_read
 from .orthanc_ingest import on_cstore_instance, on_http_request, on_received_instance
 from .orthanc_outgoing import on_modality_store, on_move
 from .orthanc_routes import forward_worker, on_change
-from .orthanc_state import answer_json, state
+from .orthanc_state import answer_json, log_failure, state
 from .rules import RuleError, RuleSet, Transaction
 from .service import FIND, CoercionService, Settings
 
@@ -112,7 +111,7 @@ def on_rest(output, uri, **request):
             return answer_json(output, {"pseudonym": match.group(1), "links": links})
         return _error(output, 404, f"no such route: /coercion/{route} ({method}); see GET /coercion/rules")
     except Exception as exc:  # never leak a traceback with values to the client
-        orthanc.LogError("coercion: REST error: " + traceback.format_exc(limit=3))
+        log_failure("REST error")
         return _error(output, 500, f"internal error: {type(exc).__name__}")
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import threading
-import traceback
 
 import orthanc
 
 from .dicomio import DicomError, read_instance
 from .orthanc_ingest import reposted_from
 from .orthanc_outgoing import UnsupportedPeer, instances_of, outgoing_transaction, plan_send
-from .orthanc_state import state
+from .orthanc_state import log_failure, state
 from .rules import Transaction
 
 _forward_wakeup = threading.Event()
@@ -32,7 +31,7 @@ def on_change(change_type, level, resource_id):
             if state.forwards.stable(kind, resource_id):
                 _forward_wakeup.set()
     except Exception:  # a route that cannot be evaluated is logged; the instance stays stored
-        orthanc.LogError("coercion: routing failed: " + traceback.format_exc(limit=2).splitlines()[-1])
+        log_failure("routing failed")
 
 
 def _route_instance(instance_id: str) -> None:
@@ -75,7 +74,7 @@ def forward_worker() -> None:
             for row in state.forwards.take_due():
                 _send_forward(row)
         except Exception:
-            orthanc.LogError("coercion: forwarding worker: " + traceback.format_exc(limit=2).splitlines()[-1])
+            log_failure("forwarding worker")
 
 
 def _send_forward(row: dict) -> None:

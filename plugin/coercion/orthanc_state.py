@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import sys
+import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import orthanc
 
 from .find import FindSettings
 from .forwarding import ForwardQueue
 from .outgoing import SendJobs
-from .service import REJECTED, CoercionService, audit_line
+from .service import REJECTED, CoercionService, audit_line, safe_message
 
 
 @dataclass
@@ -29,6 +32,16 @@ class EdgeState:
 
 
 state = EdgeState()
+
+
+def log_failure(what: str) -> None:
+    """Log the exception being handled: where it happened, its kind, and its message only when
+    it is the project's own or Orthanc's (a library's message may quote the data)."""
+    exc = sys.exc_info()[1]
+    frames = traceback.extract_tb(exc.__traceback__)[-3:] if exc is not None else []
+    where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
+    message = str(exc) if isinstance(exc, orthanc.OrthancException) else safe_message(exc)
+    orthanc.LogError(f"coercion: {what}: {type(exc).__name__}: {message} (at {where})")
 
 
 def log_audit(decision, origin: str, calling_aet: str | None, called_aet: str | None = None) -> None:

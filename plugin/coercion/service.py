@@ -342,12 +342,16 @@ def _positive_int(value, name: str) -> int:
     return value
 
 
-def _safe(exc: Exception) -> str:
-    """The message of the engine's own errors, which never quote attribute values; of any
-    other exception only its kind (pydicom's or a library's message may quote data)."""
-    if isinstance(exc, DeidentificationError):
+def safe_message(exc: BaseException) -> str:
+    """The message of the project's own errors, which name files, rules, keys and reasons but
+    never values; of any other exception only that it has one (pydicom's or another library's
+    message may quote the data)."""
+    if type(exc).__module__.split(".")[0] == __name__.split(".")[0]:
         return str(exc)[:300]
     return "details withheld (they may quote the data)"
+
+
+_safe = safe_message
 
 
 def audit_line(decision: Decision, origin: str, calling_aet: str | None, called_aet: str | None = None) -> str:
