@@ -45,17 +45,21 @@ def _orthanc_error(output, uri: str, method: str, status: int, message: str, det
     output.SendHttpStatus(status, text, len(text.encode()))
 
 
+def answer_orthanc_exception(output, uri: str, method: str, exc) -> None:
+    """Orthanc's error, as its own route would have answered it."""
+    code, message = (exc.args + (None, ""))[:2]
+    status = next((s for name, s in _HTTP_STATUS_OF_ERROR_NAME.items()
+                   if getattr(orthanc.ErrorCode, name, None) == code), 500)
+    # Orthanc 1.10 gives plugins the error code and message, not its details.
+    _orthanc_error(output, uri, method, status, str(message), OrthancError=str(message), OrthancStatus=code)
+
+
 def _passthrough_post(output, uri: str, body: bytes) -> None:
     """Let Orthanc's own route answer (a plugin's RestApiPost reaches the core route)."""
     try:
         answer = orthanc.RestApiPost(uri, body)
     except orthanc.OrthancException as exc:
-        code, message = (exc.args + (None, ""))[:2]
-        status = next((s for name, s in _HTTP_STATUS_OF_ERROR_NAME.items()
-                       if getattr(orthanc.ErrorCode, name, None) == code), 500)
-        # Orthanc 1.10 gives plugins the error code and message, not its details.
-        return _orthanc_error(output, uri, "POST", status, str(message), OrthancError=str(message),
-                              OrthancStatus=code)
+        return answer_orthanc_exception(output, uri, "POST", exc)
     output.AnswerBuffer(answer, "application/json")
 
 

@@ -25,7 +25,7 @@ import orthanc
 
 from .find import FindRequest, query_dataset
 from .find_outgoing import QueryRefused, coerce_answer, coerce_query, parse_key
-from .orthanc_outgoing import _orthanc_error, _passthrough_post, guarded_route
+from .orthanc_outgoing import _orthanc_error, _passthrough_post, answer_orthanc_exception, guarded_route
 from .orthanc_state import answer_json, state
 from .rules import Rule, Transaction
 
@@ -139,8 +139,8 @@ def on_modality_query(output, uri, request):
         body = {**body, "Query": coerced} if wrapped else coerced
     try:
         answer = json.loads(orthanc.RestApiPost(uri, json.dumps(body)))
-    except orthanc.OrthancException:
-        return _passthrough_post(output, uri, json.dumps(body).encode())  # Orthanc's own error, once more
+    except orthanc.OrthancException as exc:  # the peer refused, could not be reached...: Orthanc's error
+        return answer_orthanc_exception(output, uri, "POST", exc)
     if rsp is not None:
         deidentifier = state.service.deidentifier(rsp)
         if route == "query":
@@ -162,18 +162,22 @@ def _core_uri(uri: str, request: dict) -> str:
 def on_query_read(output, uri, request):
     query_id, tail = request["groups"][0], request["groups"][1]
     rule = coerced_queries.get(query_id)
-    method = request["method"]
-    if method == "POST":  # /answers/{n}/query-*: a child query of a coerced one is coerced too
-        answer = orthanc.RestApiPost(_core_uri(uri, request), request.get("body", b""))
-        if rule is not None:
-            coerced_queries.add(json.loads(answer)["ID"], rule, _live_queries)
-        return output.AnswerBuffer(answer, "application/json")
-    if method != "GET":
-        return output.SendMethodNotAllowed("GET")
-    answer = orthanc.RestApiGet(_core_uri(uri, request))
-    if rule is None or (tail == "" and "expand" not in (request.get("get") or {})):
-        return output.AnswerBuffer(answer, "application/json")
+    child = "/query-" in tail  # /answers/{n}/query-*: a child query of a coerced one is coerced too
+    allowed = "POST" if child else "GET"
+    if request["method"] != allowed:
+        return output.SendMethodNotAllowed(allowed)
+    try:
+        if child:
+            answer = orthanc.RestApiPost(_core_uri(uri, request), request.get("body", b""))
+        else:
+            answer = orthanc.RestApiGet(_core_uri(uri, request))
+    except orthanc.OrthancException as exc:  # an unknown query or answer: Orthanc's own error
+        return answer_orthanc_exception(output, uri, request["method"], exc)
     arguments = request.get("get") or {}
+    if child and rule is not None:
+        coerced_queries.add(json.loads(answer)["ID"], rule, _live_queries)
+    if child or rule is None or (tail == "" and "expand" not in arguments):
+        return output.AnswerBuffer(answer, "application/json")
     form = next((f for f in _FORMS if f in arguments), "full")
     deidentifier = state.service.deidentifier(rule)
     content = json.loads(answer)

@@ -73,6 +73,8 @@ def patients():
     private.ProcedureCodeSequence = Sequence([code])
     add("MRN5", "doe^jim", f"{root}.6", f"{root}.6.1", f"{root}.6.1.1", "20240315", AccessionNumber="ACC6",
         StudyDescription="")
+    add("MRN6", "ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎=やまだ^たろう", f"{root}.7", f"{root}.7.1", f"{root}.7.1.1", "20240401",
+        charset=["ISO 2022 IR 13", "ISO 2022 IR 87"], AccessionNumber="ACC7")
     return made
 
 
@@ -164,6 +166,9 @@ QUERIES = {
     "greek-utf8-query": STUDY + ["SpecificCharacterSet=ISO_IR 192", "PatientName=Παπα*", "AccessionNumber"],
     "latin1-query": STUDY + ["SpecificCharacterSet=ISO_IR 100", "PatientName=Müller*", "PatientName"],
     "empty-description": STUDY + ["StudyDescription=", "AccessionNumber"],
+    "japanese": STUDY + ["SpecificCharacterSet=ISO_IR 192", "PatientName=*山田*", "PatientName", "PatientID"],
+    "japanese-return-key": STUDY + ["PatientID=MRN6", "PatientName", "StudyDescription"],
+    "sequence-item-key": STUDY + ["ProcedureCodeSequence[0].CodeValue=NOSUCHCODE", "StudyInstanceUID"],
     "series": ["QueryRetrieveLevel=SERIES", "StudyInstanceUID=1.2.826.0.1.3680043.8.498.77.1",
                "SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription",
                "NumberOfSeriesRelatedInstances", "PatientName", "StudyDate"],

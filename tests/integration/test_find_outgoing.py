@@ -12,6 +12,7 @@ import threading
 import uuid
 
 import pytest
+import requests
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
@@ -201,3 +202,22 @@ def test_a_worklist_query_is_coerced_item_by_item(site):
     step = sent.ScheduledProcedureStepSequence[0]
     assert step.Modality == "CT" and step.ScheduledProcedureStepStartDate not in ("", "20240131")
     assert "Doe" not in found.text and "MRN-SECRET" not in found.text
+
+
+def test_reads_of_unknown_queries_and_wrong_methods_answer_as_orthanc_does(site):
+    main = site["main"]
+    assert main.get("/queries/no-such-query/answers").status_code == 404
+    assert main.get("/queries/no-such-query/answers/0/content").status_code == 404
+    answer = main.post("/modalities/answers/query", json.dumps({"Level": "Study", "Query": {"PatientName": ""}}))
+    path = answer.json()["Path"]
+    assert main.post(f"{path}/answers", "{}").status_code == 405
+    assert main.get(f"{path}/answers/0/query-series").status_code == 405
+
+
+def test_a_peer_that_cannot_be_reached_gives_orthancs_error_once(site):
+    main = site["main"]
+    unreachable = requests.put(main.url + "/modalities/answers2", timeout=30, data=json.dumps(
+        {"AET": "ANSWERS", "Host": "127.0.0.1", "Port": free_port()}))
+    assert unreachable.ok, unreachable.text
+    failed = main.post("/modalities/answers2/query", json.dumps({"Level": "Study", "Query": {"PatientID": "X"}}))
+    assert failed.status_code == 500 and "coercion" not in failed.text.lower()
