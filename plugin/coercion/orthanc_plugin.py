@@ -173,6 +173,10 @@ def start() -> None:
         state.find_settings = find_settings(config)
         orthanc.RegisterFindCallback(on_find)
         state.find_registered = True
+        if orthanc.CheckVersionAdvanced(1, 11, 0):
+            # The answers for callers no rule matches are rebuilt after Orthanc 1.10's C-FIND SCP.
+            orthanc.LogWarning("coercion: the plugin's C-FIND SCP answers callers no rule matches as Orthanc 1.10 "
+                               "does; this Orthanc is newer, and its own C-FIND SCP may answer differently")
     if any(r.dimse in FIND and r.role == "SCP" for r in state.service.ruleset.rules):
         # Called instead of Orthanc's own routes; queries no rule applies to go to Orthanc's.
         orthanc.RegisterRestCallback(
