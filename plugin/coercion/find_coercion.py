@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from .deidentify import Deidentifier, _shift_value
 from .find import (
@@ -42,7 +43,7 @@ from .find import (
     vr_of,
 )
 from .linkage import LinkageStore
-from .profile import KEEP, PATIENT_ID_HASH, SHIFT_DATES, UID
+from .profile import COMPOUND, KEEP, PATIENT_ID_HASH, SHIFT_DATES, UID
 
 # What an answer's de-identification needs besides the keys asked for: the patient (hashed
 # IDs, per-patient date shift) and the UIDs of every level.
@@ -66,7 +67,11 @@ def action_for(deidentifier: Deidentifier, tag: int) -> str:
     if (tag >> 16) & 1:
         return KEEP if deidentifier.profile.private_action == KEEP else "X"
     entry = deidentifier.profile.by_tag.get(tag)
-    return KEEP if entry is None else entry[0]
+    if entry is None:
+        return KEEP
+    if entry[0] in COMPOUND:  # the IOD is unknown for a query: the alternative valid for every IOD
+        return deidentifier.profile.compound_choice(entry[0], None, None)
+    return entry[0]
 
 
 def plan_query(request: FindRequest, world: Deidentifier, store: LinkageStore,
@@ -119,7 +124,7 @@ def _text(ds: Dataset, tag: int) -> str | None:
     value = elem.value
     if value is None:
         return ""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+    if isinstance(value, (list, tuple, MultiValue)):
         return "\\".join(str(v) for v in value)
     return str(value)
 

@@ -90,8 +90,6 @@ def _coerce_keys(by_tag, deidentifier, rule_name, issuers_of, patient, issuers) 
         action = action_for(deidentifier, tag)
         if tag == ISSUER_OF_PATIENT_ID and action != KEEP and action_for(deidentifier, PATIENT_ID) == PATIENT_ID_HASH:
             continue  # it is part of the hashed patient ID, and the peer never saw it
-        if action in ("X/Z/U*", "U"):
-            action = UID
         name = keyword_for_tag(tag) or tag_key(tag)
         why = f"rule {rule_name!r} de-identifies {name} for this peer"
         if action == KEEP:

@@ -196,3 +196,17 @@ def test_the_research_archive_retrieves_by_the_pseudonyms_it_was_answered(site, 
     held = held_by_research(research, pseudo)  # arrived, coerced: under its pseudonym
     assert held["PatientID"] == sent["held"]["PatientID"]
     assert research.post("/tools/lookup", sent["second"]).json() == []  # the original never left
+
+
+def test_patient_and_instance_levels_are_answered_in_pseudonyms(site, sent):
+    _, research = site
+    pseudo_patient = sent["held"]["PatientID"]
+    patients = research_query(research, "Patient", {"PatientID": pseudo_patient, "PatientName": "",
+                                                    "PatientBirthDate": ""})
+    assert [p["PatientID"] for p in patients] == [pseudo_patient]
+    assert "Doe" not in json.dumps(patients) and "19700315" not in json.dumps(patients)
+    instances = research_query(research, "Instance", {"StudyInstanceUID": KEYS.uid(sent["first"]),
+                                                      "SeriesInstanceUID": KEYS.uid(f"{sent['first']}.1"),
+                                                      "SOPInstanceUID": "", "InstanceNumber": ""})
+    assert [i["SOPInstanceUID"] for i in instances] == [KEYS.uid(f"{sent['first']}.1.1")]
+    assert instances[0]["InstanceNumber"] == "1"
