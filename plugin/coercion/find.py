@@ -20,7 +20,7 @@ import struct
 import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable, Mapping, Protocol
+from typing import Iterable, Iterator, Mapping, Protocol
 
 from pydicom import dcmwrite
 from pydicom.datadict import dictionary_VR
@@ -432,17 +432,30 @@ class OrthancFind:
         self.rest = rest
         self.settings = settings
 
-    def find(self, request: FindRequest, extra_tags: Iterable[int] = (),
-             constraints: list[Constraint] | None = None, limit: int | None = None) -> FindResult:
-        """The resources Orthanc's C-FIND would answer, with their values.
-
-        ``extra_tags`` are read as well (the instance's tags are then read: a coercion needs
-        the patient and study context of an answer). ``constraints`` replaces the request's own
-        (a coerced query); ``limit`` replaces Orthanc's (0: none)."""
+    def find(self, request: FindRequest) -> FindResult:
+        """The resources Orthanc's C-FIND SCP answers, with their values, and whether it would
+        call the answer complete (``LimitFindResults`` / ``LimitFindInstances``)."""
         level = request.level
-        constraints = request.constraints(self.settings.case_sensitive_pn) if constraints is None else constraints
-        if limit is None:
-            limit = self.settings.limit_instances if level == "Instance" else self.settings.limit_results
+        constraints = request.constraints(self.settings.case_sensitive_pn)
+        limit = self.settings.limit_instances if level == "Instance" else self.settings.limit_results
+        matches: list[Match] = []
+        complete = True
+        for match in self.matches(request, constraints, limit=limit + 1 if limit else 0):
+            if limit and len(matches) >= limit:
+                complete = False  # one more than Orthanc answers tells it was cut
+                break
+            matches.append(match)
+        if complete and limit and self._more_candidates_than(level, constraints, limit):
+            complete = False
+        return FindResult(matches, complete)
+
+    def matches(self, request: FindRequest, constraints: list[Constraint], limit: int = 0,
+                context: bool = False) -> Iterator[Match]:
+        """The resources that match ``constraints`` at the request's level, one at a time (what
+        a match needs is read only when it is reached). ``limit``: what Orthanc's lookup may
+        return (0: all). ``context``: read every match's stored instance (a coercion needs the
+        patient and study of an answer, whatever the query asks)."""
+        level = request.level
         sensitivities = {c.case_sensitive for c in constraints if c.case_dependent}
         recheck: list[Constraint] = []
         body: dict = {"Level": level, "Expand": True, "Short": True,
@@ -455,14 +468,12 @@ class OrthancFind:
         else:
             body["CaseSensitive"] = sensitivities.pop() if sensitivities else True
             if limit:
-                body["Limit"] = limit + 1  # one more than Orthanc answers tells it was cut
-        extra = tuple(extra_tags)
-        # With StorageAccessOnFind "Never", Orthanc answers from its index alone (no sequences);
-        # a coercion still reads the instance for the context it needs.
-        read_instance = bool(extra) or (request.needs_instance_tags() and self.settings.storage_access != "Never")
+                body["Limit"] = limit
+        # With StorageAccessOnFind "Never", Orthanc answers from its index alone (no sequences).
+        read_instance = context or (request.needs_instance_tags() and self.settings.storage_access != "Never")
+        asked = {k.tag for k in request.keys}
         parents = _ParentCache(self.rest)
-        matches: list[Match] = []
-        complete = True
+        found = 0
         for resource in self.rest.post("/tools/find", body):
             if read_instance:
                 tags = self.rest.get(f"/instances/{self._sample_instance(level, resource, parents)}/tags")
@@ -474,15 +485,10 @@ class OrthancFind:
             counters = self._counters(level, resource, request, {c.tag for c in recheck})
             if any(not c.matches(counters.get(c.tag, values.get(c.tag))) for c in recheck):
                 continue
-            if limit and len(matches) >= limit:
-                complete = False
-                break
-            asked = {k.tag for k in request.keys}
-            matches.append(Match(resource["ID"], values, {t: v for t, v in counters.items() if t in asked},
-                                 sequences))
-        if complete and limit and self._more_candidates_than(level, constraints, limit):
-            complete = False
-        return FindResult(matches, complete)
+            yield Match(resource["ID"], values, {t: v for t, v in counters.items() if t in asked}, sequences)
+            found += 1
+            if limit and found >= limit:
+                return
 
     def _more_candidates_than(self, level: str, constraints: list[Constraint], limit: int) -> bool:
         """Whether Orthanc's database pre-selection (main DICOM tags only, identifiers without

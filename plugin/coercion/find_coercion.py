@@ -142,12 +142,12 @@ def coerced_answers(finder: OrthancFind, request: FindRequest, world: Deidentifi
         return [], True, []
     asked = {k.tag for k in request.keys}
     internal = FindRequest(request.keys + tuple(QueryKey(t, "") for t in _CONTEXT_TAGS if t not in asked))
-    result = finder.find(internal, extra_tags=_CONTEXT_TAGS, constraints=plan.lookup, limit=0)
     answers: list[Dataset] = []
     handed_out: list[HandedOut] = []
-    complete = result.complete
+    complete = True
     level_uids = set(_LEVEL_UIDS[level])
-    for match in result.matches:
+    # Lazily: with a limit, no more candidates are read and de-identified than it takes.
+    for match in finder.matches(internal, plan.lookup, context=True):
         values = {t: v for t, v in match.values.items()
                   if t not in _LEVEL_UIDS["Instance"] or t in level_uids}  # not a sample's UIDs
         original = build_answer(internal, values, match.counters, finder.settings.retrieve_aet, match.sequences)

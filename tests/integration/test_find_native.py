@@ -208,3 +208,17 @@ def test_the_plugins_scp_answers_and_a_matched_caller_is_coerced(pair):
     # RESEARCH is matched by the response rule: its query by an original ID finds nothing.
     matched, final = findscu(plugin.dicom_port, keys, calling="RESEARCH")
     assert matched == [] and final == ["I: Received Final Find Response (Success)"]
+
+
+def test_a_matched_caller_gets_at_most_orthancs_limit_of_coerced_answers(pair):
+    plain, plugin = pair
+    keys = STUDY + ["StudyInstanceUID", "PatientID"]
+    studies = len({ds.StudyInstanceUID for ds in patients()})
+    matched, final = findscu(plugin.dicom_port, keys, calling="RESEARCH")
+    config = json.loads((plain.root / "orthanc.json").read_text())
+    if "LimitFindResults" in config:
+        assert len(matched) == config["LimitFindResults"] < studies
+        assert final == ["I: Received Final Find Response (Cancel: MatchingTerminatedDueToCancelRequest)"]
+    else:
+        assert len(matched) == studies == 7 and final == ["I: Received Final Find Response (Success)"]
+    assert all(len(a.PatientID) == 26 and not a.PatientID.startswith("MRN") for a in matched)
