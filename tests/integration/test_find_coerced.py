@@ -210,3 +210,24 @@ def test_patient_and_instance_levels_are_answered_in_pseudonyms(site, sent):
                                                       "SOPInstanceUID": "", "InstanceNumber": ""})
     assert [i["SOPInstanceUID"] for i in instances] == [KEYS.uid(f"{sent['first']}.1.1")]
     assert instances[0]["InstanceNumber"] == "1"
+
+
+def test_concurrent_callers_each_get_their_own_world(site, sent):
+    main, _ = site
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(calling):
+        run = subprocess.run(
+            ["findscu", "-v", "-S", "-aet", calling, "-aec", AET, "127.0.0.1", str(main.dicom_port),
+             "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID", "-k", "StudyInstanceUID"],
+            capture_output=True, text=True, timeout=60, env=dict(os.environ, TCP_NODELAY="1"))
+        return calling, run.stdout + run.stderr
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(ask, ["RESEARCH", "CLINICIAN"] * 3))
+    for calling, output in results:
+        assert "Final Find Response (Success)" in output
+        if calling == "RESEARCH":
+            assert sent["patient"] not in output and sent["held"]["PatientID"] in output
+        else:
+            assert sent["patient"] in output and sent["held"]["PatientID"] not in output
