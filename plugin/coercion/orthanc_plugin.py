@@ -8,6 +8,8 @@ Imported by ``plugin/orthanc_entry.py`` inside Orthanc's Python plugin (API 4.0,
   filter, HTTP filter);
 * orthanc_outgoing.py: what leaves it (``/modalities/{id}/store``, C-MOVE SCP);
 * orthanc_routes.py: forwarding what was received;
+* orthanc_find.py: the C-FIND SCP (peers query Orthanc);
+* orthanc_query.py: the queries Orthanc sends and their answers;
 * here: the REST API under ``/coercion``.
 """
 
@@ -25,9 +27,9 @@ import orthanc
 from ._quiet import quiet_pydicom
 from .forwarding import ForwardQueue
 from .orthanc_find import find_settings, on_find
-from .orthanc_query import on_modality_query, on_query_read
 from .orthanc_ingest import on_cstore_instance, on_http_request, on_received_instance
 from .orthanc_outgoing import on_modality_store, on_move
+from .orthanc_query import on_modality_query, on_query_read
 from .orthanc_routes import forward_worker, on_change
 from .orthanc_state import answer_json, log_failure, state
 from .rules import RuleError, RuleSet, Transaction
@@ -126,8 +128,8 @@ def _check_restart_needed(ruleset: RuleSet) -> None:
         raise RuleError("rules for C_FIND_RQ or C_FIND_RSP with role SCP were added while Orthanc runs without them: "
                         "restart Orthanc so that the queries it sends go through them (the old rules stay active)")
     if not state.find_registered and any(r.dimse in FIND and r.role == "SCU" for r in ruleset.rules):
-        raise RuleError("rules for C_FIND_RQ or C_FIND_RSP were added while Orthanc runs without them: restart "
-                        "Orthanc so that its C-FIND SCP applies them (the old rules stay active)")
+        raise RuleError("rules for C_FIND_RQ or C_FIND_RSP with role SCU were added while Orthanc runs without them: "
+                        "restart Orthanc so that its C-FIND SCP applies them (the old rules stay active)")
     if not state.routes_registered and ruleset.routes:
         raise RuleError("routes (rules with 'forward') were added while Orthanc runs without them: restart Orthanc "
                         "so that what it receives can be forwarded (the old rules stay active)")

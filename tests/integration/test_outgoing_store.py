@@ -214,7 +214,7 @@ def test_a_reload_needs_no_restart_when_outgoing_rules_were_there_at_start(site)
     assert main.post("/coercion/rules/reload").status_code == 200
 
 
-def test_outgoing_rules_and_routes_added_at_run_time_need_a_restart(tmp_path):
+def test_outgoing_rules_routes_and_c_find_rules_added_at_run_time_need_a_restart(tmp_path):
     server = OrthancServer(tmp_path / "no-outgoing", rules="- {name: in, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:'}\n")
     server.start()
     try:
@@ -227,6 +227,12 @@ def test_outgoing_rules_and_routes_added_at_run_time_need_a_restart(tmp_path):
             "- {name: route, dimse: C_STORE_RQ, role: SCU, forward: {to: [X]}}\n")
         answer = server.post("/coercion/rules/reload")
         assert answer.status_code == 400 and "routes (rules with 'forward') were added" in answer.json()["error"]
+        for dimse, role, message in (("C_FIND_RSP", "SCU", "so that its C-FIND SCP applies them"),
+                                     ("C_FIND_RQ", "SCP", "so that the queries it sends go through them")):
+            (server.rules_dir / "more.yaml").write_text(
+                f"- {{name: find, dimse: {dimse}, role: {role}, receiving-aet: [X], uri: 'deidentify:'}}\n")
+            answer = server.post("/coercion/rules/reload")
+            assert answer.status_code == 400 and message in answer.json()["error"]
         (server.rules_dir / "more.yaml").unlink()
         assert server.post("/coercion/rules/reload").status_code == 200
     finally:
