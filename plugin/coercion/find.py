@@ -9,7 +9,8 @@ or the stored instance's tags when the query asks for anything else; computed co
 sequences copied from the stored instance).
 
 Nothing here imports ``orthanc``: ``rest`` is any object with ``get(path)`` and
-``post(path, body)`` returning parsed JSON (the plugin's in-process API, or HTTP in tests).
+``post(path, body)`` returning parsed JSON and ``get_text(path)`` (the plugin's in-process
+API; any HTTP client would do).
 """
 
 from __future__ import annotations
