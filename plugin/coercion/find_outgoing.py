@@ -131,7 +131,7 @@ def _shift_constraint(value, vr, patient, patient_issuers, keys, why) -> str:
             continue
         moved = _shift_value(part, vr, days)
         if moved is None:
-            raise QueryRefused(f"{why}: {value!r} is not a date or date range it can shift")
+            raise QueryRefused(f"{why}: its value is not a date or date range that can be shifted")
         shifted.append(moved)
     return "-".join(shifted)
 
