@@ -32,6 +32,19 @@ needs_orthanc = pytest.mark.skipif(
 )
 
 
+# Every process the helpers start, so that none outlives the test session even when a
+# fixture fails half-way (tests/integration/conftest.py stops what is left).
+STARTED: list[subprocess.Popen] = []
+
+
+def stop_leftovers() -> None:
+    for process in STARTED:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    STARTED.clear()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -132,6 +145,7 @@ class OrthancServer(OrthancREST):
         env = {k: v for k, v in os.environ.items() if not k.startswith("COERCION_")}
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        STARTED.append(self.process)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -179,6 +193,7 @@ class PlainOrthanc(OrthancREST):
         orthanc = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
         self.process = subprocess.Popen([orthanc, str(root / "orthanc.json")], stdout=self.log,
                                         stderr=subprocess.STDOUT, env=dict(os.environ, TCP_NODELAY="1"))
+        STARTED.append(self.process)
         self.url = f"http://127.0.0.1:{self.http_port}"
         for _ in range(300):
             try:
@@ -203,6 +218,7 @@ class StoreSCP:
         self.process = subprocess.Popen(
             ["storescp", "-aet", aet, "-od", str(folder), str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, TCP_NODELAY="1"))
+        STARTED.append(self.process)
         for _ in range(100):
             with socket.socket() as probe:
                 if probe.connect_ex(("127.0.0.1", self.port)) == 0:

@@ -49,10 +49,12 @@ def site(tmp_path_factory):
     main = OrthancServer(root / "main", rules=RULES, modalities={"RESEARCH": research.dicom_port, "PROBE": free_port(),
                                                           "CLINICIAN": free_port()},
                          dicom_port=main_port)
-    main.start()
-    yield main, research
-    main.stop()
-    research.stop()
+    try:
+        main.start()
+        yield main, research
+    finally:  # a main Orthanc that failed to start must not leave the peer running
+        main.stop()
+        research.stop()
 
 
 def upload(main, patient_id: str, study_date: str, series: int = 1, name: str = "Doe^John"):

@@ -83,7 +83,18 @@ def site(tmp_path_factory):
     research = PlainOrthanc(root / "research", "RESEARCH", {}, settings={"DicomAlwaysAllowFind": True})
     answers, raw = FindSCP("ANSWERS"), FindSCP("RAW")
     main = OrthancServer(root / "main", rules=RULES, modalities={
-        "RESEARCH": research.dicom_port, "ANSWERS": answers.port, "RAW": raw.port}).start()
+        "RESEARCH": research.dicom_port, "ANSWERS": answers.port, "RAW": raw.port})
+    try:
+        main.start()
+        yield from _site(main, research, answers, raw)
+    finally:  # a main Orthanc that failed to start must not leave the peers running
+        main.stop()
+        research.stop()
+        answers.stop()
+        raw.stop()
+
+
+def _site(main, research, answers, raw):
     patient = f"P-{uuid.uuid4().hex[:6]}"
     study = f"2.25.{uuid.uuid4().int}"
     ds = make_ct(patient_id=patient, study_uid=study, series_uid=study + ".1", sop_uid=study + ".1.1",
@@ -93,10 +104,6 @@ def site(tmp_path_factory):
     sent = main.post("/modalities/research/store", json.dumps({"Resources": [study_id], "Synchronous": True}))
     assert sent.status_code == 200, sent.text
     yield {"main": main, "research": research, "answers": answers, "raw": raw, "patient": patient, "study": study}
-    main.stop()
-    research.stop()
-    answers.stop()
-    raw.stop()
 
 
 def query(main, modality: str, level: str, keys: dict, **more):
