@@ -142,7 +142,7 @@ def _shift_dt(value: str, days: int) -> str | None:
     return None if shifted is None else shifted + text[8:]
 
 
-def _shift_value(value: str, vr: str, days: int) -> str | None:
+def shift_date_value(value: str, vr: str, days: int) -> str | None:
     """Shift one DA/DT value, or a range ``a-b`` of them (as C-FIND queries carry)."""
     shift = _shift_da if vr == "DA" else _shift_dt
     if vr == "DA" and "-" in value:
@@ -473,7 +473,7 @@ class Deidentifier:
             self._fallback(ds, tag, keyword, ctx, top, subtree)
             return
         values = _values(ds[tag].value)
-        shifted = [_shift_value(str(v), vr, ctx.date_shift) for v in values]
+        shifted = [shift_date_value(str(v), vr, ctx.date_shift) for v in values]
         if None in shifted:
             self._fallback(ds, tag, keyword, ctx, top, subtree)
             return

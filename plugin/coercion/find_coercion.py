@@ -25,7 +25,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from .deidentify import Deidentifier, _shift_value
+from .deidentify import Deidentifier, shift_date_value
 from .find import (
     ISSUER_OF_PATIENT_ID,
     PATIENT_ID,
@@ -43,7 +43,7 @@ from .find import (
     vr_of,
 )
 from .linkage import LinkageStore
-from .profile import COMPOUND, KEEP, PATIENT_ID_HASH, SHIFT_DATES, UID
+from .profile import COMPOUND, KEEP, PATIENT_ID_HASH, REMOVE, SHIFT_DATES, UID
 
 # What an answer's de-identification needs besides the keys asked for: the patient (hashed
 # IDs, per-patient date shift) and the UIDs of every level.
@@ -65,7 +65,7 @@ class Plan:
 def action_for(deidentifier: Deidentifier, tag: int) -> str:
     """The profile's action on a top-level attribute (KEEP when the table does not list it)."""
     if (tag >> 16) & 1:
-        return KEEP if deidentifier.profile.private_action == KEEP else "X"
+        return REMOVE  # no profile keeps every private attribute: match them on the answer
     entry = deidentifier.profile.by_tag.get(tag)
     if entry is None:
         return KEEP
@@ -110,8 +110,8 @@ def _unshifted_range(value: str, window: tuple[int, int]) -> str | None:
     """The original dates a shifted date (or range) can stand for, as a range."""
     lower, _, upper = value.partition("-") if "-" in value else (value, "", value)
     low, high = window
-    start = _shift_value(lower, "DA", -high) if lower.strip() else ""
-    end = _shift_value(upper, "DA", -low) if upper.strip() else ""
+    start = shift_date_value(lower, "DA", -high) if lower.strip() else ""
+    end = shift_date_value(upper, "DA", -low) if upper.strip() else ""
     if start is None or end is None or not (start or end):
         return None
     return f"{start}-{end}"

@@ -29,7 +29,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from .deidentify import Deidentifier, _shift_value
+from .deidentify import Deidentifier, shift_date_value
 from .find import ISSUER_OF_PATIENT_ID, PATIENT_ID, _put, parse_tag_key, tag_key, vr_of
 from .find_coercion import action_for
 from .profile import KEEP, PATIENT_ID_HASH, SHIFT_DATES, UID
@@ -129,7 +129,7 @@ def _shift_constraint(value, vr, patient, patient_issuers, keys, why) -> str:
         if not part:
             shifted.append("")
             continue
-        moved = _shift_value(part, vr, days)
+        moved = shift_date_value(part, vr, days)
         if moved is None:
             raise QueryRefused(f"{why}: its value is not a date or date range that can be shifted")
         shifted.append(moved)

@@ -204,7 +204,7 @@ class CoercionService:
         except Exception as exc:  # the linkage store failed: fail closed, as for any failure
             rule = decision.rule
             failed = Decision(DISCARDED if rule and rule.on_failure == "discard" else REJECTED, rule,
-                              reason=f"linkage store: {type(exc).__name__}: {_safe(exc)}", bytes_in=len(data))
+                              reason=f"linkage store: {type(exc).__name__}: {safe_message(exc)}", bytes_in=len(data))
             self.confirm(failed)
             return failed
         return decision
@@ -259,7 +259,7 @@ class CoercionService:
         except DicomError as exc:
             return self._failed(rule, f"unreadable DICOM: {exc}", len(data), started, rule.on_failure)
         except Exception as exc:  # fail closed on anything: never store or send as received
-            return self._failed(rule, f"{type(exc).__name__}: {_safe(exc)}", len(data), started, rule.on_failure)
+            return self._failed(rule, f"{type(exc).__name__}: {safe_message(exc)}", len(data), started, rule.on_failure)
         elapsed = time.perf_counter() - started
         return Decision(COERCED, rule, coerced, outcome, milliseconds=elapsed * 1000, bytes_in=len(data))
 
@@ -349,9 +349,6 @@ def safe_message(exc: BaseException) -> str:
     if type(exc).__module__.split(".")[0] == __name__.split(".")[0]:
         return str(exc)[:300]
     return "details withheld (they may quote the data)"
-
-
-_safe = safe_message
 
 
 def audit_line(decision: Decision, origin: str, calling_aet: str | None, called_aet: str | None = None) -> str:
