@@ -23,6 +23,6 @@ if _site.is_dir():
 if str(_here) not in sys.path:
     sys.path.append(str(_here))
 
-from coercion import orthanc_plugin  # noqa: E402
+from coercion.edge import startup  # noqa: E402
 
-orthanc_plugin.start()
+startup.start()

@@ -3,7 +3,7 @@
 import pytest
 
 from coercion import Keys
-from coercion._quiet import quiet_pydicom
+from coercion.engine.quiet import quiet_pydicom
 
 from factory import SECRET
 

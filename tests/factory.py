@@ -10,7 +10,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from coercion import Deidentifier, Keys
-from coercion._quiet import quiet_pydicom
+from coercion.engine.quiet import quiet_pydicom
 
 quiet_pydicom()
 

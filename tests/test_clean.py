@@ -11,7 +11,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ComprehensiveSRStorage, GrayscaleSoftcopyPresentationStateStorage
 
 from coercion import Keys
-from coercion.clean import Identifiers, person_name_values
+from coercion.engine.clean import Identifiers, person_name_values
 
 from factory import SECRET, deidentifier, encode, make_ct
 
@@ -41,7 +41,7 @@ def test_descriptor_rules(text, expected):
     for v in ("Doe^Johnathan^Q", "Welby^Marcus"):
         values |= person_name_values(v)
     values |= {"MRN0012345", "ACC778899", "S12345", "Saint Elsewhere Hospital", "19700315"}
-    from coercion.clean import date_forms
+    from coercion.engine.clean import date_forms
     values |= set(date_forms("19700315"))
     assert Identifiers(values).clean(text) == expected
 

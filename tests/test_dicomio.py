@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
-from coercion.dicomio import _encode_dataset, read_instance
+from coercion.engine.dicomio import _encode_dataset, read_instance
 
 from factory import deidentifier, encode, make_ct
 
@@ -50,7 +50,7 @@ def test_file_meta_encoding_equals_pydicom(instance_uid):
     from pydicom.dataset import FileMetaDataset
     from pydicom.filewriter import write_file_meta_info
 
-    from coercion.dicomio import encode_file_meta
+    from coercion.engine.dicomio import encode_file_meta
 
     elements = {0x00020001: b"\x00\x01", 0x00020002: "1.2.840.10008.5.1.4.1.1.2",
                 0x00020010: "1.2.840.10008.1.2.1", 0x00020012: "2.25.1234", 0x00020013: "COERCION_0_1"}
@@ -70,7 +70,7 @@ def test_file_meta_encoding_equals_pydicom(instance_uid):
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from coercion.dicomio import _encode_ascii_text
+from coercion.engine.dicomio import _encode_ascii_text
 
 ascii_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126, exclude_characters="\\"), max_size=40)
 
@@ -121,7 +121,7 @@ def test_data_cut_inside_an_element_is_refused():
 def pydicom_header(data: bytes):
     from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 
-    from coercion.dicomio import _at_pixel_data, _encoding
+    from coercion.engine.dicomio import _at_pixel_data, _encoding
 
     fp = DicomBytesIO(data)
     read_preamble(fp, True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from pydicom.dataset import Dataset
 
-from coercion.find import (
+from coercion.exchanges.find import (
     MODALITIES_IN_STUDY,
     RETRIEVE_AE_TITLE,
     Constraint,
@@ -22,8 +22,8 @@ from coercion.find import (
     sequence_from_full,
     values_from_full,
 )
-from coercion.find_coercion import action_for, plan_query
-from coercion.linkage import SQLiteLinkageStore
+from coercion.exchanges.find_coercion import action_for, plan_query
+from coercion.stores.linkage import SQLiteLinkageStore
 
 from factory import deidentifier
 
@@ -195,7 +195,7 @@ def test_the_fast_answer_writer_writes_what_pydicom_writes():
 # -- outgoing queries ----------------------------------------------------------------------
 
 def test_an_outgoing_query_is_put_into_the_peers_world():
-    from coercion.find_outgoing import QueryRefused, coerce_query
+    from coercion.exchanges.find_outgoing import QueryRefused, coerce_query
 
     deid = deidentifier(URI)
     keys = deid.keys
@@ -219,7 +219,7 @@ def test_an_outgoing_query_is_put_into_the_peers_world():
 
 
 def test_answers_round_trip_through_orthancs_json_forms():
-    from coercion.find_outgoing import coerce_answer, dataset_from_json, dataset_to_json
+    from coercion.exchanges.find_outgoing import coerce_answer, dataset_from_json, dataset_to_json
 
     full = {"0010,0010": {"Name": "PatientName", "Type": "String", "Value": "Doe^John"},
             "0020,000d": {"Name": "StudyInstanceUID", "Type": "String", "Value": "1.2.3"},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coercion.forwarding import MAX_RETRY_INTERVAL, ForwardQueue
+from coercion.stores.forwards import MAX_RETRY_INTERVAL, ForwardQueue
 
 
 def test_a_study_armed_by_many_instances_is_one_forward_sent_when_stable(tmp_path):

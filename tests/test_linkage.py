@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from coercion.linkage import SQLiteLinkageStore, open_store
+from coercion.stores.linkage import SQLiteLinkageStore, open_store
 
 
 def test_record_and_lookup(tmp_path):

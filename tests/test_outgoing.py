@@ -9,7 +9,7 @@ import pydicom
 import pytest
 
 from coercion import Keys
-from coercion.outgoing import (RequestNotUnderstood, SendJob, SendJobs, StoreRequest,
+from coercion.exchanges.sends import (RequestNotUnderstood, SendJob, SendJobs, StoreRequest,
                                parse_store_request, run_send_job)
 from coercion.rules import Transaction
 from coercion.service import CoercionService, Settings
@@ -151,7 +151,7 @@ def test_the_job_list_keeps_running_jobs():
 
 
 def test_storescu_output_is_read_file_by_file():
-    from coercion.storescu import parse_storescu_output
+    from coercion.exchanges.storescu import parse_storescu_output
 
     output = "\n".join([
         "I: Requesting Association", "I: Association Accepted (Max Send PDV: 16372)",
@@ -181,7 +181,7 @@ def test_storescu_sends_to_a_real_peer(tmp_path):
     import subprocess
     import time
 
-    from coercion.storescu import Destination, SpoolingSender
+    from coercion.exchanges.storescu import Destination, SpoolingSender
 
     if not _shutil.which("storescp"):
         pytest.skip("dcmtk is installed by plugin/scripts/test.sh")

@@ -12,7 +12,7 @@ from pydicom import uid
 from pydicom.data import get_testdata_file
 
 from coercion import DicomError
-from coercion.dicomio import PixelElement, read_instance
+from coercion.engine.dicomio import PixelElement, read_instance
 
 from factory import deidentifier
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from coercion import Keys, SecretError
-from coercion.pseudonyms import MIN_SECRET_BYTES
+from coercion.engine.pseudonyms import MIN_SECRET_BYTES
 
 from factory import OTHER_SECRET, SECRET
 

@@ -154,7 +154,7 @@ def test_a_provisional_decision_is_counted_and_linked_only_once_confirmed(servic
 
 
 def test_an_unexpected_error_is_refused_without_quoting_its_message(service, monkeypatch):
-    from coercion.deidentify import Deidentifier
+    from coercion.engine.deidentify import Deidentifier
 
     def broken(self, instance):
         raise ValueError("could not convert 'Doe^Johnathan^Q'")  # a library quoting the data
@@ -201,9 +201,9 @@ def test_c_find_rules_are_chosen_by_ae_titles_and_cannot_name_a_host(service, tm
 
 
 def test_only_the_projects_own_error_messages_reach_logs_and_reasons():
-    from coercion.deidentify import DeidentificationError
-    from coercion.dicomio import DicomError, read_instance
-    from coercion.find_outgoing import QueryRefused
+    from coercion.engine.deidentify import DeidentificationError
+    from coercion.engine.dicomio import DicomError, read_instance
+    from coercion.exchanges.find_outgoing import QueryRefused
     from coercion.service import safe_message
 
     assert safe_message(DeidentificationError("no implementation for action 'Q'")) == (

@@ -13,10 +13,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._quiet import quiet_pydicom
-from .dicomio import DicomError, looks_like_dicom
-from .pseudonyms import Keys, SecretError
-from .uri import URIError, parse_uri
+from .engine.pseudonyms import Keys, SecretError
+from .engine.quiet import quiet_pydicom
+from .engine.sniff import looks_like_dicom
+from .engine.uri import URIError, parse_uri
+
 
 def _is_dicom_file(path: Path) -> bool:
     try:
@@ -76,12 +77,16 @@ _worker = None
 def _init_worker(uri: str, secret: bytes) -> None:
     global _worker
     quiet_pydicom()
-    from .deidentify import Deidentifier
+    from .engine.deidentify import Deidentifier
 
     _worker = Deidentifier(parse_uri(uri), Keys(secret))
 
 
 def _run(job: Job) -> Result:
+    from .engine.dicomio import (
+        DicomError,  # loaded with the de-identifier, in the worker
+    )
+
     try:
         job.dst.parent.mkdir(parents=True, exist_ok=True)
         _worker.deidentify_file(job.src, job.dst)
@@ -138,6 +143,8 @@ def deidentify_command(args: argparse.Namespace) -> int:
             iterator = map(_run, jobs)
             pool = None
         else:
+            from .engine import deidentify  # noqa: F401 (loaded once here: forked workers inherit it)
+
             pool = ProcessPoolExecutor(jobs_n, initializer=_init_worker, initargs=(str(uri), keys.secret))
             iterator = pool.map(_run, jobs, chunksize=max(1, min(32, len(jobs) // (jobs_n * 4) or 1)))
         try:
@@ -179,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     deid.set_defaults(func=deidentify_command)
     from .serve import add_parser as add_serve_parser
 
-    add_serve_parser(sub)
+    add_serve_parser(sub)  # light: what `serve` checks is imported when it runs
     return parser
 
 

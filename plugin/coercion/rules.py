@@ -29,7 +29,7 @@ import yaml
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
-from .uri import DeidentifyURI, Option, URIError, parse_uri
+from .engine.uri import DeidentifyURI, Option, URIError, parse_uri
 
 DIMSE = ("C_STORE_RQ", "C_FIND_RQ", "C_FIND_RSP", "N_CREATE_RQ")
 ROLES = ("SCU", "SCP")

@@ -20,8 +20,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from .pseudonyms import Keys, SecretError
-from .rules import RuleError, load_rules
+from .engine.pseudonyms import Keys, SecretError
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO / "orthanc.json"
@@ -89,6 +88,10 @@ def effective_configuration(args: argparse.Namespace, environ: dict) -> dict:
 
 
 def _check(config: dict, environ: dict) -> None:
+    from .rules import (
+        load_rules,  # YAML and pydicom's dictionary: not for `coercion deidentify`
+    )
+
     coercion = config.get("Coercion") or {}
     if environ.get("COERCION_SECRET"):
         Keys.from_env({"COERCION_SECRET": environ["COERCION_SECRET"]})
@@ -132,6 +135,8 @@ def _die_with_parent() -> None:
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    from .rules import RuleError
+
     environ = dict(os.environ)
     try:
         config = effective_configuration(args, environ)

@@ -1,6 +1,6 @@
 """The coercion service: rules, keys, linkage and statistics behind plain calls.
 
-Everything an Orthanc callback needs, without Orthanc: the Orthanc edge (the orthanc_*.py modules)
+Everything an Orthanc callback needs, without Orthanc: the Orthanc edge (``coercion.edge``)
 translates each event into a :class:`Transaction` plus bytes and turns the :class:`Decision`
 back into what Orthanc expects. Thread-safe: Orthanc calls it from many threads.
 """
@@ -18,13 +18,13 @@ from typing import Callable
 
 from pydicom.dataset import Dataset
 
-from .deidentify import DeidentificationError, Deidentifier, Outcome
-from .dicomio import DicomError, read_instance
-from .linkage import LinkageStore, open_store
-from .profile import PATIENT_ID_TAG
-from .pseudonyms import Keys
+from .engine.deidentify import Deidentifier, Outcome
+from .engine.dicomio import DicomError, read_instance
+from .engine.profile import PATIENT_ID_TAG
+from .engine.pseudonyms import Keys
+from .engine.uri import parse_uri
 from .rules import Rule, RuleError, RuleSet, Transaction, load_rules
-from .uri import parse_uri
+from .stores.linkage import LinkageStore, open_store
 
 UNCHANGED = "unchanged"
 COERCED = "coerced"

@@ -29,10 +29,10 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from .deidentify import Deidentifier, shift_date_value
+from ..engine.deidentify import Deidentifier, shift_date_value
+from ..engine.profile import KEEP, PATIENT_ID_HASH, SHIFT_DATES, UID
 from .find import ISSUER_OF_PATIENT_ID, PATIENT_ID, _put, parse_tag_key, tag_key, vr_of
 from .find_coercion import action_for
-from .profile import KEEP, PATIENT_ID_HASH, SHIFT_DATES, UID
 
 
 class QueryRefused(ValueError):

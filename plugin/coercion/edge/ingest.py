@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import orthanc
 
-from .dicomio import DicomError, read_instance
-from .orthanc_state import log_audit, log_failure, state
-from .rules import RuleSet, Transaction
-from .service import COERCED, DISCARDED, REJECTED, UNCHANGED, Decision
+from ..engine.dicomio import DicomError, read_instance
+from ..rules import RuleSet, Transaction
+from ..service import COERCED, DISCARDED, REJECTED, UNCHANGED, Decision
+from .state import log_audit, log_failure, state
 
 STATUS_COERCED = 0xB000  # Warning: Coercion of Data Elements
 STATUS_DISCARDED = 0xB006  # Warning: Elements Discarded

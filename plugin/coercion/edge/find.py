@@ -15,9 +15,16 @@ import time
 
 import orthanc
 
-from .find import FindError, FindRequest, FindSettings, OrthancFind, encode_answer, query_dataset
-from .find_coercion import coerced_answers
-from .orthanc_state import log_failure, state
+from ..exchanges.find import (
+    FindError,
+    FindRequest,
+    FindSettings,
+    OrthancFind,
+    encode_answer,
+    query_dataset,
+)
+from ..exchanges.find_coercion import coerced_answers
+from .state import log_failure, state
 
 
 class PluginRest:

@@ -25,7 +25,9 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from .deidentify import Deidentifier, shift_date_value
+from ..engine.deidentify import Deidentifier, shift_date_value
+from ..engine.profile import COMPOUND, KEEP, PATIENT_ID_HASH, REMOVE, SHIFT_DATES, UID
+from ..stores.linkage import LinkageStore
 from .find import (
     ISSUER_OF_PATIENT_ID,
     PATIENT_ID,
@@ -42,8 +44,6 @@ from .find import (
     build_answer,
     vr_of,
 )
-from .linkage import LinkageStore
-from .profile import COMPOUND, KEEP, PATIENT_ID_HASH, REMOVE, SHIFT_DATES, UID
 
 # What an answer's de-identification needs besides the keys asked for: the patient (hashed
 # IDs, per-patient date shift) and the UIDs of every level.

@@ -1,8 +1,7 @@
-"""What the Orthanc callbacks share: set once at start-up by ``orthanc_plugin.start``."""
+"""What the Orthanc callbacks share: set once at start-up by ``startup.start``."""
 
 from __future__ import annotations
 
-import json
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -10,10 +9,10 @@ from pathlib import Path
 
 import orthanc
 
-from .find import FindSettings
-from .forwarding import ForwardQueue
-from .outgoing import SendJobs
-from .service import REJECTED, CoercionService, audit_line, safe_message
+from ..exchanges.find import FindSettings
+from ..exchanges.sends import SendJobs
+from ..service import REJECTED, CoercionService, audit_line, safe_message
+from ..stores.forwards import ForwardQueue
 
 
 @dataclass
@@ -48,11 +47,3 @@ def log_audit(decision, origin: str, calling_aet: str | None, called_aet: str | 
     """The structured audit line of a coerced or refused instance (never PHI)."""
     line = "coercion-audit " + audit_line(decision, origin, calling_aet, called_aet)
     (orthanc.LogError if decision.action == REJECTED else orthanc.LogWarning)(line)
-
-
-def answer_json(output, value, status: int = 200) -> None:
-    body = json.dumps(value, indent=2)
-    if status == 200:
-        output.AnswerBuffer(body, "application/json")
-    else:
-        output.SendHttpStatus(status, body, len(body.encode()))

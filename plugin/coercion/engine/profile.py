@@ -16,7 +16,7 @@ from pathlib import Path
 from .uri import DeidentifyURI, Option
 
 TABLES_ENV = "COERCION_TABLES"
-DEFAULT_TABLES = Path(__file__).resolve().parents[2] / "rules" / "standard"
+DEFAULT_TABLES = Path(__file__).resolve().parents[3] / "rules" / "standard"
 
 # Final actions, after an option set is applied.
 KEEP = "K"

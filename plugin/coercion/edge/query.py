@@ -23,11 +23,22 @@ from typing import Callable
 
 import orthanc
 
-from .find import FindRequest, query_dataset
-from .find_outgoing import QueryRefused, coerce_answer, coerce_query, parse_key
-from .orthanc_outgoing import _orthanc_error, _passthrough_post, answer_orthanc_exception, guarded_route
-from .orthanc_state import answer_json, state
-from .rules import Rule, Transaction
+from ..exchanges.find import FindRequest, query_dataset
+from ..exchanges.find_outgoing import (
+    QueryRefused,
+    coerce_answer,
+    coerce_query,
+    parse_key,
+)
+from ..rules import Rule, Transaction
+from .answers import (
+    answer_json,
+    answer_orthanc_exception,
+    guarded_route,
+    orthanc_error,
+    passthrough_post,
+)
+from .state import state
 
 _FORMS = ("simplify", "short", "full")
 
@@ -115,19 +126,19 @@ def on_modality_query(output, uri, request):
     try:
         body = json.loads(raw)
     except ValueError:
-        return _passthrough_post(output, uri, raw)  # Orthanc answers its own error
+        return passthrough_post(output, uri, raw)  # Orthanc answers its own error
     if not isinstance(body, dict):
-        return _passthrough_post(output, uri, raw)
+        return passthrough_post(output, uri, raw)
     # /query and find-worklist (1.9.5+) take {"Query": {...}}; the older find-* take the keys themselves.
     wrapped = route == "query" or (route == "find-worklist" and "Query" in body)
     query = body.get("Query", {}) if wrapped else body
     if not isinstance(query, dict):
-        return _passthrough_post(output, uri, raw)
+        return passthrough_post(output, uri, raw)
     peer, rq, rsp = _rules_for(modality, body, query)
     if rq is None and rsp is None:
-        return _passthrough_post(output, uri, raw)
+        return passthrough_post(output, uri, raw)
     if route == "find":
-        return _orthanc_error(output, uri, "POST", 400, "Bad request",
+        return orthanc_error(output, uri, "POST", 400, "Bad request",
                               f"coercion rules apply to C-FIND to modality {modality!r}: use "
                               f"/modalities/{modality}/query (the hierarchical /find is not coerced)")
     if rq is not None:
@@ -135,7 +146,7 @@ def on_modality_query(output, uri, request):
             coerced = coerce_query(query, state.service.deidentifier(rq), rq.name, _issuers_of)
         except QueryRefused as exc:
             _audit("c-find-scu-refused", modality, rq, rsp)
-            return _orthanc_error(output, uri, "POST", 400, "Bad request", str(exc))
+            return orthanc_error(output, uri, "POST", 400, "Bad request", str(exc))
         body = {**body, "Query": coerced} if wrapped else coerced
     try:
         answer = json.loads(orthanc.RestApiPost(uri, json.dumps(body)))

@@ -12,11 +12,11 @@ import threading
 
 import orthanc
 
-from .dicomio import DicomError, read_instance
-from .orthanc_ingest import reposted_from
-from .orthanc_outgoing import UnsupportedPeer, instances_of, outgoing_transaction, plan_send
-from .orthanc_state import log_failure, state
-from .rules import Transaction
+from ..engine.dicomio import DicomError, read_instance
+from ..rules import Transaction
+from .ingest import reposted_from
+from .outgoing import UnsupportedPeer, instances_of, outgoing_transaction, plan_send
+from .state import log_failure, state
 
 _forward_wakeup = threading.Event()
 _LEVEL_OF_WHEN = {"received": "Instance", "stable-series": "Series", "stable-study": "Study"}

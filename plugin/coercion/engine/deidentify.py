@@ -20,16 +20,16 @@ from pathlib import Path
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
-from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
-from . import __version__
 from .clean import IDENTIFYING_KEYWORDS, Identifiers, date_forms, person_name_values
 from .dicomio import DicomError, Instance, read_instance, write_instance
+from .implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from .profile import (
     CLEAN_GRAPHICS,
     CLEAN_STRUCTURED,
@@ -49,10 +49,6 @@ from .profile import (
 )
 from .pseudonyms import Keys
 from .uri import DeidentifyURI, Option, parse_uri
-
-# A fixed UID identifying this implementation in the file meta (2.25 + UUID of the name).
-IMPLEMENTATION_CLASS_UID = "2.25.153829187441935618839530342394853712945"
-IMPLEMENTATION_VERSION_NAME = ("COERCION_" + __version__.replace(".", "_"))[:16]
 
 TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "AE"})
 STRING_VRS = TEXT_VRS | {"PN", "CS", "DA", "DT", "TM", "AS", "DS", "IS", "UI", "UR"}

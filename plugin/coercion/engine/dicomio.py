@@ -17,18 +17,25 @@ from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.multival import MultiValue
-from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble, read_sequence
-from pydicom.tag import BaseTag
+from pydicom.filereader import (
+    _read_file_meta_info,
+    read_dataset,
+    read_preamble,
+    read_sequence,
+)
 from pydicom.filewriter import write_data_element, write_dataset
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    UID,
 )
 from pydicom.values import convert_string, converters
+
+from .sniff import PREAMBLE_LENGTH, looks_like_dicom
 
 PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _ITEM = 0xFFFEE000
@@ -38,41 +45,6 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN
 
 class DicomError(ValueError):
     """The input is not DICOM, or is corrupt; the message says why (without any value)."""
-
-
-_PREAMBLE_LENGTH = 128
-# The groups a dataset without file meta can start with: command, meta, directory, identifying.
-_FIRST_GROUPS = frozenset({0x0000, 0x0002, 0x0004, 0x0008})
-
-
-def looks_like_dicom(head: bytes) -> bool:
-    """Whether the first bytes of a file are DICOM: the DICM prefix, or a dataset's first element.
-
-    A file that is neither is refused rather than force-read: a forced read of foreign data
-    yields made-up attributes whose values nobody checks, which would leak whatever they hold.
-    """
-    if len(head) >= _PREAMBLE_LENGTH + 4 and head[_PREAMBLE_LENGTH : _PREAMBLE_LENGTH + 4] == b"DICM":
-        return True
-    if len(head) < 8:
-        return False
-    vr = head[4:6]
-    explicit = vr.isalpha() and vr.isupper()
-    for order in ("little", "big"):
-        group = int.from_bytes(head[0:2], order)
-        element = int.from_bytes(head[2:4], order)
-        if group not in _FIRST_GROUPS or element > 0x1000:
-            continue
-        if explicit:
-            length = int.from_bytes(head[6:8], order)
-        elif order == "little":
-            length = int.from_bytes(head[4:8], "little")
-        else:
-            continue
-        if element == 0 and length != 4:
-            continue  # a group length is always a 4-byte UL
-        if length < 1 << 24:
-            return True
-    return False
 
 
 def _at_pixel_data(tag, vr, length) -> bool:
@@ -300,7 +272,7 @@ def read_instance(data: bytes | bytearray | memoryview, drop_private: bool = Fal
     (for a profile that removes every private attribute; they may still be there otherwise).
     """
     buf = memoryview(data)
-    if not looks_like_dicom(bytes(buf[: _PREAMBLE_LENGTH + 4])):
+    if not looks_like_dicom(bytes(buf[: PREAMBLE_LENGTH + 4])):
         raise DicomError("not DICOM: no DICM prefix, and the data does not start like a DICOM dataset")
     fp = DicomBytesIO(data)
     try:

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 import tempfile
@@ -17,51 +16,18 @@ import threading
 
 import orthanc
 
-from .orthanc_state import answer_json, log_audit, log_failure, state
-from .outgoing import RequestNotUnderstood, SendJob, parse_store_request, run_send_job
-from .rules import RuleSet, Transaction
-from .storescu import Destination, SpoolingSender
+from ..exchanges.sends import (
+    RequestNotUnderstood,
+    SendJob,
+    parse_store_request,
+    run_send_job,
+)
+from ..exchanges.storescu import Destination, SpoolingSender
+from ..rules import RuleSet, Transaction
+from .answers import answer_json, guarded_route, orthanc_error, passthrough_post
+from .state import log_audit, log_failure, state
 
 # -- outgoing C-STORE ---------------------------------------------------------------------
-
-# How Orthanc turns its error codes into HTTP statuses (the rest are 500).
-_HTTP_STATUS_OF_ERROR_NAME = {
-    "INEXISTENT_FILE": 404, "INEXISTENT_ITEM": 404, "INEXISTENT_TAG": 404, "UNKNOWN_RESOURCE": 404,
-    "BAD_FILE_FORMAT": 400, "BAD_PARAMETER_TYPE": 400, "BAD_REQUEST": 400, "PARAMETER_OUT_OF_RANGE": 400,
-    "URI_SYNTAX": 400, "UNAUTHORIZED": 401, "FORBIDDEN_ACCESS": 403, "NOT_IMPLEMENTED": 501,
-}
-_HTTP_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-                 500: "Internal Server Error", 501: "Not Implemented"}
-
-
-def _orthanc_error(output, uri: str, method: str, status: int, message: str, details: str | None = None,
-                   **extra) -> None:
-    """An error shaped like Orthanc's own, so that clients of the core route read it alike."""
-    body = {"HttpError": _HTTP_REASONS.get(status, "Error"), "HttpStatus": status, "Message": message,
-            "Method": method, "Uri": uri, **extra}
-    if details:
-        body["Details"] = details
-    text = json.dumps(body, indent=3)
-    output.SendHttpStatus(status, text, len(text.encode()))
-
-
-def answer_orthanc_exception(output, uri: str, method: str, exc) -> None:
-    """Orthanc's error, as its own route would have answered it."""
-    code, message = (exc.args + (None, ""))[:2]
-    status = next((s for name, s in _HTTP_STATUS_OF_ERROR_NAME.items()
-                   if getattr(orthanc.ErrorCode, name, None) == code), 500)
-    # Orthanc 1.10 gives plugins the error code and message, not its details.
-    _orthanc_error(output, uri, method, status, str(message), OrthancError=str(message), OrthancStatus=code)
-
-
-def _passthrough_post(output, uri: str, body: bytes) -> None:
-    """Let Orthanc's own route answer (a plugin's RestApiPost reaches the core route)."""
-    try:
-        answer = orthanc.RestApiPost(uri, body)
-    except orthanc.OrthancException as exc:
-        return answer_orthanc_exception(output, uri, "POST", exc)
-    output.AnswerBuffer(answer, "application/json")
-
 
 def instances_of(resource_id: str) -> list[str]:
     """The instances of a patient, study, series or instance, by Orthanc ID."""
@@ -76,25 +42,6 @@ def instances_of(resource_id: str) -> list[str]:
     raise LookupError(resource_id)
 
 
-def guarded_route(what: str, consequence: str):
-    """A REST callback that answers an Orthanc-shaped 500 (saying what did not happen) when
-    the handler fails, rather than whatever Orthanc makes of a Python exception."""
-
-    def decorate(handler):
-        @functools.wraps(handler)
-        def route(output, uri, **request):
-            try:
-                return handler(output, uri, request)
-            except Exception:
-                log_failure(f"{what} error")
-                return _orthanc_error(output, uri, request.get("method", "POST"), 500,
-                                      f"Internal error in the coercion plugin; {consequence}")
-
-        return route
-
-    return decorate
-
-
 @guarded_route("outgoing store", "nothing more was sent")
 def on_modality_store(output, uri, request):
     if request["method"] != "POST":
@@ -102,20 +49,20 @@ def on_modality_store(output, uri, request):
     modality, body = request["groups"][0], request.get("body", b"")
     ruleset = state.service.ruleset
     if not any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in ruleset.rules):
-        return _passthrough_post(output, uri, body)  # nothing to coerce on the way out
+        return passthrough_post(output, uri, body)  # nothing to coerce on the way out
     try:
         store = parse_store_request(body)
     except RequestNotUnderstood:
-        return _passthrough_post(output, uri, body)  # Orthanc answers its own error
+        return passthrough_post(output, uri, body)  # Orthanc answers its own error
     peer = json.loads(orthanc.RestApiGet("/modalities?expand")).get(modality)
     if peer is None:
-        return _passthrough_post(output, uri, body)  # Orthanc answers its own 404
+        return passthrough_post(output, uri, body)  # Orthanc answers its own 404
     transaction = outgoing_transaction(peer, store.options.get("LocalAet"))
     if not ruleset.may_match(transaction):
-        return _passthrough_post(output, uri, body)
+        return passthrough_post(output, uri, body)
     unsupported = store.unsupported()
     if unsupported:
-        return _orthanc_error(output, uri, "POST", 400, "Bad request",
+        return orthanc_error(output, uri, "POST", 400, "Bad request",
                               f"coercion rules apply to modality {modality!r}; coerced sends do not support "
                               f"{', '.join(unsupported)} yet: leave them out")
     instances = []
@@ -123,14 +70,14 @@ def on_modality_store(output, uri, request):
         try:
             instances.extend(instances_of(resource))
         except LookupError:
-            return _orthanc_error(output, uri, "POST", 404, "Unknown resource", f"no resource with ID {resource}")
+            return orthanc_error(output, uri, "POST", 404, "Unknown resource", f"no resource with ID {resource}")
     try:
         planned = plan_send(modality, peer, transaction, instances, list(store.resources), store.permissive, ruleset,
                              store.options.get("Timeout"))
     except UnsupportedPeer as exc:
-        return _orthanc_error(output, uri, "POST", 400, "Bad request", str(exc))
+        return orthanc_error(output, uri, "POST", 400, "Bad request", str(exc))
     if planned is None:
-        return _passthrough_post(output, uri, body)
+        return passthrough_post(output, uri, body)
     job, run = planned
     if not store.synchronous:
         threading.Thread(target=run, name=f"coercion-send-{job.id}", daemon=True).start()
@@ -140,7 +87,7 @@ def on_modality_store(output, uri, request):
         reason = job.failures[0]["reason"]
         message = ("Coercion failed" if reason.startswith("coercion refused") else
                    "Error in the network protocol" if reason.startswith("sending failed") else "Send failed")
-        return _orthanc_error(output, uri, "POST", 500, message, job.first_failure(), Coercion=job.as_dict())
+        return orthanc_error(output, uri, "POST", 500, message, job.first_failure(), Coercion=job.as_dict())
     return answer_json(output, job.answer())
 
 

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .service import COERCED, DISCARDED, UNCHANGED, Decision
+from ..service import COERCED, DISCARDED, UNCHANGED, Decision
 
 # An Orthanc resource identifier (the SHA-1 of the DICOM identifiers, in five groups).
 ORTHANC_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")

@@ -30,6 +30,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
+from ..engine.implementation import IMPLEMENTATION_CLASS_UID
+
 QUERY_RETRIEVE_LEVEL = 0x00080052
 SPECIFIC_CHARACTER_SET = 0x00080005
 RETRIEVE_AE_TITLE = 0x00080054
@@ -337,7 +339,6 @@ def query_dataset(request: FindRequest) -> Dataset:
 _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
 _PACK = {"US": "<H", "SS": "<h", "UL": "<I", "SL": "<i", "UV": "<Q", "SV": "<q", "FL": "<f", "FD": "<d"}
 _ANSWER_SOP_CLASS = b"1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Q/R - FIND
-_IMPLEMENTATION_UID = b"2.25.198662185104245493540467390946262404707"
 
 
 def _element(tag: int, vr: str, value: bytes) -> bytes:
@@ -352,7 +353,7 @@ def _element(tag: int, vr: str, value: bytes) -> bytes:
 def _meta() -> bytes:
     elements = (_element(0x00020001, "OB", b"\0\1") + _element(0x00020002, "UI", _ANSWER_SOP_CLASS)
                 + _element(0x00020003, "UI", b"2.25.0") + _element(0x00020010, "UI", ExplicitVRLittleEndian.encode())
-                + _element(0x00020012, "UI", _IMPLEMENTATION_UID))
+                + _element(0x00020012, "UI", IMPLEMENTATION_CLASS_UID.encode()))
     return b"\0" * 128 + b"DICM" + _element(0x00020000, "UL", struct.pack("<I", len(elements))) + elements
 
 

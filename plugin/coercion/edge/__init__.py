@@ -1,0 +1,11 @@
+"""The Orthanc edge: the only modules that import ``orthanc``.
+
+Callbacks that turn Orthanc's events into plain calls of the service and the exchanges, and
+their answers back into what Orthanc expects; no rule logic lives here. One module per
+direction: ``startup`` (configuration, registration), ``rest`` (the REST API under
+/coercion), ``ingest`` (what enters), ``outgoing`` (sends and C-MOVE), ``routes``
+(forwarding), ``find`` (the C-FIND SCP), ``query`` (queries Orthanc sends), ``answers``
+(HTTP answers shaped like Orthanc's), ``state`` (what they share).
+
+May import: ``orthanc`` and everything of the package but ``cli`` and ``serve``.
+"""

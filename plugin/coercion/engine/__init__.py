@@ -1,0 +1,10 @@
+"""The engine: PS3.15 Annex E as data, and the de-identifier, bytes in and bytes out.
+
+``uri`` (deidentify: URIs), ``profile`` (the standard's tables resolved into one action per
+tag), ``pseudonyms`` (the keyed functions), ``sniff`` and ``dicomio`` (is it DICOM;
+header-only reading, pixel data passed through), ``clean`` (descriptor rules),
+``deidentify`` (the walk), ``implementation`` (the version, the implementation UID).
+
+May import: the standard library, pydicom, and this subpackage only; never ``orthanc``,
+never another layer of the package.
+"""
