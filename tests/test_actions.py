@@ -12,7 +12,7 @@ from pydicom.uid import SecondaryCaptureImageStorage
 from pydicom.valuerep import validate_value
 
 from coercion import Keys
-from coercion.engine.deidentify import DUMMY_STRINGS
+from coercion.engine.values import DUMMY_STRINGS
 
 from factory import SECRET, deidentifier, encode, make_ct
 

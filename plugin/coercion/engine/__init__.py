@@ -3,7 +3,11 @@
 ``uri`` (deidentify: URIs), ``profile`` (the standard's tables resolved into one action per
 tag), ``pseudonyms`` (the keyed functions), ``sniff`` and ``dicomio`` (is it DICOM;
 header-only reading, pixel data passed through), ``clean`` (descriptor rules),
-``deidentify`` (the walk), ``implementation`` (the version, the implementation UID).
+``deidentify`` (the Deidentifier: the walk) composed of small element anonymizers
+(``uids``, ``dates``, ``identity`` for dummies and the patient ID hash, ``text`` with the
+descriptor rules of ``clean``, ``structured`` for SR content, ``private`` for safe private
+blocks), ``method`` (what was done, stated in the instance), ``context`` and ``values``
+(what they share), ``implementation`` (the version, the implementation UID).
 
 May import: the standard library, pydicom, and this subpackage only; never ``orthanc``,
 never another layer of the package.

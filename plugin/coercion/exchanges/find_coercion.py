@@ -25,7 +25,8 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from ..engine.deidentify import Deidentifier, shift_date_value
+from ..engine.dates import shift_date_value
+from ..engine.deidentify import Deidentifier
 from ..engine.profile import COMPOUND, KEEP, PATIENT_ID_HASH, REMOVE, SHIFT_DATES, UID
 from ..stores.linkage import LinkageStore
 from .find import (

@@ -29,7 +29,8 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from ..engine.deidentify import Deidentifier, shift_date_value
+from ..engine.dates import shift_date_value
+from ..engine.deidentify import Deidentifier
 from ..engine.profile import KEEP, PATIENT_ID_HASH, SHIFT_DATES, UID
 from .find import ISSUER_OF_PATIENT_ID, PATIENT_ID, _put, parse_tag_key, tag_key, vr_of
 from .find_coercion import action_for

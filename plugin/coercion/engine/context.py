@@ -1,0 +1,81 @@
+"""What the walk knows about the instance it de-identifies, and where in it it is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from pydicom.dataset import Dataset
+
+from .clean import IDENTIFYING_KEYWORDS, Identifiers, date_forms, person_name_values
+from .pseudonyms import Keys
+from .values import text_of, values_of
+
+SOP_CLASS_UID = 0x00080016
+PATIENT_ID = 0x00100020
+ISSUER_OF_PATIENT_ID = 0x00100021
+STUDY_INSTANCE_UID = 0x0020000D
+
+_NO_IDENTIFIERS = Identifiers(set())
+
+
+class InstanceContext:
+    """Per-instance facts gathered before any attribute is touched."""
+
+    def __init__(self, header: Dataset, keys: Keys, needs_identifiers: bool):
+        self.keys = keys
+        self.sop_class_uid = text_of(header, SOP_CLASS_UID)
+        self.patient_id = text_of(header, PATIENT_ID)
+        self.issuer = text_of(header, ISSUER_OF_PATIENT_ID)
+        self._study_uid = text_of(header, STUDY_INSTANCE_UID)
+        # The values text cleaning removes wherever they appear (only gathered when needed).
+        self.identifiers = collect_identifiers(header) if needs_identifiers else _NO_IDENTIFIERS
+        self.overlays_removed = False
+
+    @cached_property
+    def date_shift(self) -> int:
+        if self.patient_id:
+            return self.keys.date_shift_days(self.patient_id, self.issuer)
+        # Without a patient ID, keep at least the intervals within the study.
+        return self.keys.date_shift_days("StudyInstanceUID:" + self._study_uid)
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where the walk is: in which instance, at its top level or in an item, and inside which
+    C subtree (whose unlisted text is cleaned too), if any."""
+
+    instance: InstanceContext
+    top: bool
+    subtree: str | None = None
+
+    def items(self, subtree: str | None) -> "Scope":
+        """The scope of the items of a sequence met here."""
+        return Scope(self.instance, False, subtree)
+
+
+def collect_identifiers(ds: Dataset) -> Identifiers:
+    """Every person name (with its parts) and identifying value of the instance, at any depth."""
+    values: set[str] = set()
+    wanted = set(IDENTIFYING_KEYWORDS)
+
+    def visit(d: Dataset) -> None:
+        for elem in d:
+            if elem.tag.group & 1:
+                continue
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    visit(item)
+                continue
+            if elem.VR == "PN":
+                for v in values_of(elem.value):
+                    values.update(person_name_values(str(v)))
+            elif elem.keyword in wanted:
+                for v in values_of(elem.value):
+                    text = str(v)
+                    values.add(text)
+                    if elem.VR in ("DA", "DT"):
+                        values.update(date_forms(text[:8]))
+
+    visit(ds)
+    return Identifiers(values)

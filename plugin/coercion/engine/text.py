@@ -1,0 +1,54 @@
+"""Text: C for descriptors, graphics and SR text, cleaned by the descriptor rules of clean.py.
+
+A C on a sequence keeps it and cleans what is inside: its listed attributes get their own
+actions, and its unlisted text is cleaned too (the items are a C subtree).
+"""
+
+from __future__ import annotations
+
+from .profile import CLEAN_GRAPHICS
+from .values import CODE_TAGS, DUMMY_STRINGS, TEXT_VRS, put, values_of, vr_of
+
+_SINGLE_VALUED = frozenset({"LT", "ST", "UT"})
+
+
+def clean_text(ds, tag, vr: str, scope) -> None:
+    """Apply the descriptor rules to every value of a text attribute."""
+    clean = scope.instance.identifiers.clean
+    values = [clean(str(v)) for v in values_of(ds[tag].value)]
+    if vr in _SINGLE_VALUED:
+        value = values[0] if values else ""
+    else:
+        values = [v for v in values if v]
+        value = values[0] if len(values) == 1 else (values or "")
+    put(ds, tag, vr, value)
+
+
+def clean_unlisted(ds, tag, vr: str, scope) -> None:
+    """An attribute the table does not list, inside a C subtree: names go, text is cleaned,
+    coded entries (terminology) stay."""
+    if tag in CODE_TAGS:
+        return
+    if vr == "PN":
+        put(ds, tag, vr, DUMMY_STRINGS["PN"])
+    elif vr in TEXT_VRS:
+        clean_text(ds, tag, vr, scope)
+
+
+class TextCleaner:
+    """One of C:text, C:structured, C:graphics on one attribute."""
+
+    def __init__(self, action: str, walk):
+        self.action = action
+        self.walk = walk
+
+    def __call__(self, ds, tag, keyword, scope) -> None:
+        vr = vr_of(ds, tag)
+        if vr == "SQ":
+            self.walk.walk_items(ds[tag], scope.items(self.action))
+        elif vr in TEXT_VRS or vr == "CS":
+            clean_text(ds, tag, vr, scope)
+        elif self.action == CLEAN_GRAPHICS and vr != "PN":
+            pass  # curve data and other non-text graphics are kept as they are
+        else:
+            self.walk.fallback(ds, tag, keyword, scope)
