@@ -61,10 +61,10 @@ class Orthanc:
 
 
 def start_orthanc(work: Path, rules: str | None, aet: str = "ORTHANC", modalities: dict | None = None,
-                  coercion: dict | None = None, **settings) -> Orthanc:
+                  coercion: dict | None = None, plugin: Path | None = None, **settings) -> Orthanc:
     """Orthanc with the repository's orthanc.json in ``work``: without any plugin when
     ``rules`` is None, else with the coercion plugin (and DICOMweb), these rules and the
-    ``coercion`` settings."""
+    ``coercion`` settings; ``plugin``: the plugin/ folder of another checkout (an A/B run)."""
     work.mkdir(parents=True, exist_ok=True)
     http, dicom = free_port(), free_port()
     config = json.loads((REPO / "orthanc.json").read_text())
@@ -72,7 +72,7 @@ def start_orthanc(work: Path, rules: str | None, aet: str = "ORTHANC", modalitie
                   IndexDirectory=str(work / "storage"), DicomAlwaysAllowStore=True,
                   DicomModalities={name.lower(): [name, "127.0.0.1", port] for name, port in (modalities or {}).items()},
                   **settings)
-    config["PythonScript"] = str(REPO / "plugin" / "orthanc_entry.py")
+    config["PythonScript"] = str((plugin or REPO / "plugin") / "orthanc_entry.py")
     if rules is None:
         config["Plugins"] = []
         config.pop("PythonScript")
@@ -87,7 +87,8 @@ def start_orthanc(work: Path, rules: str | None, aet: str = "ORTHANC", modalitie
         command = [sys.executable, "-m", "coercion.cli", "serve", "--config"]
     (work / "orthanc.json").write_text(json.dumps(config))
     log = (work / "orthanc.log").open("wb")
-    process = subprocess.Popen([*command, str(work / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT, env=ENV)
+    env = dict(ENV, PYTHONPATH=str(plugin)) if plugin else ENV
+    process = subprocess.Popen([*command, str(work / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT, env=env)
     for _ in range(300):
         try:
             if requests.get(f"http://127.0.0.1:{http}/system", timeout=1).ok:

@@ -1,6 +1,6 @@
 """Ingest benchmark: storescu of a 300-instance CT series (one association) into Orthanc.
 
-    bash bench/setup.sh && bench/.venv/bin/python bench/run_ingest_bench.py [--rounds 3]
+    bash bench/setup.sh && bench/.venv/bin/python bench/run_ingest_bench.py [--rounds 3] [--baseline DIR]
 
 Three set-ups, each in a fresh Orthanc with empty storage, interleaved over the rounds so
 that the machine's drift hits them alike; the best round of each counts:
@@ -44,9 +44,14 @@ RULES = {
 }
 
 
-def run_once(setup: str, files: list[Path], root: Path) -> tuple[float, float]:
+BASELINE = " (baseline)"
+
+
+def run_once(setup: str, files: list[Path], root: Path, baseline: Path | None = None) -> tuple[float, float]:
     work = Path(tempfile.mkdtemp(dir=root))
-    orthanc = start_orthanc(work, None if setup == "plain" else RULES[setup])
+    name = setup.removesuffix(BASELINE)
+    plugin = baseline / "plugin" if setup.endswith(BASELINE) else None
+    orthanc = start_orthanc(work, None if name == "plain" else RULES[name], plugin=plugin)
     try:
         cpu_before = cpu_seconds(orthanc.process.pid)
         started = time.perf_counter()
@@ -69,13 +74,18 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--on-disk", action="store_true")
     parser.add_argument("--only", nargs="+", choices=list(RULES), help="the plugin set-ups to run (plain always runs)")
+    parser.add_argument("--baseline", type=Path,
+                        help="another checkout: its plugin runs each plugin set-up too, in the same rounds (A/B)")
     args = parser.parse_args()
     shm = Path("/dev/shm")
     root = Path(tempfile.mkdtemp(prefix="coercion-ingest-", dir=None if args.on_disk or not shm.is_dir() else shm))
     try:
         files = generate_ct_series(root / "series", args.count)
-        setups = ["plain", *(args.only or RULES)]
-        rates, cpu = interleaved_rounds(setups, args.rounds, lambda setup: run_once(setup, files, root),
+        setups = ["plain"]
+        for setup in args.only or RULES:
+            setups += [setup, setup + BASELINE] if args.baseline else [setup]
+        rates, cpu = interleaved_rounds(setups, args.rounds,
+                                        lambda setup: run_once(setup, files, root, args.baseline and args.baseline.resolve()),
                                         "Orthanc CPU")
     finally:
         shutil.rmtree(root, ignore_errors=True)
