@@ -8,6 +8,7 @@ from functools import cached_property
 from pydicom.dataset import Dataset
 
 from .clean import IDENTIFYING_KEYWORDS, Identifiers, date_forms, person_name_values
+from .limits import MAX_SEQUENCE_DEPTH, too_deep
 from .pseudonyms import Keys
 from .values import text_of, values_of
 
@@ -48,10 +49,13 @@ class Scope:
     instance: InstanceContext
     top: bool
     subtree: str | None = None
+    depth: int = 0  # sequences around this dataset
 
     def items(self, subtree: str | None) -> "Scope":
-        """The scope of the items of a sequence met here."""
-        return Scope(self.instance, False, subtree)
+        """The scope of the items of a sequence met here (refused beyond the nesting limit)."""
+        if self.depth >= MAX_SEQUENCE_DEPTH:
+            raise too_deep()
+        return Scope(self.instance, False, subtree, self.depth + 1)
 
 
 def collect_identifiers(ds: Dataset) -> Identifiers:
@@ -59,13 +63,15 @@ def collect_identifiers(ds: Dataset) -> Identifiers:
     values: set[str] = set()
     wanted = set(IDENTIFYING_KEYWORDS)
 
-    def visit(d: Dataset) -> None:
+    def visit(d: Dataset, depth: int) -> None:
         for elem in d:
             if elem.tag.group & 1:
                 continue
             if elem.VR == "SQ":
+                if depth >= MAX_SEQUENCE_DEPTH:
+                    raise too_deep()
                 for item in elem.value:
-                    visit(item)
+                    visit(item, depth + 1)
                 continue
             if elem.VR == "PN":
                 for v in values_of(elem.value):
@@ -77,5 +83,5 @@ def collect_identifiers(ds: Dataset) -> Identifiers:
                     if elem.VR in ("DA", "DT"):
                         values.update(date_forms(text[:8]))
 
-    visit(ds)
+    visit(ds, 0)
     return Identifiers(values)

@@ -35,6 +35,7 @@ from pydicom.uid import (
 )
 from pydicom.values import convert_string, converters
 
+from .limits import MAX_SEQUENCE_DEPTH, too_deep
 from .sniff import PREAMBLE_LENGTH, looks_like_dicom
 
 PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
@@ -96,6 +97,9 @@ def _read_header_explicit_little(data, pos: int, drop_private: bool) -> tuple[Da
             value_tell = pos + 8
         met += 1
         vr = vr_bytes.decode()
+        if (vr_bytes == b"SQ" or vr_bytes == b"UN" or length == 0xFFFFFFFF) and not (
+                drop_private and group & 1 and length != 0xFFFFFFFF):  # dropped unread
+            check_nesting(data, pos, False, True, single=True)  # before pydicom recurses into it
         if length == 0xFFFFFFFF:
             if vr != "SQ" or (drop_private and group & 1):
                 return None
@@ -247,6 +251,117 @@ def _read_pixel_element(
             raise DicomError("encapsulated pixel data fragment is truncated")
 
 
+# -- how deep sequences nest, read from the bytes before any parser recurses into them -------
+# pydicom (and DCMTK) parse a sequence by recursion, and a thread of Orthanc's HTTP server has a
+# small stack: the nesting is measured here without recursion and refused beyond the limit.
+# Every element that pydicom would read as a sequence is entered: VR SQ, an undefined length
+# (other than encapsulated pixel data), and, in implicit VR or as UN, a value that starts with
+# an item (a sequence known to a dictionary). A value entered on that last guess that turns
+# out not to be one is skipped whole, as pydicom keeps it as bytes.
+
+_ITEM_DELIMITER = 0xFFFEE00D
+_HEADER_LE, _HEADER_BE = struct.Struct("<HH"), struct.Struct(">HH")
+
+
+class _Frame:
+    __slots__ = ("end", "sequence", "implicit", "guessed")
+
+    def __init__(self, end, sequence, implicit, guessed):
+        self.end, self.sequence, self.implicit, self.guessed = end, sequence, implicit, guessed
+
+
+def check_nesting(buf, pos: int, implicit: bool, little: bool, single: bool = False) -> None:
+    """Raise DicomError if sequences in ``buf[pos:]`` nest deeper than MAX_SEQUENCE_DEPTH
+    (up to the top-level pixel data; ``single``: only the element at ``pos``)."""
+    end = len(buf)
+    order = "<" if little else ">"
+    head = _HEADER_LE if little else _HEADER_BE
+    uint32 = struct.Struct(order + "L").unpack_from
+    uint16 = struct.Struct(order + "H").unpack_from
+    stack: list[_Frame] = []
+    depth = 0
+
+    def unwind_guess() -> int | None:
+        """Leave the innermost guessed sequence (it was bytes after all): where to go on."""
+        nonlocal depth
+        while stack:
+            frame = stack.pop()
+            depth -= frame.sequence
+            if frame.guessed:
+                return frame.end
+        return None
+
+    entered = False
+    while True:
+        while stack and stack[-1].end is not None and pos >= stack[-1].end:
+            depth -= stack.pop().sequence
+        if single and entered and not stack:
+            return
+        if pos + 8 > end:
+            return  # what is left is too short to nest: the readers judge it
+        group, element = head.unpack_from(buf, pos)
+        tag = group << 16 | element
+        frame = stack[-1] if stack else None
+        frame_implicit = frame.implicit if frame else implicit
+        if frame is not None and frame.sequence:
+            if tag == _ITEM:
+                length = uint32(buf, pos + 4)[0]
+                item_implicit = frame_implicit
+                if not item_implicit and pos + 14 <= end:
+                    vr = bytes(buf[pos + 12:pos + 14])
+                    item_implicit = not (vr.isalpha() and vr.isupper())  # as pydicom switches
+                stack.append(_Frame(None if length == 0xFFFFFFFF else pos + 8 + length, False, item_implicit, False))
+                pos += 8
+                continue
+            if tag == _SEQUENCE_DELIMITER:
+                depth -= stack.pop().sequence
+                pos += 8
+                continue
+            resume = unwind_guess() if any(f.guessed for f in stack) else None
+            if resume is None:
+                return  # not a sequence after all: pydicom's reader says what is wrong
+            pos = resume
+            continue
+        if frame is not None and tag == _ITEM_DELIMITER:
+            stack.pop()
+            pos += 8
+            continue
+        if not stack and tag in _PIXEL_TAG_VALUES:
+            return  # the pixel data is located and checked by its own reader; nothing nests there
+        if frame_implicit:
+            vr = None
+            length = uint32(buf, pos + 4)[0]
+            value = pos + 8
+        else:
+            raw_vr = bytes(buf[pos + 4:pos + 6])
+            vr = raw_vr.decode("latin-1")
+            if raw_vr in _LONG_VRS:
+                if pos + 12 > end:
+                    return
+                length = uint32(buf, pos + 8)[0]
+                value = pos + 12
+            else:
+                length = uint16(buf, pos + 6)[0]
+                value = pos + 8
+        undefined = length == 0xFFFFFFFF
+        if vr == "SQ" or (undefined and vr not in ("OB", "OW")):
+            guessed = False
+        elif (vr is None or vr == "UN") and length >= 8 and value + 4 <= end \
+                and head.unpack_from(buf, value) == (0xFFFE, 0xE000):
+            guessed = True
+        else:
+            if undefined or single:  # encapsulated data outside the pixel data: its fragments do not nest
+                return
+            pos = value + length
+            continue
+        entered = True
+        depth += 1
+        if depth > MAX_SEQUENCE_DEPTH:
+            raise DicomError(str(too_deep()))
+        stack.append(_Frame(None if undefined else value + length, True, frame_implicit, guessed))
+        pos = value
+
+
 def _check_complete(ds: Dataset, size: int, after_pixels: bool) -> None:
     """Refuse data cut short inside an element: pydicom drops such an element silently.
 
@@ -293,6 +408,7 @@ def read_instance(data: bytes | bytearray | memoryview, drop_private: bool = Fal
                 ds, pos, met = fast
                 fp.seek(pos)
             else:
+                check_nesting(buf, fp.tell(), implicit, little)
                 ds = read_dataset(fp, implicit, little, stop_when=_at_pixel_data)
                 pos = fp.tell()
             segments.append(ds)
