@@ -1,4 +1,4 @@
-"""Outgoing C-STORE without Orthanc: the request forms Orthanc accepts, and send jobs."""
+"""Outgoing C-STORE without Orthanc: send jobs (the request forms: test_orthanc_api.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pydicom
 import pytest
 
 from coercion import Keys
-from coercion.exchanges.sends import (RequestNotUnderstood, SendJob, SendJobs, StoreRequest,
-                               parse_store_request, run_send_job)
+from coercion.exchanges.sends import SendJob, SendJobs, run_send_job
 from coercion.rules import Transaction
 from coercion.service import CoercionService, Settings
 
@@ -22,35 +21,6 @@ KEYS = Keys(SECRET)
 
 class Refused(Exception):
     """The peer of these tests does not take an instance."""
-
-
-@pytest.mark.parametrize("body, expected", [
-    (ID.encode(), StoreRequest((ID,))),
-    (f" {ID}\n".encode(), StoreRequest((ID,))),
-    (json.dumps(ID).encode(), StoreRequest((ID,))),
-    (json.dumps([ID, ID]).encode(), StoreRequest((ID, ID))),
-    (json.dumps({"Resources": [ID]}).encode(), StoreRequest((ID,))),
-    (json.dumps({"Resources": ID, "Asynchronous": True}).encode(), StoreRequest((ID,), synchronous=False)),
-    (json.dumps({"Resources": [ID], "Synchronous": False, "Asynchronous": False}).encode(),
-     StoreRequest((ID,), synchronous=False)),  # Synchronous wins, as in Orthanc
-    (json.dumps({"Resources": [ID], "Permissive": True, "Priority": 3}).encode(),
-     StoreRequest((ID,), permissive=True, options={"Priority": 3})),
-])
-def test_every_form_of_the_body(body, expected):
-    assert parse_store_request(body) == expected
-
-
-@pytest.mark.parametrize("body", [b"not-an-id", b"\xff\xfe", b"42", json.dumps({"Resources": [1]}).encode(),
-                                  json.dumps({"Other": []}).encode()])
-def test_bodies_orthanc_must_judge(body):
-    with pytest.raises(RequestNotUnderstood):
-        parse_store_request(body)
-
-
-def test_options_a_coerced_send_cannot_honour_are_named():
-    request = parse_store_request(json.dumps({"Resources": [ID], "LocalAet": "ME", "StorageCommitment": True,
-                                              "MoveOriginatorAet": "", "Timeout": 10}).encode())
-    assert request.unsupported() == ["StorageCommitment"]
 
 
 @pytest.fixture

@@ -91,7 +91,7 @@ def test_a_synchronous_send_to_a_matching_peer_leaves_coerced(site):
 def test_every_body_form_orthanc_accepts(site):
     main, research, _ = site
     for make_body in (lambda i: i, lambda i: json.dumps(i), lambda i: json.dumps([i]),
-                      lambda i: json.dumps({"Resources": i})):
+                      lambda i: json.dumps({"Resources": [i]})):
         _, (ds,), files = upload_study(main, count=1)
         (instance_id,) = files
         answer = main.post("/modalities/research/store", make_body(instance_id))

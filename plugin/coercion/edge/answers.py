@@ -4,48 +4,43 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 
 import orthanc
 
+from ..exchanges.orthanc_api import OrthancError
 from .state import log_failure
+
+JSON_TYPE = "application/json; charset=utf-8"  # what Orthanc's AnswerJson sends
 
 
 def answer_json(output, value, status: int = 200) -> None:
     body = json.dumps(value, indent=2)
     if status == 200:
-        output.AnswerBuffer(body, "application/json")
+        output.AnswerBuffer(body, JSON_TYPE)
     else:
         output.SendHttpStatus(status, body, len(body.encode()))
 
 
-# How Orthanc turns its error codes into HTTP statuses (the rest are 500).
-_HTTP_STATUS_OF_ERROR_NAME = {
-    "INEXISTENT_FILE": 404, "INEXISTENT_ITEM": 404, "INEXISTENT_TAG": 404, "UNKNOWN_RESOURCE": 404,
-    "BAD_FILE_FORMAT": 400, "BAD_PARAMETER_TYPE": 400, "BAD_REQUEST": 400, "PARAMETER_OUT_OF_RANGE": 400,
-    "URI_SYNTAX": 400, "UNAUTHORIZED": 401, "FORBIDDEN_ACCESS": 403, "NOT_IMPLEMENTED": 501,
-}
-_HTTP_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-                 500: "Internal Server Error", 501: "Not Implemented"}
+def answer_error(output, method: str, uri: str, error: OrthancError, **extra) -> None:
+    """An error answered as Orthanc's HTTP server answers one (HttpServer.cpp: tab-indented
+    JSON, no content type), with ``extra`` fields of the plugin's own after Orthanc's."""
+    body = error.body(method, uri)
+    lines = [f'\t"{key}" : {json.dumps(value)}' for key, value in {**body, **extra}.items()]
+    text = "{\n" + ",\n".join(lines) + "\n}\n"
+    output.SendHttpStatus(error.status, text, len(text.encode()))
 
 
-def orthanc_error(output, uri: str, method: str, status: int, message: str, details: str | None = None,
-                   **extra) -> None:
-    """An error shaped like Orthanc's own, so that clients of the core route read it alike."""
-    body = {"HttpError": _HTTP_REASONS.get(status, "Error"), "HttpStatus": status, "Message": message,
-            "Method": method, "Uri": uri, **extra}
-    if details:
-        body["Details"] = details
-    text = json.dumps(body, indent=3)
-    output.SendHttpStatus(status, text, len(text.encode()))
+def orthanc_error(output, uri: str, method: str, name: str, details: str | None = None, **extra) -> None:
+    """One of Orthanc's errors (by ErrorCode name) with the plugin's details."""
+    answer_error(output, method, uri, OrthancError.of(name, details), **extra)
 
 
 def answer_orthanc_exception(output, uri: str, method: str, exc) -> None:
-    """Orthanc's error, as its own route would have answered it."""
-    code, message = (exc.args + (None, ""))[:2]
-    status = next((s for name, s in _HTTP_STATUS_OF_ERROR_NAME.items()
-                   if getattr(orthanc.ErrorCode, name, None) == code), 500)
-    # Orthanc 1.10 gives plugins the error code and message, not its details.
-    orthanc_error(output, uri, method, status, str(message), OrthancError=str(message), OrthancStatus=code)
+    """Orthanc's error, as its own route answers it (Orthanc 1.10 gives plugins the code and
+    its description, not the details)."""
+    code, message = (tuple(exc.args) + (-1, ""))[:2]
+    answer_error(output, method, uri, OrthancError(int(code), str(message)))
 
 
 def passthrough_post(output, uri: str, body: bytes) -> None:
@@ -54,7 +49,31 @@ def passthrough_post(output, uri: str, body: bytes) -> None:
         answer = orthanc.RestApiPost(uri, body)
     except orthanc.OrthancException as exc:
         return answer_orthanc_exception(output, uri, "POST", exc)
-    output.AnswerBuffer(answer, "application/json")
+    output.AnswerBuffer(answer, JSON_TYPE)
+
+
+def run_as_orthanc_job(output, uri: str, body: dict) -> None:
+    """Orthanc's own synchronous job route, answered as Orthanc answers it, details included.
+
+    Orthanc runs a synchronous request as a job and waits for it (SubmitAndWait); through the
+    SDK a plugin would get only the code of a failure. The same job is submitted
+    asynchronously here and waited for: its content, or its error code, description and
+    details, make exactly the answer Orthanc would have given."""
+    body = {k: v for k, v in body.items() if k != "Synchronous"}
+    try:
+        submitted = json.loads(orthanc.RestApiPost(uri, json.dumps({**body, "Asynchronous": True})))
+    except orthanc.OrthancException as exc:
+        return answer_orthanc_exception(output, uri, "POST", exc)
+    delay = 0.002
+    while True:
+        job = json.loads(orthanc.RestApiGet(f"/jobs/{submitted['ID']}"))
+        if job["State"] == "Success":
+            return answer_json(output, job.get("Content", {}))
+        if job["State"] == "Failure":
+            error = OrthancError(int(job["ErrorCode"]), job["ErrorDescription"], job.get("ErrorDetails") or None)
+            return answer_error(output, "POST", uri, error)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def guarded_route(what: str, consequence: str):
@@ -68,8 +87,9 @@ def guarded_route(what: str, consequence: str):
                 return handler(output, uri, request)
             except Exception:
                 log_failure(f"{what} error")
-                return orthanc_error(output, uri, request.get("method", "POST"), 500,
-                                      f"Internal error in the coercion plugin; {consequence}")
+                return answer_error(output, request.get("method", "POST"), uri,
+                                    OrthancError(-1, "Internal error",
+                                                 f"Internal error in the coercion plugin; {consequence}"))
 
         return route
 

@@ -16,15 +16,18 @@ import threading
 
 import orthanc
 
-from ..exchanges.sends import (
-    RequestNotUnderstood,
-    SendJob,
-    parse_store_request,
-    run_send_job,
-)
+from ..exchanges.orthanc_api import JsonTooDeep, OrthancError, read_store_request
+from ..exchanges.sends import SendJob, run_send_job
 from ..exchanges.storescu import Destination, SpoolingSender
 from ..rules import RuleSet, Transaction
-from .answers import answer_json, guarded_route, orthanc_error, passthrough_post
+from .answers import (
+    answer_error,
+    answer_json,
+    guarded_route,
+    orthanc_error,
+    passthrough_post,
+    run_as_orthanc_job,
+)
 from .state import log_audit, log_failure, state
 
 # -- outgoing C-STORE ---------------------------------------------------------------------
@@ -42,42 +45,51 @@ def instances_of(resource_id: str) -> list[str]:
     raise LookupError(resource_id)
 
 
+def _resource_exists(resource_id: str) -> bool:
+    try:
+        instances_of(resource_id)
+    except LookupError:
+        return False
+    return True
+
+
+def _modality_exists(modality: str) -> bool:
+    return modality in json.loads(orthanc.RestApiGet("/modalities"))
+
+
 @guarded_route("outgoing store", "nothing more was sent")
 def on_modality_store(output, uri, request):
     if request["method"] != "POST":
         return output.SendMethodNotAllowed("POST")
     modality, body = request["groups"][0], request.get("body", b"")
     ruleset = state.service.ruleset
-    if not any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in ruleset.rules):
-        return passthrough_post(output, uri, body)  # nothing to coerce on the way out
-    try:
-        store = parse_store_request(body)
-    except RequestNotUnderstood:
-        return passthrough_post(output, uri, body)  # Orthanc answers its own error
     peer = json.loads(orthanc.RestApiGet("/modalities?expand")).get(modality)
-    if peer is None:
-        return passthrough_post(output, uri, body)  # Orthanc answers its own 404
-    transaction = outgoing_transaction(peer, store.options.get("LocalAet"))
-    if not ruleset.may_match(transaction):
-        return passthrough_post(output, uri, body)
-    unsupported = store.unsupported()
-    if unsupported:
-        return orthanc_error(output, uri, "POST", 400, "Bad request",
-                              f"coercion rules apply to modality {modality!r}; coerced sends do not support "
-                              f"{', '.join(unsupported)} yet: leave them out")
-    instances = []
-    for resource in store.resources:
-        try:
-            instances.extend(instances_of(resource))
-        except LookupError:
-            return orthanc_error(output, uri, "POST", 404, "Unknown resource", f"no resource with ID {resource}")
     try:
-        planned = plan_send(modality, peer, transaction, instances, list(store.resources), store.permissive, ruleset,
-                             store.options.get("Timeout"))
-    except UnsupportedPeer as exc:
-        return orthanc_error(output, uri, "POST", 400, "Bad request", str(exc))
-    if planned is None:
-        return passthrough_post(output, uri, body)
+        # Orthanc's checks first, in its order and with its answers, whoever the peer is.
+        store = read_store_request(body, _resource_exists, _modality_exists, modality)
+    except OrthancError as error:
+        return answer_error(output, "POST", uri, error)
+    except JsonTooDeep as exc:  # Orthanc's own reader would crash on it: never handed on
+        return orthanc_error(output, uri, "POST", "BadFileFormat", str(exc))
+    transaction = outgoing_transaction(peer, store.local_aet)
+    instances = [i for resource in store.resources for i in instances_of(resource)]
+    planned = None
+    if ruleset.may_match(transaction):
+        unsupported = [name for name, given in (("MoveOriginatorID", store.move_originator_id != 0),
+                                                ("StorageCommitment", store.storage_commitment)) if given]
+        if unsupported:
+            return orthanc_error(output, uri, "POST", "BadRequest",
+                                 f"coercion rules apply to modality {modality!r}; coerced sends do not support "
+                                 f"{', '.join(unsupported)} yet: leave them out")
+        try:
+            planned = plan_send(modality, peer, transaction, instances, list(store.resources), store.permissive,
+                                ruleset, store.timeout)
+        except UnsupportedPeer as exc:
+            return orthanc_error(output, uri, "POST", "BadRequest", str(exc))
+    if planned is None:  # no rule coerces any of it: Orthanc's own send, answered as Orthanc answers
+        if not store.synchronous:
+            return passthrough_post(output, uri, body)
+        return run_as_orthanc_job(output, uri, store.body)
     job, run = planned
     if not store.synchronous:
         threading.Thread(target=run, name=f"coercion-send-{job.id}", daemon=True).start()
@@ -85,15 +97,16 @@ def on_modality_store(output, uri, request):
     run()
     if job.state == "Failure":
         reason = job.failures[0]["reason"]
-        message = ("Coercion failed" if reason.startswith("coercion refused") else
-                   "Error in the network protocol" if reason.startswith("sending failed") else "Send failed")
-        return orthanc_error(output, uri, "POST", 500, message, job.first_failure(), Coercion=job.as_dict())
+        name = "BadRequest" if reason.startswith("coercion refused") else "NetworkProtocol" \
+            if reason.startswith("sending failed") else "InternalError"
+        return orthanc_error(output, uri, "POST", name, job.first_failure(), Coercion=job.as_dict())
     return answer_json(output, job.answer())
 
 
 def outgoing_transaction(peer: dict, local_aet: str | None = None) -> Transaction:
-    """Sending to ``peer``: our AE title is the request's LocalAet, the modality's, or Orthanc's."""
-    calling = local_aet or peer.get("LocalAet") or state.orthanc_aet
+    """Sending to ``peer``: our AE title is the modality's LocalAet, else the request's, else
+    Orthanc's DicomAet (Orthanc ignores a request's LocalAet for a modality that sets one)."""
+    calling = peer.get("LocalAet") or local_aet or state.orthanc_aet
     return Transaction("C_STORE_RQ", "SCP", calling, peer["AET"], peer.get("Host"))
 
 
@@ -167,8 +180,8 @@ def _move(request: dict) -> None:
     # Pseudonyms handed out (by a coerced send or C-FIND answer) may name what to move when
     # what moves leaves coerced: the destination is under an outgoing rule.
     resources = _move_resources(request, pseudonyms=state.service.ruleset.may_match(outgoing_transaction(peer)))
-    if not resources:
-        return
+    if not resources:  # Orthanc's own C-MOVE SCP fails too ("No DICOM identifier provided...")
+        raise LookupError("no resource matches the identifiers of the C-MOVE request")
     instances = [i for r in resources for i in instances_of(r)]
     ruleset = state.service.ruleset
     planned = plan_send(modality, peer, outgoing_transaction(peer), instances, resources, False, ruleset)

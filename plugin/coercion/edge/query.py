@@ -32,6 +32,7 @@ from ..exchanges.find_outgoing import (
 )
 from ..rules import Rule, Transaction
 from .answers import (
+    JSON_TYPE,
     answer_json,
     answer_orthanc_exception,
     guarded_route,
@@ -138,7 +139,7 @@ def on_modality_query(output, uri, request):
     if rq is None and rsp is None:
         return passthrough_post(output, uri, raw)
     if route == "find":
-        return orthanc_error(output, uri, "POST", 400, "Bad request",
+        return orthanc_error(output, uri, "POST", "BadRequest",
                               f"coercion rules apply to C-FIND to modality {modality!r}: use "
                               f"/modalities/{modality}/query (the hierarchical /find is not coerced)")
     if rq is not None:
@@ -146,7 +147,7 @@ def on_modality_query(output, uri, request):
             coerced = coerce_query(query, state.service.deidentifier(rq), rq.name, _issuers_of)
         except QueryRefused as exc:
             _audit("c-find-scu-refused", modality, rq, rsp)
-            return orthanc_error(output, uri, "POST", 400, "Bad request", str(exc))
+            return orthanc_error(output, uri, "POST", "BadRequest", str(exc))
         body = {**body, "Query": coerced} if wrapped else coerced
     try:
         answer = json.loads(orthanc.RestApiPost(uri, json.dumps(body)))
@@ -188,7 +189,7 @@ def on_query_read(output, uri, request):
     if child and rule is not None:
         coerced_queries.add(json.loads(answer)["ID"], rule, _live_queries)
     if child or rule is None or (tail == "" and "expand" not in arguments):
-        return output.AnswerBuffer(answer, "application/json")
+        return output.AnswerBuffer(answer, JSON_TYPE)
     form = next((f for f in _FORMS if f in arguments), "full")
     deidentifier = state.service.deidentifier(rule)
     content = json.loads(answer)

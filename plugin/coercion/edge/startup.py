@@ -33,9 +33,9 @@ def _check_restart_needed(ruleset: RuleSet) -> None:
     """Callbacks are registered at start-up only, and only those the rules need (an idle
     change callback still competes with ingest for the interpreter): a reload that needs
     one more is refused."""
-    if not state.move_registered and any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in ruleset.rules):
+    if not state.outgoing_registered and any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in ruleset.rules):
         raise RuleError("rules for C_STORE_RQ with role SCP were added while Orthanc runs without them: restart "
-                        "Orthanc so that C-MOVE retrieves are coerced too (the old rules stay active)")
+                        "Orthanc so that its sends and C-MOVE retrieves go through them (the old rules stay active)")
     if not state.query_registered and any(r.dimse in FIND and r.role == "SCP" for r in ruleset.rules):
         raise RuleError("rules for C_FIND_RQ or C_FIND_RSP with role SCP were added while Orthanc runs without them: "
                         "restart Orthanc so that the queries it sends go through them (the old rules stay active)")
@@ -77,11 +77,11 @@ def start() -> None:
     orthanc.RegisterReceivedInstanceCallback(on_received_instance)
     orthanc.RegisterIncomingCStoreInstanceFilter(on_cstore_instance)
     orthanc.RegisterRestCallback("/coercion/(.*)", on_rest)
-    # Called instead of Orthanc's own route; sends no rule applies to go to Orthanc's route.
-    orthanc.RegisterRestCallback("/modalities/([^/]+)/store", on_modality_store)
     if any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in state.service.ruleset.rules):
+        # Both replace Orthanc's own: without outgoing rules, Orthanc's route and C-MOVE SCP stay.
+        orthanc.RegisterRestCallback("/modalities/([^/]+)/store", on_modality_store)
         orthanc.RegisterMoveCallback(on_move)
-        state.move_registered = True
+        state.outgoing_registered = True
     if any(r.dimse in FIND and r.role == "SCU" for r in state.service.ruleset.rules):
         # Replaces Orthanc's C-FIND SCP as a whole: without C-FIND rules, Orthanc's own answers.
         state.find_settings = find_settings(config)

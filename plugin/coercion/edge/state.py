@@ -23,7 +23,7 @@ class EdgeState:
     modality_hosts: dict = field(default_factory=dict)  # AE title -> the host DicomModalities gives it
     sends: SendJobs = field(default_factory=SendJobs)  # coerced send jobs of this process
     forwards: ForwardQueue | None = None
-    move_registered: bool = False  # the plugin's C-MOVE SCP replaces Orthanc's
+    outgoing_registered: bool = False  # the plugin's store route and C-MOVE SCP replace Orthanc's
     routes_registered: bool = False  # change events feed the routes
     find_registered: bool = False  # the plugin's C-FIND SCP replaces Orthanc's
     query_registered: bool = False  # outgoing C-FIND routes go through the plugin

@@ -50,8 +50,10 @@ NUMBER_OF_STUDY_RELATED_INSTANCES = 0x00201208
 NUMBER_OF_SERIES_RELATED_INSTANCES = 0x00201209
 
 LEVELS = ("Patient", "Study", "Series", "Instance")
-_LEVEL_NAMES = {"PATIENT": "Patient", "STUDY": "Study", "SERIES": "Series", "IMAGE": "Instance",
-                "INSTANCE": "Instance"}
+# Orthanc's StringToResourceType: singular and plural, any case.
+_LEVEL_NAMES = {"PATIENT": "Patient", "PATIENTS": "Patient", "STUDY": "Study", "STUDIES": "Study",
+                "SERIES": "Series", "IMAGE": "Instance", "IMAGES": "Instance", "INSTANCE": "Instance",
+                "INSTANCES": "Instance"}
 
 # Orthanc 1.10's main DICOM tags (database schema 6, DicomMap.cpp): what its index stores per
 # level. A query naming only these (and the computed tags) is answered from the index alone.

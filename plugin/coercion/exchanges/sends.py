@@ -1,5 +1,7 @@
 """Outgoing C-STORE: what Orthanc sends to a peer, coerced by the C_STORE_RQ / SCP rules.
 
+The request itself is read as Orthanc reads it (``orthanc_api.read_store_request``).
+
 No Orthanc here: the adapter gives a send job three plain functions (fetch an instance,
 coerce it, send it) and turns the job into Orthanc-shaped answers. Orthanc's own copy is
 only ever read.
@@ -7,9 +9,7 @@ only ever read.
 
 from __future__ import annotations
 
-import json
 import queue
-import re
 import threading
 import time
 import uuid
@@ -18,65 +18,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..service import COERCED, DISCARDED, UNCHANGED, Decision
-
-# An Orthanc resource identifier (the SHA-1 of the DICOM identifiers, in five groups).
-ORTHANC_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")
-# Options of POST /modalities/{id}/store that a coerced send cannot honour yet (storescu
-# sends the coerced instances, and it takes none of them).
-UNSUPPORTED_OPTIONS = ("MoveOriginatorAet", "MoveOriginatorID", "StorageCommitment")
-
-
-class RequestNotUnderstood(ValueError):
-    """A body Orthanc itself must judge (it answers with its own error)."""
-
-
-@dataclass(frozen=True)
-class StoreRequest:
-    """The body of ``POST /modalities/{id}/store``, in every form Orthanc accepts."""
-
-    resources: tuple[str, ...]
-    synchronous: bool = True
-    permissive: bool = False
-    options: dict = field(default_factory=dict)  # the other fields, as given
-
-    def unsupported(self) -> list[str]:
-        """Options given that a coerced send would silently drop."""
-        return [k for k in UNSUPPORTED_OPTIONS if self.options.get(k) not in (None, "", False)]
-
-
-def parse_store_request(body: bytes) -> StoreRequest:
-    """A bare resource ID, a JSON string, a JSON list of IDs, or a JSON object with
-    ``Resources`` and options (``Synchronous``/``Asynchronous``, ``Permissive``, ...)."""
-    try:
-        text = bytes(body).decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise RequestNotUnderstood("the body is not UTF-8") from None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        if ORTHANC_ID.fullmatch(text):
-            return StoreRequest((text,))
-        raise RequestNotUnderstood("the body is neither a resource ID nor JSON") from None
-    if isinstance(value, str):
-        return StoreRequest((value,))
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return StoreRequest(tuple(value))
-    if not isinstance(value, dict):
-        raise RequestNotUnderstood("unexpected JSON")
-    resources = value.get("Resources")
-    if isinstance(resources, str):
-        resources = [resources]
-    if not isinstance(resources, list) or not all(isinstance(v, str) for v in resources):
-        raise RequestNotUnderstood("Resources must be a list of resource IDs")
-    # Orthanc's rule: "Synchronous" if given, else the opposite of "Asynchronous", else synchronous.
-    if "Synchronous" in value:
-        synchronous = bool(value["Synchronous"])
-    elif "Asynchronous" in value:
-        synchronous = not bool(value["Asynchronous"])
-    else:
-        synchronous = True
-    options = {k: v for k, v in value.items() if k not in ("Resources", "Synchronous", "Asynchronous", "Permissive")}
-    return StoreRequest(tuple(resources), synchronous, bool(value.get("Permissive", False)), options)
 
 
 @dataclass

@@ -1,0 +1,258 @@
+"""Orthanc 1.10's own REST semantics, for the routes the plugin stands in for.
+
+When the plugin's route replaces one of Orthanc's, a client must get Orthanc's answer to every
+request, the errors included. Orthanc's SDK hands a plugin only the code of an error that its
+core raises (not its details), so the checks Orthanc makes on a request body are made here, in
+Orthanc's order and with its messages (ported from OrthancRestModalities.cpp, Toolbox.cpp,
+SerializationToolbox.cpp and OrthancRestApi.cpp of Orthanc 1.10.1), before anything else.
+Plain code: what it needs of Orthanc (does a resource exist) comes in as a function.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Callable
+
+# Orthanc's ErrorCode: number, description (Enumerations.cpp), HTTP status (ConvertErrorCodeToHttpStatus).
+ERRORS = {
+    "InternalError": (-1, "Internal error", 500),
+    "Plugin": (1, "Error encountered within the plugin engine", 500),
+    "ParameterOutOfRange": (3, "Parameter out of range", 400),
+    "BadParameterType": (5, "Bad type for a parameter", 400),
+    "InexistentItem": (7, "Accessing an inexistent item", 404),
+    "BadRequest": (8, "Bad request", 400),
+    "NetworkProtocol": (9, "Error in the network protocol", 500),
+    "BadFileFormat": (15, "Bad file format", 400),
+    "UnknownResource": (17, "Unknown resource", 404),
+}
+# Every error code that Orthanc 1.10 answers with another status than 500.
+_HTTP_STATUS_OF_CODE = {0: 200, 3: 400, 5: 400, 7: 404, 8: 400, 12: 400, 13: 404, 15: 400, 17: 404, 21: 404,
+                        28: 400, 29: 401, 34: 406, 36: 503, 41: 416, 42: 503, 43: 409, 2019: 400, 2020: 400,
+                        2021: 400, 2022: 400, 2023: 400, 2024: 400, 2025: 400, 3000: 415}
+HTTP_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+                405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict", 415: "Unsupported Media Type",
+                416: "Requested Range Not Satisfiable", 500: "Internal Server Error", 501: "Not Implemented",
+                503: "Service Unavailable"}
+
+_SHA1 = re.compile(r"[A-Za-z0-9]{8}(?:-[A-Za-z0-9]{8}){4}")
+# Toolbox::IsSHA1 and StripSpaces trim what C's isspace() calls space (and IsSHA1 NULs too).
+_SPACES = " \t\n\v\f\r"
+
+
+def http_status_of(code: int) -> int:
+    return _HTTP_STATUS_OF_CODE.get(code, 500)
+
+
+@dataclass
+class OrthancError(Exception):
+    """An error as Orthanc answers it: its ErrorCode (number, description) and details."""
+
+    code: int
+    description: str
+    details: str | None = None
+
+    @classmethod
+    def of(cls, name: str, details: str | None = None) -> "OrthancError":
+        code, description, _ = ERRORS[name]
+        return cls(code, description, details)
+
+    @property
+    def status(self) -> int:
+        return http_status_of(self.code)
+
+    def body(self, method: str, uri: str) -> dict:
+        """The JSON body of Orthanc's error answer (HttpServer.cpp)."""
+        answer = {"HttpError": HTTP_REASONS.get(self.status, "Internal Server Error"), "HttpStatus": self.status,
+                  "Message": self.description, "Method": method, "OrthancError": self.description,
+                  "OrthancStatus": self.code, "Uri": uri}
+        if self.details:
+            answer["Details"] = self.details
+        return dict(sorted(answer.items()))
+
+
+def is_sha1(text: str) -> bool:
+    """Toolbox::IsSHA1: an Orthanc identifier, surrounding spaces and NULs aside."""
+    return bool(_SHA1.fullmatch(text.strip(_SPACES + "\0")))
+
+
+# Orthanc 1.10 itself crashes (SIGSEGV in jsoncpp, on its HTTP thread's stack) on a JSON body
+# nested about 200 levels deep; real request bodies nest two or three.
+MAX_JSON_DEPTH = 64
+
+
+class JsonTooDeep(ValueError):
+    """A JSON body nested deeper than MAX_JSON_DEPTH (never handed to any JSON reader)."""
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_BRACKETS = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def json_depth(text: str) -> int:
+    """How deep arrays and objects nest in ``text``, measured without recursion (strings aside)."""
+    brackets = [c for c in _JSON_STRING.sub("", text) if c in _BRACKETS]
+    return max(accumulate(map(_BRACKETS.__getitem__, brackets)), default=0)
+
+
+def _jsoncpp_dialect(text: str) -> str:
+    """What jsoncpp's default reader takes besides JSON, made JSON: a byte order mark, comments
+    (// and /* */) and trailing commas go (text after the value is ignored by the caller)."""
+    out: list[str] = []
+    text = text.lstrip("\ufeff")
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        if char == '"':
+            end = i + 1
+            while end < n and text[end] != '"':
+                end += 2 if text[end] == "\\" else 1
+            out.append(text[i:end + 1])
+            i = end + 1
+        elif text.startswith("//", i):
+            i = text.find("\n", i) if "\n" in text[i:] else n
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        elif char in "]}":
+            while out and out[-1].isspace():
+                out.pop()
+            if out and out[-1] == ",":
+                out.pop()
+            out.append(char)
+            i += 1
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+class NotJson(ValueError):
+    """A body that Orthanc's JSON reader refuses."""
+
+
+def read_json_body(body: bytes):
+    """The body as Orthanc's ParseJsonRequest (jsoncpp's default reader) reads it."""
+    text = bytes(body).decode("utf-8", errors="replace")
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise JsonTooDeep(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text, strict=False)
+    except ValueError:
+        pass
+    try:
+        return json.JSONDecoder(strict=False).raw_decode(_jsoncpp_dialect(text).lstrip())[0]
+    except ValueError:
+        raise NotJson("the body is not JSON") from None
+
+
+def _has(request: dict, key: str, kind) -> bool:
+    """Toolbox's HasField: absent is False; present with another JSON type is BadParameterType."""
+    if key not in request:
+        return False
+    value = request[key]
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise OrthancError.of("BadParameterType")
+    return True
+
+
+def _read_boolean(request: dict, key: str) -> bool:
+    value = request.get(key)
+    if not isinstance(value, bool):
+        raise OrthancError.of("BadFileFormat", f"Boolean value expected in field: {key}")
+    return value
+
+
+def _read_integer(request: dict, key: str) -> int:
+    value = request.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise OrthancError.of("BadFileFormat", f"Integer value expected in field: {key}")
+    return value
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """``POST /modalities/{id}/store`` after Orthanc's checks: what to send and how."""
+
+    resources: tuple[str, ...]
+    arguments: dict = field(default_factory=dict)  # the JSON object's other fields (empty for a list)
+    local_aet: str | None = None
+    move_originator_aet: str | None = None
+    move_originator_id: int = 0
+    storage_commitment: bool = False
+    timeout: int | None = None
+    permissive: bool = False
+    synchronous: bool = True
+    priority: int = 0
+
+    @property
+    def body(self) -> dict:
+        """The request as a JSON object that Orthanc's own route reads the same way."""
+        return {**self.arguments, "Resources": list(self.resources)}
+
+
+def read_store_request(body: bytes, exists: Callable[[str], bool],
+                       modality_exists: Callable[[str], bool], modality: str) -> StoreRequest:
+    """Orthanc's DicomStore checks, in its order (GetInstancesToExport, the fields, the modality,
+    SubmitCommandsJob); raises OrthancError as Orthanc answers, or JsonTooDeep."""
+    raw = bytes(body)
+    text = raw.decode("latin-1")
+    if is_sha1(text):  # a bare identifier (Orthanc <= 0.5.1)
+        request, resources = {}, [text.strip(_SPACES)]
+    else:
+        try:
+            value = read_json_body(raw)
+        except NotJson:
+            raise OrthancError.of("BadFileFormat", "Must provide a JSON value") from None
+        if isinstance(value, str):
+            value = [value]
+        elif not isinstance(value, (list, dict)):
+            raise OrthancError.of("BadFileFormat", "Must provide a JSON object, or a JSON array of strings")
+        if isinstance(value, list):
+            request, resources = {}, value
+        else:
+            if "Resources" not in value:
+                raise OrthancError.of("BadFileFormat", 'Missing field in JSON: "Resources"')
+            resources = value["Resources"]
+            if not isinstance(resources, list):
+                raise OrthancError.of("BadFileFormat", 'JSON field "Resources" must contain an array')
+            request = dict(value)
+    found = []
+    for resource in resources:
+        if not isinstance(resource, str):
+            raise OrthancError.of("BadFileFormat",
+                                  "Resources to be exported must be specified as a JSON array of strings")
+        stripped = resource.strip(_SPACES)
+        if not is_sha1(stripped):
+            raise OrthancError.of("BadFileFormat", f"This string is not a valid Orthanc identifier: {stripped}")
+        if not exists(stripped):
+            raise OrthancError.of("UnknownResource")
+        found.append(stripped)
+    local_aet = request["LocalAet"] if _has(request, "LocalAet", str) else None
+    originator_aet = request["MoveOriginatorAet"] if _has(request, "MoveOriginatorAet", str) else None
+    originator_id = request["MoveOriginatorID"] if _has(request, "MoveOriginatorID", int) else 0
+    if not modality_exists(modality):
+        raise OrthancError.of("InexistentItem", f"No modality with symbolic name: {modality}")
+    commitment = request["StorageCommitment"] if _has(request, "StorageCommitment", bool) else False
+    timeout = None
+    if "Timeout" in request:
+        timeout = _read_integer(request, "Timeout")
+        if timeout < 0:
+            raise OrthancError.of("BadFileFormat", "Unsigned integer value expected in field: Timeout")
+    permissive = _read_boolean(request, "Permissive") if "Permissive" in request else False
+    if "Synchronous" in request:
+        synchronous = _read_boolean(request, "Synchronous")
+    elif "Asynchronous" in request:
+        synchronous = not _read_boolean(request, "Asynchronous")
+    else:
+        synchronous = True
+    priority = _read_integer(request, "Priority") if "Priority" in request else 0
+    arguments = {k: v for k, v in request.items() if k != "Resources"}
+    return StoreRequest(tuple(found), arguments, local_aet, originator_aet, originator_id, commitment, timeout,
+                        permissive, synchronous, priority)
