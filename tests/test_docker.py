@@ -36,7 +36,7 @@ def test_the_orthanc_configuration_of_the_image_points_where_the_image_puts_thin
     assert config["Coercion"]["RulesDirectory"] in mounts
     assert str(Path(config["Coercion"]["LinkageDatabase"]).parent) in mounts
     secrets = {f"/run/secrets/{name}" for name in service["secrets"]}
-    assert {config["Coercion"]["SecretFile"], config["Coercion"]["LinkageTokenFile"]} <= secrets
+    assert {config["Coercion"][key] for key in ("SecretFile", "LinkageTokenFile", "AdminTokenFile")} <= secrets
     # Published on the host's loopback only.
     assert all(port.startswith("127.0.0.1:") for port in service["ports"])
     modalities = json.loads(service["environment"]["ORTHANC__DICOM_MODALITIES"])

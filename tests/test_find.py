@@ -133,8 +133,8 @@ URI = "deidentify:RetainPatientIDHashOption,RetainLongitudinalTemporalInformatio
 
 
 @pytest.fixture
-def store(tmp_path):
-    return SQLiteLinkageStore(tmp_path / "linkage.db")
+def store(tmp_path, keys):
+    return SQLiteLinkageStore(tmp_path / "linkage.db", keys)
 
 
 def test_the_profile_decides_what_orthanc_matches_and_what_the_answer_must_match(store):
@@ -166,12 +166,12 @@ def test_a_wildcard_on_a_hashed_id_is_matched_on_the_answer_only(store):
     assert plan.lookup == [] and [c.tag for c in plan.on_answer] == [PATIENT_ID] and not plan.nothing
 
 
-def test_uid_links_are_kept_and_found_in_bulk(store, tmp_path):
+def test_uid_links_are_kept_and_found_in_bulk(store, tmp_path, keys):
     store.record_uids([(f"1.2.{i}", f"2.25.{i}") for i in range(1200)])
     store.record_uids([("1.2.0", "2.25.0")])  # again: no error, no duplicate
     found = store.original_uids([f"2.25.{i}" for i in range(0, 1200, 2)] + ["2.25.99999"])
     assert len(found) == 600 and found["2.25.10"] == "1.2.10"
-    assert SQLiteLinkageStore(tmp_path / "linkage.db").original_uids(["2.25.7"]) == {"2.25.7": "1.2.7"}
+    assert SQLiteLinkageStore(tmp_path / "linkage.db", keys).original_uids(["2.25.7"]) == {"2.25.7": "1.2.7"}
 
 
 def test_the_fast_answer_writer_writes_what_pydicom_writes():

@@ -1,8 +1,15 @@
-"""The forwarding queue without Orthanc: one open forward per resource, stability, retries."""
+"""The forwarding queue without Orthanc: one open forward per resource, stability, retries; its file."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+
+import pytest
+
+from coercion.stores import forwards
 from coercion.stores.forwards import MAX_RETRY_INTERVAL, ForwardQueue
+from coercion.stores.sqlitefiles import StoreError
 
 
 def test_a_study_armed_by_many_instances_is_one_forward_sent_when_stable(tmp_path):
@@ -51,3 +58,64 @@ def test_a_forward_taken_when_orthanc_stopped_is_sent_after_the_restart(tmp_path
     queue.close()
     again = ForwardQueue(tmp_path / "f.sqlite")
     assert [r["id"] for r in again.take_due()] == [row["id"]]
+
+
+# -- the file: schema version, owner-only ------------------------------------------------------
+
+
+def raw(path):
+    """A plain SQLite connection (autocommit), closed at the end of the with block."""
+    return closing(sqlite3.connect(path, isolation_level=None))
+
+
+def test_a_queue_of_version_0_is_adopted_with_its_forwards(tmp_path):
+    path = tmp_path / "f.sqlite"
+    with raw(path) as db:  # as the code before versioned schemas left it
+        for statement in forwards._SCHEMA:
+            db.execute(statement)
+        db.execute("INSERT INTO forward (route, destination, level, resource, state, retries, retry_interval, "
+                   "next_attempt, created, updated) VALUES ('r', 'd', 'Study', 's-1', 'pending', 1, 1, 0, 0, 0)")
+    queue = ForwardQueue(path)
+    assert [r["resource"] for r in queue.take_due()] == ["s-1"]
+    queue.close()
+    with raw(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (forwards.SCHEMA_VERSION,) == (1,)
+
+
+def test_a_queue_of_a_newer_version_or_not_a_database_is_refused_by_name(tmp_path):
+    newer = tmp_path / "newer.sqlite"
+    with raw(newer) as db:
+        db.execute("PRAGMA user_version = 2")
+    with pytest.raises(StoreError, match=f"forwarding queue {newer} has schema version 2"):
+        ForwardQueue(newer)
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreError, match=f"forwarding queue {garbage} cannot be opened"):
+        ForwardQueue(garbage)
+
+
+def test_the_queue_is_owner_only_in_a_folder_it_makes_owner_only(tmp_path):
+    path = tmp_path / "new" / "f.sqlite"
+    queue = ForwardQueue(path)
+    queue.arm("r", "d", "Instance", "i-1", True, 1, 1)
+    assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
+    for name in ("f.sqlite", "f.sqlite-wal", "f.sqlite-shm"):
+        assert oct((path.parent / name).stat().st_mode & 0o777) == "0o600", name
+    queue.close()
+    path.chmod(0o644)  # one an earlier version made
+    ForwardQueue(path).close()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_an_administrators_retry_makes_a_failed_forward_due_with_one_more_attempt(tmp_path):
+    queue = ForwardQueue(tmp_path / "forwards.sqlite")
+    queue.arm("route", "peer", "Study", "id-1", True, retries=0, retry_interval=5)
+    (row,) = queue.take_due()
+    assert queue.attempt_failed(row["id"], "refused") == "failed"
+    retried = queue.retry(row["id"])
+    assert retried["state"] == "pending" and retried["last_error"] is None
+    (again,) = queue.take_due()
+    assert again["id"] == row["id"]
+    assert queue.retry(row["id"])["state"] == "sending"  # being sent: left alone
+    assert queue.attempt_failed(row["id"], "refused again") == "failed"  # one more attempt, no more
+    assert queue.retry(999) is None

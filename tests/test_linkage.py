@@ -1,4 +1,4 @@
-"""The SQLite linkage store."""
+"""The SQLite linkage store (its sealing, migration and files: test_store_security.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import threading
 from coercion.stores.linkage import SQLiteLinkageStore, open_store
 
 
-def test_record_and_lookup(tmp_path):
-    store = SQLiteLinkageStore(tmp_path / "linkage.db")
+def test_record_and_lookup(tmp_path, keys):
+    store = SQLiteLinkageStore(tmp_path / "linkage.db", keys)
     store.record("PSEUDO1", "HOSP", "MRN1", "research")
     store.record("PSEUDO1", "HOSP", "MRN1", "research", count=2)
     store.record("PSEUDO1", "HOSP", "MRN1", "trial")
@@ -20,13 +20,13 @@ def test_record_and_lookup(tmp_path):
     assert "MRN1" not in repr(links[0])
     assert store.lookup("NOPE") == []
     store.close()
-    again = open_store(tmp_path / "linkage.db")  # survives a restart
+    again = open_store(tmp_path / "linkage.db", keys)  # survives a restart
     assert again.lookup("PSEUDO2")[0].patient_id == "MRN2"
 
 
-def test_concurrent_writers(tmp_path):
-    store = SQLiteLinkageStore(tmp_path / "linkage.db")
-    other = SQLiteLinkageStore(tmp_path / "linkage.db")  # a second connection, as another process has
+def test_concurrent_writers(tmp_path, keys):
+    store = SQLiteLinkageStore(tmp_path / "linkage.db", keys)
+    other = SQLiteLinkageStore(tmp_path / "linkage.db", keys)  # a second connection, as another process has
 
     def work(s):
         for _ in range(200):

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -35,7 +36,7 @@ OVERRIDES = {
 }
 _PATH_KEYS = [("StorageDirectory",), ("IndexDirectory",), ("PythonScript",), ("Coercion", "RulesDirectory"),
               ("Coercion", "SecretFile"), ("Coercion", "LinkageDatabase"), ("Coercion", "LinkageTokenFile"),
-              ("Coercion", "TablesDirectory")]
+              ("Coercion", "AdminTokenFile"), ("Coercion", "ForwardsDatabase"), ("Coercion", "TablesDirectory")]
 
 
 class ServeError(RuntimeError):
@@ -104,6 +105,44 @@ def _check(config: dict, environ: dict) -> None:
     if not rules:
         raise ServeError("no rules folder: give --rules, COERCION_RULES or Coercion.RulesDirectory")
     load_rules(rules)
+    for warning in exposed_files(config, environ):
+        print(f"coercion serve: warning: {warning}", file=sys.stderr, flush=True)
+
+
+def _sensitive_files(config: dict, environ: dict) -> list[tuple[str, Path]]:
+    """(what, path) of the files that hold the secret, a credential or the stores, where the
+    plugin will look for them (Settings.from_configuration has the same defaults)."""
+    coercion = config.get("Coercion") or {}
+    found = []
+    if not environ.get("COERCION_SECRET") and coercion.get("SecretFile"):
+        found.append(("the site secret", coercion["SecretFile"]))
+    for kind, key in (("linkage", "LinkageTokenFile"), ("admin", "AdminTokenFile")):
+        token_file = environ.get(f"COERCION_{kind.upper()}_TOKEN_FILE") or coercion.get(key)
+        if token_file:
+            found.append((f"the {kind} credential", token_file))
+    linkage = coercion.get("LinkageDatabase") or "linkage.sqlite"
+    forwards = coercion.get("ForwardsDatabase") or str(Path(linkage).parent / "forwards.sqlite")
+    for what, store in (("the linkage store", linkage), ("the forwarding queue", forwards)):
+        found += [(what, f"{store}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
+    return [(what, Path(path)) for what, path in found]
+
+
+def exposed_files(config: dict, environ: dict) -> list[str]:
+    """A warning for each sensitive file that group or others may read or write. Orthanc still
+    starts: the operator may have a reason (a group that backs the files up), but should know."""
+    warnings = []
+    for what, path in _sensitive_files(config, environ):
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            continue  # not there (yet): the plugin creates the stores owner-only
+        if not mode & 0o066:
+            continue
+        classes = [name for name, bits in (("group", 0o060), ("others", 0o006)) if mode & bits]
+        access = [name for name, bits in (("read", 0o044), ("write", 0o022)) if mode & bits]
+        warnings.append(f"{path} ({what}) has mode {mode:04o}: {' and '.join(classes)} can {' and '.join(access)} "
+                        f"it; make it owner-only (chmod 600 {path})")
+    return warnings
 
 
 def _check_ports(config: dict) -> None:
@@ -151,8 +190,8 @@ def serve_command(args: argparse.Namespace) -> int:
     for key in ("StorageDirectory", "IndexDirectory"):
         Path(config[key]).mkdir(parents=True, exist_ok=True)
     linkage = _get(config, ("Coercion", "LinkageDatabase"))
-    if linkage:
-        Path(linkage).parent.mkdir(parents=True, exist_ok=True)
+    if linkage:  # the store's folder, owner-only when made here (the store makes its file 0600)
+        Path(linkage).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     run_dir = Path(tempfile.mkdtemp(prefix="coercion-serve-"))
     effective = run_dir / "orthanc.json"

@@ -70,7 +70,8 @@ class Settings:
     rules_directory: str
     linkage_database: str
     keys: Keys
-    linkage_token: str | None = None
+    linkage_token: str | None = None  # re-identification
+    admin_token: str | None = None  # previews, reloads, send control
     tables: str | None = None
     send_batch_size: int = 32  # instances per association of an outgoing coerced send
     forwards_database: str = "forwards.sqlite"
@@ -91,23 +92,15 @@ class Settings:
         if not secret_env and section.get("SecretFile"):
             secret_env["COERCION_SECRET_FILE"] = section["SecretFile"]
         keys = Keys.from_env(secret_env, date_shift_window=tuple(window))
-        token = env.get("COERCION_LINKAGE_TOKEN")
-        token_file = env.get("COERCION_LINKAGE_TOKEN_FILE") or section.get("LinkageTokenFile")
-        if not token and token_file and Path(token_file).exists():
-            # A missing token file leaves re-identification disabled (every request gets 403).
-            try:
-                token = Path(token_file).read_text().strip()
-            except OSError as exc:
-                raise ValueError(f"Coercion.LinkageTokenFile {token_file}: {exc.strerror}") from None
-        if token is not None and len(token) < 16:
-            raise ValueError("the linkage credential must be at least 16 characters long")
+        credentials = {kind: _credential(env, section, kind) for kind in CREDENTIALS}
         linkage = env.get("COERCION_LINKAGE_DB") or section.get("LinkageDatabase") or "linkage.sqlite"
         return cls(
             rules_directory=rules,
             linkage_database=linkage,
             forwards_database=section.get("ForwardsDatabase") or str(Path(linkage).parent / "forwards.sqlite"),
             keys=keys,
-            linkage_token=token or None,
+            linkage_token=credentials["linkage"],
+            admin_token=credentials["admin"],
             tables=section.get("TablesDirectory"),
             send_batch_size=_positive_int(section.get("SendBatchSize", 32), "Coercion.SendBatchSize"),
         )
@@ -125,7 +118,7 @@ class CoercionService:
         # Checks of a new rule set that only the adapter can make (each raises RuleError).
         self.validators: list[Callable[[RuleSet], None]] = []
         self.ruleset: RuleSet = self._load(settings.rules_directory)  # raises RuleError at start-up
-        self.store = store or open_store(settings.linkage_database)
+        self.store = store or open_store(settings.linkage_database, settings.keys)
 
     # -- rules ------------------------------------------------------------------------------
 
@@ -320,8 +313,9 @@ class CoercionService:
 
     # -- linkage ----------------------------------------------------------------------------
 
-    def authorised(self, credential: str | None) -> bool:
-        token = self.settings.linkage_token
+    def authorised(self, credential: str | None, kind: str = "linkage") -> bool:
+        """Whether ``credential`` is the configured one of its kind (compared in constant time)."""
+        token = self.settings.admin_token if kind == "admin" else self.settings.linkage_token
         return bool(token and credential and hmac.compare_digest(token.encode(), credential.encode()))
 
     def linkage(self, pseudonym: str) -> list[dict]:
@@ -334,6 +328,36 @@ def transaction_with_dataset(transaction: Transaction, dataset) -> Transaction:
     from dataclasses import replace
 
     return replace(transaction, dataset=dataset)
+
+
+# The credentials, each from a file (or the variable itself): what it guards, its settings.
+CREDENTIALS = {
+    "linkage": ("re-identification", "LinkageTokenFile", "COERCION_LINKAGE_TOKEN"),
+    "admin": ("administration", "AdminTokenFile", "COERCION_ADMIN_TOKEN"),
+}
+MIN_CREDENTIAL_LENGTH = 16
+
+
+def _credential(env, section: dict, kind: str) -> str | None:
+    """A credential from COERCION_<KIND>_TOKEN, else the file COERCION_<KIND>_TOKEN_FILE or
+    Coercion.<Kind>TokenFile; a missing file leaves what it guards disabled (403)."""
+    what, key, variable = CREDENTIALS[kind]
+    token = env.get(variable)
+    path = env.get(variable + "_FILE") or section.get(key)
+    if not token and path and Path(path).exists():
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"Coercion.{key} {path}: {exc.strerror}") from None
+    if token is not None and len(token) < MIN_CREDENTIAL_LENGTH:
+        raise ValueError(f"the {what} credential must be at least {MIN_CREDENTIAL_LENGTH} characters long")
+    return token or None
+
+
+def audit_event(event: str, **fields) -> str:
+    """One audit line of an administrative event (route, client address, outcome, time; never PHI)."""
+    record = {"event": event, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}
+    return json.dumps(record, separators=(",", ":"))
 
 
 def _positive_int(value, name: str) -> int:

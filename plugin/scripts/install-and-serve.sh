@@ -6,14 +6,21 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 install_debian_packages
 build_venv ""
-mkdir -p "$REPO/var"
+# var/ holds the secret, the credential, the linkage store and Orthanc's storage: owner-only.
+mkdir -p "$REPO/var" && chmod 700 "$REPO/var"
+# Both files are made anew under umask 077 (0600): an empty file left over keeps its own mode
+# if written to, hence the rm.
 if [ -z "${COERCION_SECRET:-}" ] && [ -z "${COERCION_SECRET_FILE:-}" ] && [ ! -s "$REPO/var/site.key" ]; then
-    echo "creating a site secret in var/site.key (back it up: it keys every pseudonym)"
-    (umask 077; head -c 48 /dev/urandom > "$REPO/var/site.key")
+    echo "creating a site secret in var/site.key (back it up: it keys every pseudonym and seals the linkage store)"
+    (umask 077; rm -f "$REPO/var/site.key"; head -c 48 /dev/urandom > "$REPO/var/site.key")
 fi
-if [ ! -s "$REPO/var/linkage.token" ]; then
-    # The credential for GET /coercion/linkage/{pseudonym}; give it only to who may re-identify.
-    (umask 077; "$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))' > "$REPO/var/linkage.token")
-fi
+# The credentials: linkage.token for re-identification (give it only to who may re-identify),
+# admin.token for previews, rule reloads and send control.
+for token in linkage admin; do
+    if [ ! -s "$REPO/var/$token.token" ]; then
+        (umask 077; rm -f "$REPO/var/$token.token"
+         "$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))' > "$REPO/var/$token.token")
+    fi
+done
 export TCP_NODELAY=1
 exec "$VENV/bin/coercion" serve --config "$REPO/orthanc.json" "$@"

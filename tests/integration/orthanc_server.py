@@ -22,6 +22,8 @@ import requests
 REPO = Path(__file__).resolve().parents[2]
 SECRET = b"integration-secret-0123456789-abcdefghij"
 TOKEN = "linkage-token-0123456789abcdef"
+ADMIN_TOKEN = "admin-token-0123456789abcdef"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 AET = "ORTHANC"
 
 needs_orthanc = pytest.mark.skipif(
@@ -82,6 +84,10 @@ class OrthancREST:
     def post(self, path, data=None, **kwargs):
         return requests.post(self.url + path, data=data, timeout=60, **kwargs)
 
+    def admin_post(self, path, data=None, **kwargs):
+        """A request with the administration credential (previews, reloads, send control)."""
+        return self.post(path, data, headers={**ADMIN, **kwargs.pop("headers", {})}, **kwargs)
+
     def lookup(self, sop_instance_uid: str) -> str | None:
         answer = self.post("/tools/lookup", sop_instance_uid).json()
         ids = [a["ID"] for a in answer if a["Type"] == "Instance"]
@@ -102,6 +108,7 @@ class OrthancServer(OrthancREST):
     rules: str = RULES
     modalities: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)  # more orthanc.json settings
+    admin_token: bool = True  # configure Coercion.AdminTokenFile
     http_port: int = 0
     dicom_port: int = 0
     process: subprocess.Popen | None = None
@@ -116,6 +123,7 @@ class OrthancServer(OrthancREST):
         self.secret_file = self.root / "site.key"
         self.secret_file.write_bytes(SECRET)
         (self.root / "linkage.token").write_text(TOKEN + "\n")
+        (self.root / "admin.token").write_text(ADMIN_TOKEN + "\n")
         self.linkage_db = self.root / "linkage.sqlite"
         self.log_path = self.root / "orthanc.log"
         config = json.loads((REPO / "orthanc.json").read_text())
@@ -125,6 +133,8 @@ class OrthancServer(OrthancREST):
         config["DicomAlwaysAllowStore"] = True  # the tests call from many AETs
         config["PythonScript"] = str(REPO / "plugin" / "orthanc_entry.py")
         config["Coercion"]["LinkageTokenFile"] = str(self.root / "linkage.token")
+        if self.admin_token:
+            config["Coercion"]["AdminTokenFile"] = str(self.root / "admin.token")
         config.update(self.settings)
         self.config = self.root / "orthanc.json"
         self.config.write_text(json.dumps(config, indent=2))

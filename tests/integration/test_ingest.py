@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import socket
-import sqlite3
 import uuid
 import zipfile
 from pathlib import Path
@@ -16,6 +15,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
 from coercion import Keys
+from coercion.stores.linkage import open_store
 
 from factory import encode, make_ct
 from orthanc_server import orthanc  # noqa: F401 (a fixture)
@@ -23,6 +23,15 @@ from orthanc_server import COERCED_STATUSES, SECRET, TOKEN, OrthancServer, needs
 
 pytestmark = needs_orthanc
 KEYS = Keys(SECRET)
+
+
+def linked(server, pseudonym: str) -> list:
+    """The links of a pseudonym in the server's linkage store (sealed: read through the store)."""
+    store = open_store(server.linkage_db, KEYS)
+    try:
+        return store.lookup(pseudonym)
+    finally:
+        store.close()
 
 
 def new_uid() -> str:
@@ -157,6 +166,23 @@ def test_malformed_file_to_a_matching_aet_is_refused_and_orthanc_keeps_serving(o
     assert stored_coerced(orthanc, original2)
 
 
+@pytest.mark.parametrize("cut", ["half", "before-pixels"])
+def test_a_matched_instance_cut_short_is_refused_on_dicom_too(orthanc, tmp_path, cut):
+    # Orthanc hands the plugin its own well-formed serialization of what arrived: cut in half,
+    # the pixel data it describes is missing or short, and that alone tells.
+    path, original = ct_file(tmp_path, rows=64)
+    data = path.read_bytes()
+    end = len(data) // 4 * 2 if cut == "half" else data.rindex(b"\xe0\x7f\x10\x00")  # even: a whole PDU
+    broken = tmp_path / f"{cut}.dcm"
+    broken.write_bytes(data[:end])
+    status = send_file(orthanc, "RESEARCH", broken)
+    assert status.Status in (0xC000, 0x0110), hex(status.Status)  # the plugin's refusal, never B000
+    assert orthanc.lookup(original.SOPInstanceUID) is None
+    assert orthanc.lookup(KEYS.uid(original.SOPInstanceUID)) is None
+    refused = [line for line in orthanc.log().splitlines() if '"action":"rejected"' in line and "pixel data" in line]
+    assert refused, "the plugin itself must say why"
+
+
 def test_rest_upload_of_a_malformed_file_gets_an_http_error(orthanc, tmp_path):
     path, original = ct_file(tmp_path, rows=64)
     data = path.read_bytes()
@@ -171,10 +197,10 @@ def test_linkage_database_and_reidentification(orthanc, tmp_path):
     path, original = ct_file(tmp_path, patient_id="LINK-4711")
     storescu(orthanc, "RESEARCH", path)
     pseudonym = KEYS.patient_id("LINK-4711", original.IssuerOfPatientID)
-    with sqlite3.connect(orthanc.linkage_db) as db:
-        rows = db.execute("SELECT pseudonym, issuer, patient_id, rule, instance_count FROM patient_link "
-                          "WHERE patient_id = 'LINK-4711'").fetchall()
-    assert rows == [(pseudonym, original.IssuerOfPatientID, "LINK-4711", "research", 1)]
+    links = [(l.pseudonym, l.issuer, l.patient_id, l.rule, l.instance_count) for l in linked(orthanc, pseudonym)]
+    assert links == [(pseudonym, original.IssuerOfPatientID, "LINK-4711", "research", 1)]
+    for path in orthanc.root.glob("linkage.sqlite*"):  # sealed at rest, owner-only
+        assert b"LINK-4711" not in path.read_bytes() and path.stat().st_mode & 0o077 == 0, path.name
     assert orthanc.get(f"/coercion/linkage/{pseudonym}").status_code == 403
     wrong = orthanc.get(f"/coercion/linkage/{pseudonym}", headers={"Authorization": "Bearer nope-nope-nope-nope"})
     assert wrong.status_code == 403 and "credential" in wrong.json()["error"]
@@ -204,15 +230,15 @@ def test_rest_api(orthanc, tmp_path):
     assert stats["research"]["coerced"] >= 1 and stats["research"]["bytes_in"] > 0 and "seconds" in stats["research"]
     path, original = ct_file(tmp_path)
     before = orthanc.instance_count()
-    preview = orthanc.post("/coercion/preview/rule/research", path.read_bytes())
+    preview = orthanc.admin_post("/coercion/preview/rule/research", path.read_bytes())
     assert preview.status_code == 200 and preview.headers["Content-Type"] == "application/dicom"
     assert pydicom.dcmread(io.BytesIO(preview.content)).PatientID == KEYS.patient_id(original.PatientID, original.IssuerOfPatientID)
-    preview = orthanc.post("/coercion/preview/uri/deidentify:RetainUIDsOption", path.read_bytes())
+    preview = orthanc.admin_post("/coercion/preview/uri/deidentify:RetainUIDsOption", path.read_bytes())
     assert pydicom.dcmread(io.BytesIO(preview.content)).SOPInstanceUID == original.SOPInstanceUID
     assert orthanc.instance_count() == before  # nothing stored
-    bad = orthanc.post("/coercion/preview/rule/nope", path.read_bytes())
+    bad = orthanc.admin_post("/coercion/preview/rule/nope", path.read_bytes())
     assert bad.status_code == 404 and "nope" in bad.json()["error"]
-    bad = orthanc.post("/coercion/preview/uri/deidentify:Bogus", path.read_bytes())
+    bad = orthanc.admin_post("/coercion/preview/uri/deidentify:Bogus", path.read_bytes())
     assert bad.status_code == 400 and "Bogus" in bad.json()["error"]
     assert orthanc.get("/coercion/nothing").status_code == 404
 
@@ -222,14 +248,14 @@ def test_reload_is_atomic(orthanc, tmp_path):
     good = rules_file.read_text()
     try:
         rules_file.write_text(good + "\n- {name: broken, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:Nope'}\n")
-        answer = orthanc.post("/coercion/rules/reload")
+        answer = orthanc.admin_post("/coercion/rules/reload")
         assert answer.status_code == 400 and "rule 'broken': field 'uri'" in answer.json()["error"]
         assert orthanc.get("/coercion/rules").json()["last_error"]
         path, original = ct_file(tmp_path)
         assert store_statuses(storescu(orthanc, "RESEARCH", path)) in [[status] for status in COERCED_STATUSES]
         assert stored_coerced(orthanc, original)
         rules_file.write_text(good.replace("sending-aet: [RESEARCH, ", "sending-aet: [NEWAET, "))
-        assert orthanc.post("/coercion/rules/reload").status_code == 200
+        assert orthanc.admin_post("/coercion/rules/reload").status_code == 200
         path, original = ct_file(tmp_path)
         assert store_statuses(storescu(orthanc, "NEWAET", path)) in [[status] for status in COERCED_STATUSES]
         assert stored_coerced(orthanc, original)
@@ -238,7 +264,7 @@ def test_reload_is_atomic(orthanc, tmp_path):
         assert stored_unchanged(orthanc, original)
     finally:
         rules_file.write_text(good)
-        assert orthanc.post("/coercion/rules/reload").status_code == 200
+        assert orthanc.admin_post("/coercion/rules/reload").status_code == 200
 
 
 def test_studies_of_one_patient_land_under_one_pseudonymous_patient_across_restarts(tmp_path):
@@ -257,8 +283,8 @@ def test_studies_of_one_patient_land_under_one_pseudonymous_patient_across_resta
         assert len(patients) == 1
         assert patients[0]["MainDicomTags"]["PatientID"] == KEYS.patient_id("LONGI-1", original.IssuerOfPatientID)
         assert len(patients[0]["Studies"]) == 3
-        with sqlite3.connect(server.linkage_db) as db:
-            counts = dict(db.execute("SELECT rule, instance_count FROM patient_link WHERE patient_id='LONGI-1'"))
+        links = linked(server, KEYS.patient_id("LONGI-1", original.IssuerOfPatientID))
+        counts = {link.rule: link.instance_count for link in links}
         assert counts == {"research": 2, "uploads": 1}
     finally:
         server.stop()
@@ -302,6 +328,6 @@ def test_concurrent_associations_from_matching_and_other_aets(orthanc, tmp_path)
                 assert stored_coerced(orthanc, original), aet
             else:
                 assert stored_unchanged(orthanc, original), aet
-    with sqlite3.connect(orthanc.linkage_db) as db:
-        (count,) = db.execute("SELECT instance_count FROM patient_link WHERE patient_id='CONC-1'").fetchone()
-    assert count == 10  # once per coerced instance, whatever the threads guessed
+    issuer = batches["RESEARCH"][0][1].IssuerOfPatientID
+    counts = [link.instance_count for link in linked(orthanc, KEYS.patient_id("CONC-1", issuer))]
+    assert counts == [10]  # once per coerced instance, whatever the threads guessed

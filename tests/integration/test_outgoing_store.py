@@ -211,7 +211,7 @@ def test_a_c_move_that_cannot_be_sent_fails(site):
 
 def test_a_reload_needs_no_restart_when_outgoing_rules_were_there_at_start(site):
     main, _, _ = site
-    assert main.post("/coercion/rules/reload").status_code == 200
+    assert main.admin_post("/coercion/rules/reload").status_code == 200
 
 
 def test_outgoing_rules_routes_and_c_find_rules_added_at_run_time_need_a_restart(tmp_path):
@@ -220,21 +220,21 @@ def test_outgoing_rules_routes_and_c_find_rules_added_at_run_time_need_a_restart
     try:
         (server.rules_dir / "more.yaml").write_text(
             "- {name: out, dimse: C_STORE_RQ, role: SCP, receiving-aet: [X], uri: 'deidentify:'}\n")
-        answer = server.post("/coercion/rules/reload")
+        answer = server.admin_post("/coercion/rules/reload")
         assert answer.status_code == 400 and "restart Orthanc" in answer.json()["error"]
         assert [r["name"] for r in server.get("/coercion/rules").json()["rules"]] == ["in"]
         (server.rules_dir / "more.yaml").write_text(
             "- {name: route, dimse: C_STORE_RQ, role: SCU, forward: {to: [X]}}\n")
-        answer = server.post("/coercion/rules/reload")
+        answer = server.admin_post("/coercion/rules/reload")
         assert answer.status_code == 400 and "routes (rules with 'forward') were added" in answer.json()["error"]
         for dimse, role, message in (("C_FIND_RSP", "SCU", "so that its C-FIND SCP applies them"),
                                      ("C_FIND_RQ", "SCP", "so that the queries it sends go through them")):
             (server.rules_dir / "more.yaml").write_text(
                 f"- {{name: find, dimse: {dimse}, role: {role}, receiving-aet: [X], uri: 'deidentify:'}}\n")
-            answer = server.post("/coercion/rules/reload")
+            answer = server.admin_post("/coercion/rules/reload")
             assert answer.status_code == 400 and message in answer.json()["error"]
         (server.rules_dir / "more.yaml").unlink()
-        assert server.post("/coercion/rules/reload").status_code == 200
+        assert server.admin_post("/coercion/rules/reload").status_code == 200
     finally:
         server.stop()
 

@@ -141,3 +141,12 @@ def test_a_forward_that_cannot_be_sent_is_retried_then_fails_with_the_reason(sit
     failed = wait_for(lambda: [f for f in forwards(main, "nowhere") if f["state"] == "failed"], timeout=40)
     assert failed[0]["attempts"] == 2 and "sending failed" in failed[0]["last_error"]
     assert main.get(f"/coercion/forwards/{failed[0]['id']}").json()["state"] == "failed"
+    # An administrator retries it: one more attempt, audited; without the credential, refused.
+    assert main.post(f"/coercion/forwards/{failed[0]['id']}/retry").status_code == 403
+    answer = main.admin_post(f"/coercion/forwards/{failed[0]['id']}/retry")
+    assert answer.status_code == 200 and answer.json()["state"] == "pending"
+    again = wait_for(lambda: [f for f in forwards(main, "nowhere")
+                              if f["id"] == failed[0]["id"] and f["state"] == "failed" and f["attempts"] == 3], timeout=40)
+    assert again
+    assert main.admin_post("/coercion/forwards/999999/retry").status_code == 404
+    assert '"event":"forward-retry"' in main.log()

@@ -79,13 +79,13 @@ def test_a_changed_rule_set_is_never_trusted_from_an_early_decision(one_thread, 
     good = rules_file.read_text()
     try:
         rules_file.write_text(good.replace("sending-aet: [RESEARCH, ", "sending-aet: [SOMEONE, "))
-        assert one_thread.post("/coercion/rules/reload").status_code == 200
+        assert one_thread.admin_post("/coercion/rules/reload").status_code == 200
         files = series(tmp_path, 2)
         storescu(one_thread, "RESEARCH", *(path for path, _ in files))
         assert all(unchanged_only(one_thread, ds) for _, ds in files)
     finally:
         rules_file.write_text(good)
-        assert one_thread.post("/coercion/rules/reload").status_code == 200
+        assert one_thread.admin_post("/coercion/rules/reload").status_code == 200
 
 
 def test_a_malformed_instance_is_refused_with_a_failure_status(one_thread, tmp_path):

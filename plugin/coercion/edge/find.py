@@ -86,8 +86,8 @@ def on_find(answers, query, issuer_aet, called_aet) -> None:
             rule = rsp_rule or rq_rule
             service.record_find(rule, len(datasets), handed_out, time.perf_counter() - started)
             orthanc.LogWarning("coercion-audit " + json.dumps({
-                "event": "c-find", "rule": rule.name, "request-rule": rq_rule.name if rq_rule else None,
-                "calling-aet": issuer_aet, "called-aet": called_aet, "level": request.level,
+                "event": "c-find", "rule": rule.name, "request_rule": rq_rule.name if rq_rule else None,
+                "calling_aet": issuer_aet, "called_aet": called_aet, "level": request.level,
                 "answers": len(datasets), "complete": complete}))
             encoded = [encode_answer(ds) for ds in datasets]
     except FindError as exc:

@@ -30,7 +30,13 @@ import orthanc
 from ..engine.dicomio import DicomError, read_instance
 from ..rules import RuleSet, Transaction
 from ..service import COERCED, DISCARDED, REJECTED, UNCHANGED, Decision
-from .state import log_audit, log_failure, state
+from .state import (
+    client_address,
+    log_audit,
+    log_failure,
+    remember_client_address,
+    state,
+)
 
 STATUS_COERCED = 0xB000  # Warning: Coercion of Data Elements
 STATUS_DISCARDED = 0xB006  # Warning: Elements Discarded
@@ -46,9 +52,7 @@ _ORIGIN_NAMES = {
     orthanc.InstanceOrigin.UNKNOWN: "UNKNOWN",
 }
 
-# Keyed by thread id: Orthanc's plugin gives each callback a fresh Python thread state, so
-# threading.local() does not carry from one callback to the next in the same thread.
-_client_host: dict[int, str | None] = {}
+# Keyed by thread id (see state.client_address).
 _reposting: set[int] = set()
 _last_calling_aet: dict[int, str] = {}  # the AE title the C-STORE filter last saw in a thread
 
@@ -98,7 +102,7 @@ reposted_from: dict[str, str] = _Bounded(10000)  # SOP Instance UID of a re-post
 
 
 def on_http_request(uri, **request):
-    _client_host[threading.get_ident()] = request.get("ip")
+    remember_client_address(request.get("ip"))
     return True
 
 
@@ -117,7 +121,7 @@ def _received_instance(data, origin):
         return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None  # our own coerced copy
     if origin == orthanc.InstanceOrigin.DICOM_PROTOCOL:
         return _received_dicom(me, data)
-    host = _client_host.get(me) if origin != orthanc.InstanceOrigin.LUA else None
+    host = client_address() if origin != orthanc.InstanceOrigin.LUA else None
     decision = state.service.coerce(data, _store_transaction(None, host))
     if decision.action == UNCHANGED:
         return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None

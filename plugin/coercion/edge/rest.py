@@ -1,16 +1,30 @@
-"""The REST API under /coercion: rules, statistics, previews, sends, forwards, re-identification."""
+"""The REST API under /coercion: rules, statistics, previews, sends, forwards, re-identification.
+
+What reveals what the keys make of submitted data (previews), changes behaviour (reloads) or
+controls sends needs the administration credential; re-identification needs the
+re-identification credential. Each is compared in constant time, and each use and each
+refused attempt leaves an audit line (route, client address, outcome; never PHI). The reads
+that stay open show configuration, counts and states, nothing of a patient.
+"""
 
 from __future__ import annotations
 
-import json
 import re
 import urllib.parse
 
-import orthanc
-
 from ..rules import RuleError
 from .answers import answer_json
-from .state import log_failure, state
+from .routes import wake_forwards
+from .state import log_event, log_failure, state
+
+# Where each credential is configured, said in the answer when it is not.
+_HOW_TO_ENABLE = {
+    "admin": "configure Coercion.AdminTokenFile (or COERCION_ADMIN_TOKEN_FILE) with a token of at least 16 "
+             "characters and send it as 'Authorization: Bearer <token>'",
+    "linkage": "configure Coercion.LinkageTokenFile (or COERCION_LINKAGE_TOKEN_FILE) with a token of at least 16 "
+               "characters and send it as 'Authorization: Bearer <token>'",
+}
+_NAMES = {"admin": "administration", "linkage": "re-identification"}
 
 
 def _error(output, status: int, message: str, **extra) -> None:
@@ -24,6 +38,21 @@ def _credential(headers: dict) -> str | None:
     return headers.get("x-coercion-token")
 
 
+def _granted(output, request: dict, kind: str, route: str, event: str) -> bool:
+    """Whether the request carries the credential of ``kind``; if not, it is answered 403 and audited."""
+    configured = state.service.settings.admin_token if kind == "admin" else state.service.settings.linkage_token
+    if configured and state.service.authorised(_credential(request.get("headers", {})), kind):
+        return True
+    outcome = "refused: no credential configured" if not configured else "refused: bad or missing credential"
+    log_event(event, route=route, outcome=outcome)
+    if not configured:
+        _error(output, 403, f"/coercion/{route.split('/')[0]} is disabled until a {_NAMES[kind]} credential is "
+                            f"configured: {_HOW_TO_ENABLE[kind]}")
+    else:
+        _error(output, 403, f"a valid {_NAMES[kind]} credential is required (Authorization: Bearer ...)")
+    return False
+
+
 def on_rest(output, uri, **request):
     method = request["method"]
     route = request["groups"][0] if request.get("groups") else ""
@@ -34,10 +63,14 @@ def on_rest(output, uri, **request):
         if route == "rules/reload":
             if method != "POST":
                 return output.SendMethodNotAllowed("POST")
+            if not _granted(output, request, "admin", route, "rules-reload"):
+                return None
             try:
                 state.service.reload()
             except RuleError as exc:
+                log_event("rules-reload", route=route, outcome="refused: invalid rules")
                 return _error(output, 400, f"the new rules were refused; the previous rules stay active: {exc}")
+            log_event("rules-reload", route=route, outcome="accepted", rules=len(state.service.ruleset.rules))
             return answer_json(output, state.service.rules_report())
         if route == "stats" and method == "GET":
             return answer_json(output, state.service.stats())
@@ -45,6 +78,8 @@ def on_rest(output, uri, **request):
         if preview:
             if method != "POST":
                 return output.SendMethodNotAllowed("POST")
+            if not _granted(output, request, "admin", "preview", "preview"):
+                return None
             # Orthanc 1.10 drops the query string of POST requests before plugins see it:
             # /coercion/preview/rule/NAME and /coercion/preview/uri/URI say the same thing.
             headers = request.get("headers", {})
@@ -58,6 +93,7 @@ def on_rest(output, uri, **request):
                 return _error(output, 404, str(exc))
             except ValueError as exc:  # URIError, DicomError and bad arguments
                 return _error(output, 400, str(exc))
+            log_event("preview", route="preview", outcome="answered", rule=chosen["rule"], uri=chosen["uri"])
             return output.AnswerBuffer(data, "application/dicom")
         if route == "sends" and method == "GET":
             return answer_json(output, [job.as_dict() for job in state.sends.all()])
@@ -73,22 +109,36 @@ def on_rest(output, uri, **request):
         if match and method == "GET":
             row = state.forwards.get(int(match.group(1)))
             return answer_json(output, row) if row else _error(output, 404, f"no forward {match.group(1)}")
+        match = re.fullmatch(r"forwards/([0-9]+)/retry", route)
+        if match:
+            if method != "POST":
+                return output.SendMethodNotAllowed("POST")
+            if not _granted(output, request, "admin", route, "forward-retry"):
+                return None
+            row = state.forwards.retry(int(match.group(1)))
+            if row is None:
+                return _error(output, 404, f"no forward {match.group(1)}")
+            if row["state"] == "sending":
+                log_event("forward-retry", route=route, outcome="refused: being sent")
+                return _error(output, 409, f"forward {match.group(1)} is being sent; retry it once it has ended")
+            log_event("forward-retry", route=route, outcome="accepted")
+            wake_forwards()
+            return answer_json(output, row)
         match = re.fullmatch(r"linkage/([^/]+)", route)
         if match:
             if method != "GET":
                 return output.SendMethodNotAllowed("GET")
-            if not state.service.settings.linkage_token:
-                return _error(output, 403, "re-identification is disabled: no linkage credential is configured")
-            if not state.service.authorised(_credential(request.get("headers", {}))):
-                return _error(output, 403, "a valid linkage credential is required (Authorization: Bearer ...)")
+            if not _granted(output, request, "linkage", "linkage", "re-identification"):
+                return None
             links = state.service.linkage(match.group(1))
+            # The pseudonym is a keyed hash, not PHI: the trail says which record was re-identified.
+            log_event("re-identification", route="linkage", outcome="answered" if links else "unknown pseudonym",
+                      pseudonym=match.group(1), links=len(links))
             if not links:
                 return _error(output, 404, "no patient is linked to this pseudonym")
-            orthanc.LogWarning("coercion-audit " + json.dumps({"event": "re-identification", "pseudonym": match.group(1)}))
             return answer_json(output, {"pseudonym": match.group(1), "links": links})
         return _error(output, 404, f"no such route: /coercion/{route} ({method}); see GET /coercion/rules")
     except Exception as exc:  # never leak a traceback with values to the client
         log_failure("REST error")
         return _error(output, 500, f"internal error: {type(exc).__name__}")
-
 

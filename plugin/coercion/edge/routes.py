@@ -66,6 +66,11 @@ def _route_instance(instance_id: str) -> None:
             _forward_wakeup.set()
 
 
+def wake_forwards() -> None:
+    """Make the worker look for due forwards now (an administrator's retry)."""
+    _forward_wakeup.set()
+
+
 def forward_worker() -> None:
     while True:
         _forward_wakeup.wait(timeout=1.0)

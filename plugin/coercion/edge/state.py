@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +13,7 @@ import orthanc
 
 from ..exchanges.find import FindSettings
 from ..exchanges.sends import SendJobs
-from ..service import REJECTED, CoercionService, audit_line, safe_message
+from ..service import REJECTED, CoercionService, audit_event, audit_line, safe_message
 from ..stores.forwards import ForwardQueue
 
 
@@ -32,6 +34,19 @@ class EdgeState:
 
 state = EdgeState()
 
+# The client address of the HTTP request each thread serves, from the incoming-request filter
+# (keyed by thread id: Orthanc's plugin gives each callback a fresh Python thread state, so
+# threading.local() does not carry from one callback to the next in the same thread).
+_client_addresses: dict[int, str | None] = {}
+
+
+def remember_client_address(address: str | None) -> None:
+    _client_addresses[threading.get_ident()] = address
+
+
+def client_address() -> str | None:
+    return _client_addresses.get(threading.get_ident())
+
 
 def log_failure(what: str) -> None:
     """Log the exception being handled: where it happened, its kind, and its message only when
@@ -43,7 +58,19 @@ def log_failure(what: str) -> None:
     orthanc.LogError(f"coercion: {what}: {type(exc).__name__}: {message} (at {where})")
 
 
+def log_event(event: str, **fields) -> None:
+    """An administrative audit line: the route, the client's address, the outcome (never PHI)."""
+    refused = str(fields.get("outcome", "")).startswith("refused")
+    line = "coercion-audit " + audit_event(event, client=client_address(), **fields)
+    (orthanc.LogError if refused else orthanc.LogWarning)(line)
+
+
 def log_audit(decision, origin: str, calling_aet: str | None, called_aet: str | None = None) -> None:
     """The structured audit line of a coerced or refused instance (never PHI)."""
     line = "coercion-audit " + audit_line(decision, origin, calling_aet, called_aet)
     (orthanc.LogError if decision.action == REJECTED else orthanc.LogWarning)(line)
+
+
+def modality_exists(modality: str) -> bool:
+    """Whether Orthanc knows a modality by this symbolic name."""
+    return modality in json.loads(orthanc.RestApiGet("/modalities"))

@@ -16,43 +16,53 @@ import threading
 import time
 from pathlib import Path
 
+from .sqlitefiles import closed_on_failure, connect_or_fail, migrate, prepare_owner_only
+
 MAX_RETRY_INTERVAL = 3600
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS forward (
-    id INTEGER PRIMARY KEY,
-    route TEXT NOT NULL,
-    destination TEXT NOT NULL,
-    level TEXT NOT NULL,
-    resource TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    retries INTEGER NOT NULL,
-    retry_interval INTEGER NOT NULL,
-    next_attempt REAL,
-    last_error TEXT,
-    job TEXT,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
--- One open forward per route, destination and resource: a study that keeps receiving
--- instances is sent once it is stable, not once per instance.
-CREATE UNIQUE INDEX IF NOT EXISTS forward_open ON forward (route, destination, level, resource)
-    WHERE state IN ('waiting', 'pending');
-CREATE INDEX IF NOT EXISTS forward_due ON forward (state, next_attempt);
-"""
+SCHEMA_VERSION = 1  # 0: the same tables, before schemas were versioned
+
+# Version 1 (version 0 had the same tables, hence IF NOT EXISTS: adopting one is creating none).
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS forward (
+        id INTEGER PRIMARY KEY,
+        route TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        level TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        retries INTEGER NOT NULL,
+        retry_interval INTEGER NOT NULL,
+        next_attempt REAL,
+        last_error TEXT,
+        job TEXT,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    )""",
+    # One open forward per route, destination and resource: a study that keeps receiving
+    # instances is sent once it is stable, not once per instance.
+    """CREATE UNIQUE INDEX IF NOT EXISTS forward_open ON forward (route, destination, level, resource)
+        WHERE state IN ('waiting', 'pending')""",
+    "CREATE INDEX IF NOT EXISTS forward_due ON forward (state, next_attempt)",
+]
+
+
+def _to_version_1(db: sqlite3.Connection) -> None:
+    for statement in _SCHEMA:
+        db.execute(statement)
 
 
 class ForwardQueue:
     def __init__(self, path: str | Path):
         self.path = str(path)
+        what = f"forwarding queue {self.path}"
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            prepare_owner_only(Path(self.path), "forwarding queue")
+        self._db = connect_or_fail(self.path, what)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
+        with closed_on_failure(self._db, what):
+            migrate(self._db, what, SCHEMA_VERSION, {0: _to_version_1})
             # Taken by a worker that did not finish (Orthanc stopped): send again.
             self._db.execute("UPDATE forward SET state='pending', updated=? WHERE state='sending'", (time.time(),))
 
@@ -109,6 +119,17 @@ class ForwardQueue:
             self._db.execute("UPDATE forward SET state=?, attempts=?, next_attempt=?, last_error=?, job=?, updated=?"
                              " WHERE id=?", (state, attempts, next_attempt, reason, job, now, forward_id))
         return state
+
+    def retry(self, forward_id: int, now: float | None = None) -> dict | None:
+        """An administrator's retry: the forward is due now, with one more attempt than it has
+        had (a sent one is sent again); None if unknown. A forward being sent is left alone
+        (the result says so by its state)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._db.execute(
+                "UPDATE forward SET state='pending', next_attempt=?, retries=MAX(retries, attempts), "
+                "last_error=NULL, updated=? WHERE id=? AND state != 'sending'", (now, now, forward_id))
+        return self.get(forward_id)
 
     def get(self, forward_id: int) -> dict | None:
         with self._lock:

@@ -1,0 +1,99 @@
+"""Routes that reveal what the keys make of submitted data, change behaviour or re-identify need
+a credential; each use and each refused attempt leaves an audit line without PHI."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from factory import encode, make_ct
+from orthanc_server import ADMIN, TOKEN, OrthancServer, needs_orthanc, storescu
+
+pytestmark = needs_orthanc
+PATIENT = "MRN-ADMIN-9876"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    orthanc = OrthancServer(tmp_path_factory.mktemp("admin")).start()
+    yield orthanc
+    orthanc.stop()
+
+
+@pytest.fixture(scope="module")
+def unconfigured(tmp_path_factory):
+    orthanc = OrthancServer(tmp_path_factory.mktemp("no-admin"), admin_token=False).start()
+    yield orthanc
+    orthanc.stop()
+
+
+def audit_lines(server) -> list[dict]:
+    return [json.loads(line.split("coercion-audit ", 1)[1]) for line in server.log().splitlines()
+            if "coercion-audit " in line]
+
+
+def instance() -> bytes:
+    ds = make_ct(patient_id=PATIENT, sop_uid=f"2.25.{uuid.uuid4().int}")
+    return encode(ds)
+
+
+@pytest.mark.parametrize("path", ["/coercion/preview/rule/research", "/coercion/preview/uri/deidentify:RetainPatientIDHashOption",
+                                  "/coercion/rules/reload"])
+def test_without_the_administration_credential_nothing_is_revealed_or_changed(server, path):
+    for headers in ({}, {"Authorization": "Bearer wrong-wrong-wrong-wrong"}, {"X-Coercion-Token": "nope"}):
+        answer = server.post(path, instance(), headers=headers)
+        assert answer.status_code == 403, answer.text
+        assert "administration credential" in answer.json()["error"]
+        assert PATIENT not in answer.text and "application/dicom" not in answer.headers.get("Content-Type", "")
+    assert server.post(path, instance(), headers=ADMIN).status_code == 200
+
+
+def test_a_route_whose_credential_is_not_configured_says_how_to_enable_it(unconfigured):
+    answer = unconfigured.post("/coercion/preview/rule/research", instance(), headers=ADMIN)
+    assert answer.status_code == 403 and "Coercion.AdminTokenFile" in answer.json()["error"]
+    assert unconfigured.post("/coercion/rules/reload", headers=ADMIN).status_code == 403
+    # what reveals nothing stays open
+    assert unconfigured.get("/coercion/rules").status_code == 200
+    assert unconfigured.get("/coercion/stats").status_code == 200
+
+
+def test_uses_and_refused_attempts_leave_audit_lines_without_phi(server):
+    server.post("/coercion/rules/reload")  # refused
+    server.admin_post("/coercion/rules/reload")  # accepted
+    server.admin_post("/coercion/preview/rule/research", instance())
+    server.get("/coercion/linkage/NOSUCHPSEUDONYM")  # refused
+    server.get("/coercion/linkage/NOSUCHPSEUDONYM", headers={"Authorization": f"Bearer {TOKEN}"})
+    lines = audit_lines(server)
+    events = [(line["event"], line["outcome"]) for line in lines if "outcome" in line]
+    assert ("rules-reload", "refused: bad or missing credential") in events
+    assert ("rules-reload", "accepted") in events
+    assert ("preview", "answered") in events
+    assert ("re-identification", "refused: bad or missing credential") in events
+    assert ("re-identification", "unknown pseudonym") in events
+    for line in lines:
+        if "outcome" in line:
+            assert line["client"] == "127.0.0.1" and line["time"].endswith("Z") and line["route"]
+    assert PATIENT not in server.log()
+
+
+def test_a_reidentification_is_audited_with_the_pseudonym_only(server):
+    result = storescu(server, "RESEARCH", _write(server, instance()))
+    assert "Received Store Response" in result.stdout + result.stderr
+    links = [line for line in server.log().splitlines() if "coercion-audit" in line and '"coercion"' in line]
+    assert links
+    pseudonyms = [json.loads(line.split("coercion-audit ", 1)[1]) for line in links]
+    stored = server.get("/patients?expand").json()
+    pseudonym = next(p["MainDicomTags"]["PatientID"] for p in stored if len(p["MainDicomTags"]["PatientID"]) == 26)
+    answer = server.get(f"/coercion/linkage/{pseudonym}", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 200 and answer.json()["links"][0]["patient_id"] == PATIENT
+    line = [entry for entry in audit_lines(server) if entry.get("event") == "re-identification"][-1]
+    assert line["pseudonym"] == pseudonym and line["outcome"] == "answered" and PATIENT not in json.dumps(line)
+    assert pseudonyms  # the coerced instance was audited too
+
+
+def _write(server, data: bytes):
+    path = server.root / f"{uuid.uuid4().hex}.dcm"
+    path.write_bytes(data)
+    return path
