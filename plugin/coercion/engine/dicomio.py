@@ -362,6 +362,41 @@ def check_nesting(buf, pos: int, implicit: bool, little: bool, single: bool = Fa
         pos = value
 
 
+# An instance cut short at an element boundary parses cleanly: what tells is the pixel data
+# its own header describes (PS3.5 8.1.1, native encoding), or its absence.
+_ROWS, _COLUMNS, _SAMPLES, _BITS_ALLOCATED, _FRAMES = 0x00280010, 0x00280011, 0x00280002, 0x00280100, 0x00280008
+_PHOTOMETRIC, _PIXEL_DATA_PROVIDER_URL = 0x00280004, 0x00287FE0
+
+
+def _number(ds: Dataset, tag: int, default: int | None = None) -> int | None:
+    try:
+        value = ds[tag].value if tag in ds else default
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return None
+
+
+def _describes_pixels(header: Dataset) -> bool:
+    return all(tag in header for tag in (_ROWS, _COLUMNS, _BITS_ALLOCATED)) and _PIXEL_DATA_PROVIDER_URL not in header
+
+
+def _check_pixel_length(header: Dataset, pixels: PixelElement) -> None:
+    """Refuse native pixel data shorter than its header says (a cut file re-encoded whole)."""
+    if pixels.undefined_length:
+        return  # encapsulated: its fragments were walked to their delimiter already
+    rows, columns, bits = _number(header, _ROWS), _number(header, _COLUMNS), _number(header, _BITS_ALLOCATED)
+    samples, frames = _number(header, _SAMPLES, 1), _number(header, _FRAMES, 1)
+    if not all(isinstance(v, int) and v > 0 for v in (rows, columns, bits, samples, frames)):
+        return  # the header does not say: nothing to compare with
+    photometric = str(header[_PHOTOMETRIC].value or "") if _PHOTOMETRIC in header else ""
+    if photometric.strip() in ("YBR_FULL_422", "YBR_PARTIAL_422") and samples == 3:
+        samples = 2  # two of three samples per pixel: Cb and Cr shared by pairs
+    expected = (rows * columns * samples * frames * bits + 7) // 8
+    expected += expected % 2
+    if len(pixels.value) < expected:
+        raise DicomError(f"pixel data is truncated: {len(pixels.value)} of the {expected} bytes its header describes")
+
+
 def _check_complete(ds: Dataset, size: int, after_pixels: bool) -> None:
     """Refuse data cut short inside an element: pydicom drops such an element silently.
 
@@ -417,6 +452,8 @@ def read_instance(data: bytes | bytearray | memoryview, drop_private: bool = Fal
                     _check_complete(ds, len(buf), after_pixels=len(segments) > 1)
                 break
             pixels, end = _read_pixel_element(buf, pos, implicit, little, segments[0])
+            if len(segments) == 1:
+                _check_pixel_length(segments[0], pixels)
             segments.append(pixels)
             if end >= len(buf):
                 break
@@ -431,6 +468,9 @@ def read_instance(data: bytes | bytearray | memoryview, drop_private: bool = Fal
         raise DicomError(f"not a readable DICOM dataset ({type(exc).__name__} while parsing)") from None
     if len(segments[0]) == 0 and not met:
         raise DicomError("no DICOM data element found (empty or cut short before the first one)")
+    if len(segments) == 1 and _describes_pixels(segments[0]):
+        raise DicomError("the image has no pixel data (cut short?): Rows, Columns and Bits Allocated describe "
+                         "pixels that are not there")
     return Instance(preamble, file_meta, segments, implicit, little, deflated, buf, had_meta)
 
 
