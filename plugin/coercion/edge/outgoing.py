@@ -28,7 +28,7 @@ from .answers import (
     passthrough_post,
     run_as_orthanc_job,
 )
-from .state import log_audit, log_failure, state
+from .state import log_audit, log_failure, modality_exists, state
 
 # -- outgoing C-STORE ---------------------------------------------------------------------
 
@@ -53,10 +53,6 @@ def _resource_exists(resource_id: str) -> bool:
     return True
 
 
-def _modality_exists(modality: str) -> bool:
-    return modality in json.loads(orthanc.RestApiGet("/modalities"))
-
-
 @guarded_route("outgoing store", "nothing more was sent")
 def on_modality_store(output, uri, request):
     if request["method"] != "POST":
@@ -66,7 +62,7 @@ def on_modality_store(output, uri, request):
     peer = json.loads(orthanc.RestApiGet("/modalities?expand")).get(modality)
     try:
         # Orthanc's checks first, in its order and with its answers, whoever the peer is.
-        store = read_store_request(body, _resource_exists, _modality_exists, modality)
+        store = read_store_request(body, _resource_exists, modality_exists, modality)
     except OrthancError as error:
         return answer_error(output, "POST", uri, error)
     except JsonTooDeep as exc:  # Orthanc's own reader would crash on it: never handed on

@@ -30,16 +30,25 @@ from ..exchanges.find_outgoing import (
     coerce_query,
     parse_key,
 )
+from ..exchanges.orthanc_api import (
+    JsonTooDeep,
+    NotJson,
+    OrthancError,
+    older_find_answers_nothing,
+    read_json_body,
+    read_query_request,
+)
 from ..rules import Rule, Transaction
 from .answers import (
     JSON_TYPE,
+    answer_error,
     answer_json,
     answer_orthanc_exception,
     guarded_route,
     orthanc_error,
     passthrough_post,
 )
-from .state import state
+from .state import modality_exists, state
 
 _FORMS = ("simplify", "short", "full")
 
@@ -112,10 +121,24 @@ def _rules_for(modality: str, body: dict, query: dict):
     return peer, found[0], found[1]
 
 
+_OLDER = ("find", "find-patient", "find-study", "find-series", "find-instance")
+
+
+def _tag_of(key: str) -> int | None:
+    try:
+        return parse_key(key)
+    except QueryRefused:
+        return None
+
+
+def _names_a_tag(key: str) -> bool:
+    return _tag_of(key) is not None
+
+
 def _audit(event: str, modality: str, rq: Rule | None, rsp: Rule | None, **more) -> None:
     orthanc.LogWarning("coercion-audit " + json.dumps({
-        "event": event, "modality": modality, "request-rule": rq.name if rq else None,
-        "response-rule": rsp.name if rsp else None, **more}))
+        "event": event, "modality": modality, "request_rule": rq.name if rq else None,
+        "response_rule": rsp.name if rsp else None, **more}))
 
 
 @guarded_route("outgoing query", "nothing was sent")
@@ -125,11 +148,22 @@ def on_modality_query(output, uri, request):
     modality, route = request["groups"][0], request["groups"][1]
     raw = request.get("body", b"")
     try:
-        body = json.loads(raw)
-    except ValueError:
-        return passthrough_post(output, uri, raw)  # Orthanc answers its own error
+        if route == "query":  # Orthanc's own checks first, answered as Orthanc answers them
+            body = read_query_request(raw, modality_exists, modality, _names_a_tag)
+        else:
+            body = read_json_body(raw)
+    except OrthancError as error:
+        return answer_error(output, "POST", uri, error)
+    except JsonTooDeep as exc:  # Orthanc's own reader would crash on it: never handed on
+        return orthanc_error(output, uri, "POST", "BadFileFormat", str(exc))
+    except NotJson:
+        body = None
+    if route in _OLDER and older_find_answers_nothing(route, body, _tag_of):
+        return output.SendHttpStatusCode(400)  # Orthanc's older routes return without an answer
+    if body is None and route == "find-worklist":
+        return orthanc_error(output, uri, "POST", "BadFileFormat", "Must provide a JSON object")
     if not isinstance(body, dict):
-        return passthrough_post(output, uri, raw)
+        return passthrough_post(output, uri, raw)  # Orthanc answers its own error
     # /query and find-worklist (1.9.5+) take {"Query": {...}}; the older find-* take the keys themselves.
     wrapped = route == "query" or (route == "find-worklist" and "Query" in body)
     query = body.get("Query", {}) if wrapped else body

@@ -256,3 +256,73 @@ def read_store_request(body: bytes, exists: Callable[[str], bool],
     arguments = {k: v for k, v in request.items() if k != "Resources"}
     return StoreRequest(tuple(found), arguments, local_aet, originator_aet, originator_id, commitment, timeout,
                         permissive, synchronous, priority)
+
+
+# -- POST /modalities/{id}/query (OrthancRestModalities.cpp, DicomQuery) ----------------------
+
+_LEVELS = {"PATIENT": "Patient", "PATIENTS": "Patient", "STUDY": "Study", "STUDIES": "Study", "SERIES": "Series",
+           "INSTANCE": "Instance", "INSTANCES": "Instance", "IMAGE": "Instance", "IMAGES": "Instance"}
+_HEX_TAG = re.compile(r"[0-9A-Fa-f]{4},?[0-9A-Fa-f]{4}")
+
+
+def read_query_request(body: bytes, modality_exists: Callable[[str], bool], modality: str,
+                       known_key: Callable[[str], bool]) -> dict:
+    """Orthanc's checks of a ``/query`` body, in its order; the body as a JSON object, or
+    OrthancError as Orthanc answers (JsonTooDeep for what its reader would crash on).
+    ``known_key(name)``: whether a key names a DICOM tag (hexadecimal or a keyword)."""
+    try:
+        request = read_json_body(body)
+    except NotJson:
+        request = None
+    if not isinstance(request, dict):
+        raise OrthancError.of("BadFileFormat", "Must provide a JSON object")
+    if not isinstance(request.get("Level"), str):
+        raise OrthancError.of("BadFileFormat", "The JSON body must contain field Level")
+    if "Normalize" in request and not isinstance(request["Normalize"], bool):
+        raise OrthancError.of("BadFileFormat", "The field Normalize must contain a Boolean")
+    if "Query" in request and not isinstance(request["Query"], dict):
+        raise OrthancError.of("BadFileFormat", "The field Query must contain a JSON object")
+    if "LocalAet" in request and not isinstance(request["LocalAet"], str):
+        raise OrthancError.of("BadFileFormat", "The field LocalAet must contain a string")
+    if not modality_exists(modality):
+        raise OrthancError.of("InexistentItem", f"No modality with symbolic name: {modality}")
+    if request["Level"].upper() not in _LEVELS:
+        raise OrthancError.of("ParameterOutOfRange")
+    for key, value in (request.get("Query") or {}).items():
+        if not (_HEX_TAG.fullmatch(key) or known_key(key)) or not isinstance(value, str):
+            raise OrthancError.of("BadFileFormat", "Associative array of DICOM tags to strings expected in field: Query")
+    if "Timeout" in request:
+        if _read_integer(request, "Timeout") < 0:
+            raise OrthancError.of("BadFileFormat", "Unsigned integer value expected in field: Timeout")
+    return request
+
+
+# -- the older find-* routes (DicomFindPatient... DicomFind, MergeQueryAndTemplate) -----------
+# They answer nothing at all (HTTP 400, no body) when the body is not a JSON object, or when
+# the constraints that identify the level are shorter than three characters.
+
+_PATIENT_ID, _ACCESSION_NUMBER, _STUDY_UID, _SERIES_UID = 0x00100020, 0x00080050, 0x0020000D, 0x0020000E
+_IDENTIFYING = {
+    "find-study": ((_ACCESSION_NUMBER, _PATIENT_ID),),
+    "find-series": ((_ACCESSION_NUMBER, _PATIENT_ID), (_STUDY_UID,)),
+    "find-instance": ((_ACCESSION_NUMBER, _PATIENT_ID), (_STUDY_UID,), (_SERIES_UID,)),
+}
+
+
+def _as_string(value) -> str:
+    """jsoncpp's asString() of a scalar."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def older_find_answers_nothing(route: str, value, tag_of: Callable[[str], int | None]) -> bool:
+    """Whether Orthanc's older ``route`` returns without an answer for this parsed body.
+    ``tag_of(key)``: the tag a key names (hexadecimal or keyword), None if none."""
+    if not isinstance(value, dict):
+        return True
+    given = {tag_of(key): _as_string(v) for key, v in value.items() if not isinstance(v, (list, dict))}
+    # each group: at least one of its tags must have more than two characters
+    return any(all(len(given.get(tag, "")) <= 2 for tag in group) for group in _IDENTIFYING.get(route, ()))
