@@ -100,8 +100,17 @@ def make_sr() -> Dataset:
 
 
 def test_basic_profile_replaces_sr_content():
+    # D on Content Sequence: the tree keeps its structure (Relationship Type, Value Type and
+    # concept names are Type 1 in every item) with every value replaced; observation context goes.
     out = run(make_sr(), "deidentify:")
-    assert len(out.ContentSequence) == 1 and len(out.ContentSequence[0]) == 0
+    items = out.ContentSequence
+    assert [i.ValueType for i in items] == ["TEXT", "DATE", "UIDREF", "CONTAINER"]
+    assert [i.RelationshipType for i in items] == ["CONTAINS"] * 4
+    assert items[0].TextValue == "ANONYMIZED" and items[1].Date == "19000101"
+    assert items[2].UID == Keys(SECRET).uid("1.2.826.0.1.3680043.8.498.1.1.1")
+    nested = items[3].ContentSequence
+    assert nested[0].TextValue == "ANONYMIZED" and nested[1].PersonName == "ANONYMIZED"
+    assert items[0].ConceptNameCodeSequence[0].CodeValue == "121008"  # codes are terminology
 
 
 def test_clean_structured_content():
@@ -144,8 +153,10 @@ def make_presentation_state() -> Dataset:
 
 
 def test_clean_graphics():
-    out = run(make_presentation_state(), "deidentify:")
-    assert len(out.GraphicAnnotationSequence) == 1 and "TextObjectSequence" not in out.GraphicAnnotationSequence[0]
+    out = run(make_presentation_state(), "deidentify:")  # D: the annotation's values replaced
+    annotation = out.GraphicAnnotationSequence[0]
+    assert annotation.GraphicLayer == "LAYER1"  # Type 1, and names a layer of the instance
+    assert annotation.TextObjectSequence[0].UnformattedTextValue == "ANONYMIZED"
     out = run(make_presentation_state(), "deidentify:CleanGraphicsOption")
     annotation = out.GraphicAnnotationSequence[0]
     assert annotation.TextObjectSequence[0].UnformattedTextValue == "lesion"

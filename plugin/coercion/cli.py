@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -16,15 +18,44 @@ from pathlib import Path
 from .engine.pseudonyms import Keys, SecretError
 from .engine.quiet import quiet_pydicom
 from .engine.sniff import looks_like_dicom
-from .engine.uri import URIError, parse_uri
+from .engine.uri import Option, URIError, parse_uri
+
+MEDIA_STORAGE_DIRECTORY_STORAGE = b"1.2.840.10008.1.3.10"  # the SOP Class of a DICOMDIR
+_LONG_META_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
 
-def _is_dicom_file(path: Path) -> bool:
+def _media_storage_sop_class(head: bytes) -> bytes | None:
+    """Media Storage SOP Class UID (0002,0002) from the file meta at the start of a Part 10
+    file (always explicit VR little endian), read without pydicom."""
+    pos = 132
+    while pos + 8 <= len(head):
+        group = int.from_bytes(head[pos:pos + 2], "little")
+        element = int.from_bytes(head[pos + 2:pos + 4], "little")
+        if group != 0x0002:
+            return None
+        vr = head[pos + 4:pos + 6]
+        if vr in _LONG_META_VRS:
+            length, start = int.from_bytes(head[pos + 8:pos + 12], "little"), pos + 12
+        else:
+            length, start = int.from_bytes(head[pos + 6:pos + 8], "little"), pos + 8
+        if element == 0x0002:
+            return head[start:start + length].rstrip(b"\x00 ")
+        pos = start + length
+    return None
+
+
+def _sort(path: Path) -> str | None:
+    """What a file is, from its first bytes: "dicom", "dicomdir" (not an instance) or None."""
     try:
         with path.open("rb") as fp:
-            return looks_like_dicom(fp.read(132))
+            head = fp.read(1024)
     except OSError:
-        return False
+        return None
+    if not looks_like_dicom(head[:132]):
+        return None
+    if head[128:132] == b"DICM" and _media_storage_sop_class(head) == MEDIA_STORAGE_DIRECTORY_STORAGE:
+        return "dicomdir"
+    return "dicom"
 
 
 @dataclass
@@ -42,9 +73,11 @@ class Result:
     error: str = ""
 
 
-def _collect(inputs: list[str], out: Path) -> tuple[list[Job], list[Result]]:
-    """The DICOM files under the inputs, each with its output path; non-DICOM files as failures."""
+def _collect(inputs: list[str], out: Path) -> tuple[list[Job], list[Job], list[Result]]:
+    """The DICOM files under the inputs, each with its output path, the DICOMDIRs among them
+    (not instances: rebuilt, never de-identified or copied), and non-DICOM files as failures."""
     jobs: list[Job] = []
+    dicomdirs: list[Job] = []
     skipped: list[Result] = []
     out_resolved = out.resolve()
     for raw in inputs:
@@ -64,11 +97,14 @@ def _collect(inputs: list[str], out: Path) -> tuple[list[Job], list[Result]]:
             skipped.append(Result(raw, False, 0, "no such file or folder"))
             continue
         for src, rel in pairs:
-            if _is_dicom_file(src):
+            kind = _sort(src)
+            if kind == "dicom":
                 jobs.append(Job(src, out / rel, str(src)))
+            elif kind == "dicomdir":
+                dicomdirs.append(Job(src, out / rel, str(src)))
             else:
                 skipped.append(Result(str(src), False, 0, "not a DICOM file"))
-    return jobs, skipped
+    return jobs, dicomdirs, skipped
 
 
 _worker = None
@@ -99,6 +135,89 @@ def _run(job: Job) -> Result:
         return Result(job.display, False, 0, f"{type(exc).__name__}: {exc}")
 
 
+# Record keys that directory records require (PS3.3 F.5, Type 1) and the profile may have emptied
+# in the instances: the record gets the dummy a D would write (the instance stays as it is).
+_RECORD_KEYS = ("PatientID", "StudyDate", "StudyTime", "StudyID")
+
+
+def _rebuild_dicomdir(job: Job, written: dict, keys: Keys, retain_uids: bool) -> Result:
+    """A new DICOMDIR for the de-identified files of the file-set ``job.src`` indexes, at the
+    same place in the output, referencing them where they were written (their File IDs stay
+    the input's). Its records come from the de-identified files only; nothing of the original
+    DICOMDIR but the list of its files is used. Left out (with the reason) when it cannot be
+    done; it is never copied."""
+    from pydicom import dcmread
+    from pydicom.fileset import FileSet, is_conformant_file_id
+
+    from .engine.values import DUMMY_STRINGS
+
+    def left_out(reason: str) -> Result:
+        return Result(job.display, False, 0, f"DICOMDIR left out: {reason}")
+
+    root = job.dst.parent
+    try:
+        original = FileSet(job.src)
+        listed = [Path(instance.path).resolve() for instance in original]
+        original_uid = str(original.UID)
+    except Exception as exc:  # not a readable file-set: nothing to rebuild it from
+        return left_out(f"it cannot be read as a file-set ({type(exc).__name__})")
+    members: list[tuple[Path, Path]] = []
+    for src in listed:
+        dst = written.get(src)
+        if dst is None:
+            continue  # not de-identified in this run: not in the new file-set
+        try:
+            file_id = dst.relative_to(root)
+        except ValueError:
+            return left_out(f"{src} is not in the DICOMDIR's folder")
+        if not is_conformant_file_id(file_id):
+            return left_out(f"{dst} is not a valid File ID (PS3.10 8.5: at most 8 components of "
+                            "at most 8 characters A-Z, 0-9 and _)")
+        members.append((dst, file_id))
+    if not members:
+        return left_out("none of the files it lists was de-identified in this run")
+    built = Path(tempfile.mkdtemp(prefix=".coercion-dicomdir-", dir=root))
+    placed = Path(tempfile.mkdtemp(prefix=".coercion-dicomdir-", dir=root))
+    try:
+        # pydicom's FileSet makes the records (from headers: the pixel data is not needed) and
+        # writes them with its own File IDs...
+        fileset = FileSet()
+        fileset.UID = original_uid if retain_uids else keys.uid(original_uid)
+        file_ids = {}
+        for dst, file_id in members:
+            ds = dcmread(dst, stop_before_pixels=True)
+            for keyword in _RECORD_KEYS:
+                if keyword in ds and not ds[keyword].value:
+                    setattr(ds, keyword, DUMMY_STRINGS[ds[keyword].VR])
+            try:
+                fileset.add(ds)
+            except (ValueError, KeyError, NotImplementedError) as exc:
+                return left_out(f"no directory record for {dst}: {exc}")
+            file_ids[str(ds.SOPInstanceUID)] = file_id
+        fileset.write(built)
+        # ... which are then pointed at the files where the output has them, and written again
+        # by FileSet with the offsets of the records recomputed.
+        dicomdir = dcmread(built / "DICOMDIR")
+        for record in dicomdir.DirectoryRecordSequence:
+            if "ReferencedFileID" in record:
+                staged = built.joinpath(*record.ReferencedFileID)
+                file_id = file_ids[str(record.ReferencedSOPInstanceUIDInFile)]
+                (placed / file_id).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, placed / file_id)
+                parts = list(file_id.parts)
+                record.ReferencedFileID = parts if len(parts) > 1 else parts[0]
+        shutil.copyfile(built / "DICOMDIR", placed / "DICOMDIR")  # as written: valid if nothing moved
+        dicomdir.filename = str(placed / "DICOMDIR")
+        FileSet(dicomdir).write(use_existing=True)
+        os.replace(placed / "DICOMDIR", job.dst)
+    except Exception as exc:  # one file-set must not stop the others (its message may quote values)
+        return left_out(f"it could not be written ({type(exc).__name__})")
+    finally:
+        shutil.rmtree(built, ignore_errors=True)
+        shutil.rmtree(placed, ignore_errors=True)
+    return Result(job.display, True, 0)
+
+
 PROGRESS_DELAY = 1.0  # seconds: short runs finish before a bar is drawn
 
 
@@ -122,9 +241,9 @@ def deidentify_command(args: argparse.Namespace) -> int:
         print(f"coercion: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    jobs, failures = _collect(args.inputs, out)
+    jobs, dicomdirs, failures = _collect(args.inputs, out)
     seen: dict[Path, str] = {}
-    for job in jobs:
+    for job in jobs + dicomdirs:
         if job.dst in seen:
             print(f"coercion: {job.display} and {seen[job.dst]} would both be written to "
                   f"{job.dst}; give them in separate runs", file=sys.stderr)
@@ -156,13 +275,23 @@ def deidentify_command(args: argparse.Namespace) -> int:
         finally:
             if pool is not None:
                 pool.shutdown()
+    written = {job.src.resolve(): job.dst for job, result in zip(jobs, results) if result.ok}
+    rebuilt = 0
+    for job in dicomdirs:
+        result = _rebuild_dicomdir(job, written, keys, Option.RetainUIDsOption in uri)
+        if result.ok:
+            rebuilt += 1
+        else:
+            failures.append(result)
+            print(f"{result.display}: {result.error}", file=sys.stderr)
     elapsed = time.perf_counter() - started
     done = [r for r in results if r.ok]
     failed = len(failures) + len(results) - len(done)
     size = sum(r.size for r in done)
     print(
         f"{len(done)} files de-identified, {size / 1e6:.1f} MB, {elapsed:.2f} s "
-        f"({len(done) / elapsed if elapsed > 0 else 0:.0f} files/s), {failed} failed",
+        f"({len(done) / elapsed if elapsed > 0 else 0:.0f} files/s), {failed} failed"
+        + (f", {rebuilt} DICOMDIR rebuilt" if rebuilt else ""),
         file=sys.stderr,
     )
     return 1 if failed else 0

@@ -5,15 +5,17 @@
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${COERCION_VENV:-$REPO/.venv}"
 DEBIAN_PACKAGES="python3.11 python3.11-venv orthanc orthanc-python orthanc-dicomweb dcmtk"
+# Needed by the tests only: dciodvfy, the validator tests/test_valid_output.py runs.
+TEST_DEBIAN_PACKAGES="dicom3tools"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
         echo "need root (or sudo) to run: $*" >&2; return 1; fi
 }
 
-install_debian_packages() {
+install_debian_packages() {  # [packages]: default DEBIAN_PACKAGES
     local missing=()
-    for pkg in $DEBIAN_PACKAGES; do
+    for pkg in ${1:-$DEBIAN_PACKAGES}; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
     done
     if [ ${#missing[@]} -gt 0 ]; then

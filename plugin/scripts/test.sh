@@ -4,7 +4,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 export TCP_NODELAY=1  # Debian's DCMTK waits on delayed ACKs without it (about 40 ms per message)
 
-install_debian_packages
+install_debian_packages "$DEBIAN_PACKAGES $TEST_DEBIAN_PACKAGES"
 build_venv "[test]"
 cd "$REPO"
 # pytest exits 5 when no test ran: with `set -e` that is a failure, as it must be.

@@ -9,9 +9,12 @@ Sources (never copied as they are; this script derives our own format from them)
   ``../shared/reference/ps3.15-table-e3.10-1-safe-private.json``.
 * Keywords and CID 7050 codes come from pydicom's data dictionary, itself generated from
   PS3.6 and PS3.16.
-* Attribute types per IOD (to choose among the actions of a compound code such as X/Z/D)
-  come from the PS3.3 module tables that highdicom ships (``highdicom/_standard``), for the
-  compound-coded attributes at the top level of the dataset only.
+* Attribute types per IOD come from the PS3.3 module tables that highdicom ships
+  (``highdicom/_standard``): the type of every attribute whose action depends on it (those
+  the table removes or empties, compound codes such as X/Z/D, and text a cleaning may
+  empty), at the top level and inside sequences (Graphic Annotation, Content Sequence items
+  at any depth...), so that the engine keeps an instance valid for its IOD (PS3.15 E.1.1,
+  item 2, note 1: dummy values for Type 1 attributes that are protected).
 
 Run from the repository root::
 
@@ -33,7 +36,12 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pydicom.datadict import RepeatersDictionary, keyword_for_tag
+from pydicom.datadict import (
+    RepeatersDictionary,
+    dictionary_VR,
+    keyword_for_tag,
+    tag_for_keyword,
+)
 from pydicom.sr.codedict import codes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,28 +179,128 @@ def _iod_source(arg: str | None) -> Path:
     return tmp / "highdicom" / "_standard"
 
 
+# The cleanings that edit text (and may leave a value empty); a date shift never does.
+TEXT_CLEANING_OPTIONS = {
+    "CleanDescriptorsOption", "CleanStructuredContentOption", "CleanGraphicsOption",
+    "RetainPatientCharacteristicsOption", "RetainDeviceIdentityOption",
+}
+TEXT_VRS = {"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT"}
+CODE_TAGS = range(0x00080100, 0x00080123)  # coded entries: never cleaned, never emptied
+TYPE_LEVEL = {"1": 1, "1C": 1, "2": 2, "2C": 2, "3": 3}
+SR_CONTENT_MODULE = "sr-document-content"
+SR_CONTENT_SEQUENCE = "ContentSequence"
+
+
+def _vr(keyword: str) -> str | None:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        return None
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
+
+
+def _collapse(path: list[str]) -> list[str]:
+    """A path through a recursive sequence (a Content Sequence inside a Content Sequence
+    item) as the path to the outermost one: the items at every depth are of one kind."""
+    out: list[str] = []
+    for keyword in path:
+        if keyword in out:
+            out = out[: out.index(keyword) + 1]
+        else:
+            out.append(keyword)
+    return out
+
+
+def _typed_keywords(profile: dict) -> tuple[set[str], set[str]]:
+    """The attributes whose type in the IOD decides their action (X, Z and the compound
+    codes can become a dummy or an empty value; a text cleaning can leave a value empty),
+    and the sequences whose items are cleaned as text."""
+    typed, cleaned_sequences = set(), set()
+    for row in profile["rows"]:
+        keyword = row["keyword"]
+        if not keyword:
+            continue
+        actions = {row["basic"], *row["options"].values()}
+        text_cleaned = any(o in TEXT_CLEANING_OPTIONS and a == "C" for o, a in row["options"].items())
+        if actions & ({"X", "Z"} | COMPOUND) or text_cleaned:
+            typed.add(keyword)
+        if "C" in row["options"].values() and _vr(keyword) == "SQ":
+            cleaned_sequences.add(keyword)
+    return typed, cleaned_sequences
+
+
+def _module_tree(attributes: list[dict], typed: set[str], cleaned_sequences: set[str]) -> dict:
+    """One module's attributes that need their type, nested by the sequences they are in.
+
+    A leaf is its type (1 or 2; conditional types count as required, the safe side for
+    validity); a sequence on the way to one is ``[type, {items}]`` (type 3 allowed), and a
+    sequence nested in an item of the same sequence is ``[type, "^"]``: its items are those
+    of the enclosing one.
+    """
+    sequence_type: dict[tuple, int] = {}
+    for attr in attributes:
+        key = tuple(_collapse(attr["path"] + [attr["keyword"]]))
+        sequence_type[key] = min(TYPE_LEVEL.get(attr["type"], 3), sequence_type.get(key, 3))
+    tree: dict = {}
+    for attr in attributes:
+        path, keyword = _collapse(attr["path"]), attr["keyword"]
+        level = TYPE_LEVEL.get(attr["type"], 3)
+        recursive = keyword in path
+        if not recursive:
+            if level == 3:
+                continue
+            text = (_vr(keyword) in TEXT_VRS and tag_for_keyword(keyword) not in CODE_TAGS
+                    and level == 1 and any(p in cleaned_sequences for p in path))
+            if keyword not in typed and not text:
+                continue
+        node = tree
+        for depth, sequence in enumerate(path):
+            entry = node.get(sequence)
+            own = sequence_type.get(tuple(path[: depth + 1]), 3)
+            if not isinstance(entry, list):
+                entry = node[sequence] = [min(own, entry or 3), {}]
+            if entry[1] == "^":
+                break  # already known to recurse
+            node = entry[1]
+        else:
+            current = node.get(keyword)
+            if recursive:
+                node[keyword] = [min(level, current[0] if isinstance(current, list) else current or 3), "^"]
+            elif isinstance(current, list):
+                current[0] = min(current[0], level)
+            else:
+                node[keyword] = min(level, current or 3)
+    return tree
+
+
 def build_iod_types(source: Path, profile: dict) -> dict:
-    """For each SOP Class, the type (1, 2 or 3) of each compound-coded top-level attribute."""
-    compound = {r["keyword"] for r in profile["rows"] if r["basic"] in COMPOUND and r["keyword"]}
+    """For each module, the type of each attribute whose action depends on it, at the top
+    level and inside sequences; for each IOD, its modules; for each SOP Class, its IOD."""
+    typed, cleaned_sequences = _typed_keywords(profile)
     iod_modules = json.loads((source / "iod_module_map.json").read_text())
     module_attrs = json.loads((source / "module_attribute_map.json").read_text())
     sop_iod = json.loads((source / "sop_class_iod_map.json").read_text())
-    strength = {"1": 1, "1C": 1, "2": 2, "2C": 2, "3": 3}
-    per_iod: dict[str, dict[str, str]] = {}
-    for iod, modules in iod_modules.items():
-        types: dict[str, int] = {}
-        for module in modules:
-            for attr in module_attrs.get(module["key"], []):
-                if attr["path"] or attr["keyword"] not in compound:
-                    continue
-                level = strength.get(attr["type"], 3)
-                # Conditional types count as required: the safe side for validity.
-                types[attr["keyword"]] = min(level, types.get(attr["keyword"], 3))
-        per_iod[iod] = {k: str(v) for k, v in sorted(types.items()) if v < 3}
+    modules = {}
+    for key, attributes in module_attrs.items():
+        attributes = list(attributes)
+        if key == SR_CONTENT_MODULE:
+            # The module describes the root content item; every item of its Content Sequence,
+            # at any depth, is a content item of the same macros (PS3.3 C.17.3).
+            attributes += [dict(a, path=[SR_CONTENT_SEQUENCE] + a["path"]) for a in attributes]
+        tree = _module_tree(attributes, typed, cleaned_sequences)
+        if tree:
+            modules[key] = tree
+    iods = {iod: [m["key"] for m in mods if m["key"] in modules] for iod, mods in iod_modules.items()}
     return {
         "source": "DICOM PS3.3 module tables as shipped by highdicom (highdicom/_standard)",
+        "format": "modules: {module: {keyword: type | [type, items | \"^\"]}}; type 1 includes 1C, "
+                  "2 includes 2C, 3 only for a sequence on the way; \"^\": the items of the "
+                  "enclosing sequence of that keyword. iods: {iod: [module...]}",
         "sop_classes": dict(sorted(sop_iod.items())),
-        "iods": dict(sorted(per_iod.items())),
+        "iods": dict(sorted(iods.items())),
+        "modules": dict(sorted(modules.items())),
     }
 
 
@@ -204,6 +312,20 @@ def _dump(path: Path, header: dict, rows_key: str, rows: list) -> None:
     lines.append(f"  {json.dumps(rows_key)}: [")
     lines.append(",\n".join("    " + json.dumps(r, ensure_ascii=False) for r in rows))
     lines.append("  ]")
+    lines.append("}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _dump_iod_types(path: Path, iod: dict) -> None:
+    # One SOP Class, IOD or module per line: a new edition's diff shows what changed.
+    lines = ["{"]
+    for key in ("source", "format"):
+        lines.append(f"  {json.dumps(key)}: {json.dumps(iod[key])},")
+    for n, key in enumerate(("sop_classes", "iods", "modules")):
+        entries = [f"    {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in iod[key].items()]
+        lines.append(f"  {json.dumps(key)}: {{")
+        lines.append(",\n".join(entries))
+        lines.append("  }" + ("," if n < 2 else ""))
     lines.append("}")
     path.write_text("\n".join(lines) + "\n")
 
@@ -243,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
         safe["rows"],
     )
     iod = build_iod_types(_iod_source(args.iod_source), profile)
-    (OUT_DIR / "iod-attribute-types.json").write_text(json.dumps(iod, indent=1) + "\n")
+    _dump_iod_types(OUT_DIR / "iod-attribute-types.json", iod)
     print(f"wrote {len(profile['rows'])} profile rows, {len(safe['rows'])} safe private rows, "
           f"{len(iod['iods'])} IODs to {OUT_DIR.relative_to(ROOT)}")
 

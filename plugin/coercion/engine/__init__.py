@@ -7,7 +7,8 @@ header-only reading, pixel data passed through), ``clean`` (descriptor rules),
 (``uids``, ``dates``, ``identity`` for dummies and the patient ID hash, ``text`` with the
 descriptor rules of ``clean``, ``structured`` for SR content, ``private`` for safe private
 blocks), ``method`` (what was done, stated in the instance), ``context`` and ``values``
-(what they share), ``implementation`` (the version, the implementation UID).
+(what they share), ``limits`` (how deep sequences may nest), ``implementation`` (the
+version, the implementation UID).
 
 May import: the standard library, pydicom, and this subpackage only; never ``orthanc``,
 never another layer of the package.

@@ -23,9 +23,11 @@ _NO_IDENTIFIERS = Identifiers(set())
 class InstanceContext:
     """Per-instance facts gathered before any attribute is touched."""
 
-    def __init__(self, header: Dataset, keys: Keys, needs_identifiers: bool):
+    def __init__(self, header: Dataset, keys: Keys, needs_identifiers: bool, tables=None):
         self.keys = keys
         self.sop_class_uid = text_of(header, SOP_CLASS_UID)
+        # The types of the attributes of the instance's IOD (None: not a standard SOP Class).
+        self.types = tables.item_types(self.sop_class_uid) if tables is not None else None
         self.patient_id = text_of(header, PATIENT_ID)
         self.issuer = text_of(header, ISSUER_OF_PATIENT_ID)
         self._study_uid = text_of(header, STUDY_INSTANCE_UID)
@@ -43,19 +45,23 @@ class InstanceContext:
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Where the walk is: in which instance, at its top level or in an item, and inside which
-    C subtree (whose unlisted text is cleaned too), if any."""
+    """Where the walk is: in which instance, at its top level or in an item, inside which
+    C subtree (whose unlisted text is cleaned too) or D subtree (whose values are replaced),
+    if any, and the types the IOD gives the attributes at this place (None: not known)."""
 
     instance: InstanceContext
     top: bool
     subtree: str | None = None
     depth: int = 0  # sequences around this dataset
+    types: object = None  # profile.ItemTypes
 
-    def items(self, subtree: str | None) -> "Scope":
-        """The scope of the items of a sequence met here (refused beyond the nesting limit)."""
+    def items(self, subtree: str | None, tag: int | None = None) -> "Scope":
+        """The scope of the items of a sequence met here (refused beyond the nesting limit);
+        ``tag``, the sequence's, finds the types of its items."""
         if self.depth >= MAX_SEQUENCE_DEPTH:
             raise too_deep()
-        return Scope(self.instance, False, subtree, self.depth + 1)
+        types = self.types.children.get(tag) if self.types is not None and tag is not None else None
+        return Scope(self.instance, False, subtree, self.depth + 1, types)
 
 
 def collect_identifiers(ds: Dataset) -> Identifiers:

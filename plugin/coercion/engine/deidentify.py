@@ -33,16 +33,19 @@ from .profile import (
     CLEAN_GRAPHICS,
     CLEAN_STRUCTURED,
     CLEAN_TEXT,
-    COMPOUND,
     DUMMY,
+    DUMMY_ITEMS,
+    DUMMY_SUBTREES,
     EMPTY,
     KEEP,
     PATIENT_ID_HASH,
+    REFUSE_DIRECTORY,
     REMOVE,
     SAFE_PRIVATE,
     SHIFT_DATES,
     UID,
     Profile,
+    nested_subtree,
     resolve_profile,
 )
 from .pseudonyms import Keys
@@ -53,6 +56,10 @@ from .uri import DeidentifyURI, Option, parse_uri
 from .values import DUMMY_BYTES, text_of, vr_of
 
 SOP_INSTANCE_UID = 0x00080018
+MEDIA_STORAGE_SOP_CLASS_UID = 0x00020002
+MEDIA_STORAGE_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"  # a DICOMDIR
+# The content trees whose observation context items go (structured.without_context).
+_WITHOUT_CONTEXT = frozenset({CLEAN_STRUCTURED, DUMMY_ITEMS})
 # The options whose cleaning removes the instance's identifying values from text.
 _CLEANING_OPTIONS = frozenset({
     Option.CleanDescriptorsOption, Option.CleanStructuredContentOption, Option.CleanGraphicsOption,
@@ -93,8 +100,9 @@ class Deidentifier:
         self._needs_identifiers = bool(self.uri.options & _CLEANING_OPTIONS)
         self.method = MethodStatement(self.uri, self.profile, keys)
         # The element anonymizers, by the action they carry out (KEEP and REMOVE are the walk's).
-        self.dummy = DummyValues(keys)
+        self.dummy = DummyValues(keys, self, self.uri.options)
         self._actions = {
+            REFUSE_DIRECTORY: _refuse_directory,
             DUMMY: self.dummy,
             EMPTY: _empty,
             UID: UIDReplacer(keys, self),
@@ -142,10 +150,15 @@ class Deidentifier:
         return self._private is None
 
     def deidentify_instance(self, instance: Instance) -> Outcome:
+        if text_of(instance.file_meta, MEDIA_STORAGE_SOP_CLASS_UID) == MEDIA_STORAGE_DIRECTORY_STORAGE:
+            _refuse_directory()
         return self._deidentify(instance.header, instance.datasets())
 
     def deidentify_dataset(self, ds: Dataset) -> Outcome:
         """De-identify a dataset in place (a query, a worklist item, a decoded instance)."""
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None and text_of(meta, MEDIA_STORAGE_SOP_CLASS_UID) == MEDIA_STORAGE_DIRECTORY_STORAGE:
+            _refuse_directory()
         return self._deidentify(ds, [ds])
 
     def encode(self, instance: Instance) -> list:
@@ -153,9 +166,9 @@ class Deidentifier:
         return write_instance(instance, self.method.file_meta(instance))
 
     def _deidentify(self, header: Dataset, datasets: list[Dataset]) -> Outcome:
-        context = InstanceContext(header, self.keys, self._needs_identifiers)
+        context = InstanceContext(header, self.keys, self._needs_identifiers, self.profile.tables)
         before = query_uids(header)
-        scope = Scope(context, top=True)
+        scope = Scope(context, top=True, types=context.types)
         for ds in datasets:
             self.walk(ds, scope)
         self.method.mark(header, context.overlays_removed)
@@ -174,7 +187,10 @@ class Deidentifier:
     def walk(self, ds: Dataset, scope: Scope) -> None:
         """Give every attribute of ``ds`` its action (items of sequences are walked in turn)."""
         profile = self.profile
-        by_tag = profile.by_tag
+        top = scope.top
+        # At the top level the actions are those of the IOD's types, resolved once per IOD;
+        # in an item each X, Z or compound code is resolved by the types of its place.
+        by_tag = profile.top_level_actions(scope.types) if top else profile.by_tag
         removed_overlay_groups = set()
         creators = None
         for tag in list(ds.keys()):
@@ -189,7 +205,7 @@ class Deidentifier:
                 continue
             entry = by_tag.get(tag)
             if entry is not None:
-                self.apply(ds, tag, entry[0], entry[1], scope)
+                self.apply(ds, tag, entry[0] if top else self.valid_action(entry[0], tag, scope), entry[1], scope)
             elif 0x5000 <= group <= 0x501E:
                 self.apply(ds, tag, profile.curve_action, None, scope)
             elif 0x6000 <= group <= 0x601E:
@@ -212,38 +228,46 @@ class Deidentifier:
                 del ds[tag]
 
     def walk_items(self, elem: DataElement, scope: Scope) -> None:
-        """Walk the items of a sequence in their ``scope`` (an SR subtree loses its observation context)."""
-        items = without_context(elem) if scope.subtree == CLEAN_STRUCTURED else (elem.value or [])
+        """Walk the items of a sequence in their ``scope`` (an SR content tree that is cleaned
+        or replaced loses its observation context)."""
+        items = without_context(elem) if scope.subtree in _WITHOUT_CONTEXT else (elem.value or [])
         for item in items:
             self.walk(item, scope)
 
+    def valid_action(self, action: str, tag: int, scope: Scope) -> str:
+        """X, Z or a compound code: the action that the attribute's type at this place allows."""
+        return self.profile.valid_action(action, tag, scope.types)
+
     def apply(self, ds: Dataset, tag: int, action: str, keyword: str | None, scope: Scope) -> None:
-        if action in COMPOUND:
-            top = scope.top
-            action = self.profile.compound_choice(action, scope.instance.sop_class_uid if top else None,
-                                                  keyword if top else None)
+        """Carry out one action (already chosen for the attribute's type, see valid_action)."""
         if action == REMOVE:
             del ds[tag]
         elif action == KEEP:
-            self.keep(ds, tag, scope)
+            self.keep(ds, tag, scope, listed=True)
         else:
             handler = self._actions.get(action)
             if handler is None:
                 raise DeidentificationError(f"no implementation for action {action!r} on {Tag(tag)}")
             handler(ds, tag, keyword, scope)
 
-    def keep(self, ds: Dataset, tag: int, scope: Scope) -> None:
-        """K, or an attribute the table does not list: kept; its items walked; inside a C
-        subtree its text cleaned."""
+    def keep(self, ds: Dataset, tag: int, scope: Scope, listed: bool = False) -> None:
+        """K (``listed``), or an attribute the table does not list: kept; its items walked;
+        inside a C subtree its text cleaned, inside a D subtree its value replaced (unless a K
+        of an option keeps it)."""
         vr = vr_of(ds, tag)
+        subtree = scope.subtree
         if vr == "SQ":
-            self.walk_items(ds[tag], scope.items(scope.subtree))
-        elif scope.subtree:
-            clean_unlisted(ds, tag, vr, scope)
+            self.walk_items(ds[tag], scope.items(nested_subtree(subtree), tag))
+        elif subtree:
+            if subtree in DUMMY_SUBTREES:
+                if not listed:
+                    self.dummy.unlisted(ds, tag, vr, scope)
+            else:
+                clean_unlisted(ds, tag, vr, scope)
 
     def fallback(self, ds: Dataset, tag: int, keyword: str | None, scope: Scope) -> None:
         """A C that cannot apply to this value (binary data, an unparseable date): the basic action."""
-        self.apply(ds, tag, self._basic_action(tag), keyword, scope)
+        self.apply(ds, tag, self.valid_action(self._basic_action(tag), tag, scope), keyword, scope)
 
     def _basic_action(self, tag: int) -> str:
         group = tag >> 16
@@ -254,6 +278,17 @@ class Deidentifier:
             if row.tag == wanted:
                 return row.basic
         return REMOVE
+
+
+def _refuse_directory(*_) -> None:
+    """A DICOMDIR is the index of a file-set, not an instance: its directory records (names,
+    IDs, Type 1 dates, File IDs) would be mangled by the profile. It is refused, known by its
+    file meta or by its Directory Record Sequence (Type 2: every DICOMDIR has one; the profile
+    maps that tag to this refusal); a file-set is given a new DICOMDIR built from its
+    de-identified files (the command line does)."""
+    raise DeidentificationError(
+        "a DICOMDIR (Media Storage Directory Storage) is the directory of a file-set, not an "
+        "instance: it is not de-identified; build a new one from the de-identified files")
 
 
 def _empty(ds: Dataset, tag: int, keyword, scope) -> None:

@@ -3,29 +3,60 @@ replaces the Patient ID by a keyed hash of (issuer, ID), the same in every study
 
 from __future__ import annotations
 
-from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
-
+from .dates import shift_date_value
+from .profile import DUMMY_ITEMS
 from .pseudonyms import Keys
-from .values import DUMMY_BYTES, DUMMY_NUMBERS, DUMMY_STRINGS, put, text_of, vr_of
+from .uri import Option
+from .values import (
+    CODE_TAGS,
+    DUMMY_BYTES,
+    DUMMY_NUMBERS,
+    DUMMY_STRINGS,
+    TEXT_VRS,
+    put,
+    text_of,
+    values_of,
+    vr_of,
+)
 
 ISSUER_OF_PATIENT_ID = 0x00100021
+_DATE_VRS = frozenset({"DA", "DT", "TM"})
+# Dummies of attributes whose values have a form of their own (PS3.3).
+_DUMMY_BY_TAG = {0x00080201: "+0000"}  # Timezone Offset From UTC: &ZZXX
 
 
 class DummyValues:
-    """D: a non-empty value that says nothing (a UID stays a valid, keyed UID)."""
+    """D: a non-empty value that says nothing (a UID stays a valid, keyed UID).
 
-    def __init__(self, keys: Keys):
+    A D on a sequence keeps its items and their structure, every value replaced (PS3.15 E.1:
+    "in the case of Sequences, the action is applicable to the Sequence and all of its
+    contents"): the attributes the table lists get their own actions (UIDs mapped, dates as
+    the date options say, X on a Type 1 attribute a dummy...), the others text, names, dates
+    and URLs a dummy; codes of nested sequences (concept names, units), code strings, numbers
+    and class UIDs stay, so that the items stay valid. An empty item, which is what a dummy
+    sequence was before, breaks every sequence whose items have Type 1 attributes
+    (Graphic Layer of a graphic annotation, Relationship Type of an SR content item).
+    """
+
+    def __init__(self, keys: Keys, walk=None, options: frozenset = frozenset()):
         self.keys = keys
+        self.walk = walk
+        self.full_dates = Option.RetainLongitudinalTemporalInformationFullDatesOption in options
+        self.shifted_dates = Option.RetainLongitudinalTemporalInformationModifiedDatesOption in options
 
     def __call__(self, ds, tag, keyword, scope) -> None:
         vr = vr_of(ds, tag)
         if vr == "SQ":
-            value = Sequence([Dataset()])
-        elif vr == "UI":
+            elem = ds[tag]
+            if elem.value:
+                self.walk.walk_items(elem, scope.items(DUMMY_ITEMS, tag))
+            return  # a sequence without items has nothing to replace
+        if vr == "UI":
             value = self.keys.dummy_uid(f"{tag:08X}")
         elif vr == "AT":
             value = 0
+        elif tag in _DUMMY_BY_TAG:
+            value = _DUMMY_BY_TAG[tag]
         elif vr in DUMMY_STRINGS:
             value = DUMMY_STRINGS[vr]
         elif vr in DUMMY_NUMBERS:
@@ -34,6 +65,25 @@ class DummyValues:
             value = DUMMY_BYTES.get(vr, b"\x00\x00")
             vr = vr if vr in DUMMY_BYTES else "UN"
         put(ds, tag, vr, value)
+
+    def unlisted(self, ds, tag, vr: str, scope) -> None:
+        """An attribute the table does not list, inside a D subtree: its value replaced."""
+        value = ds[tag].value
+        if value is None or value == "" or value == b"":
+            return  # nothing to replace: an empty value says nothing
+        if vr in TEXT_VRS or vr in ("PN", "UR"):
+            if tag in CODE_TAGS and scope.subtree != DUMMY_ITEMS:
+                return  # terminology (concept names, units) in a nested sequence
+            put(ds, tag, vr, DUMMY_STRINGS[vr])
+        elif vr in _DATE_VRS:
+            if self.full_dates or (self.shifted_dates and vr == "TM"):
+                return  # the date options keep dates and times, or times as they are
+            if self.shifted_dates:
+                shifted = [shift_date_value(str(v), vr, scope.instance.date_shift) for v in values_of(value)]
+                if None not in shifted:
+                    put(ds, tag, vr, shifted[0] if len(shifted) == 1 else shifted)
+                    return
+            put(ds, tag, vr, DUMMY_STRINGS[vr])
 
 
 class PatientIDHasher:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from pydicom.datadict import tag_for_keyword
+
 from .uri import DeidentifyURI, Option
 
 TABLES_ENV = "COERCION_TABLES"
@@ -30,10 +32,49 @@ CLEAN_STRUCTURED = "C:structured"  # SR content items
 CLEAN_GRAPHICS = "C:graphics"  # graphic annotations, curves, overlay comments
 SHIFT_DATES = "C:dates"  # keyed per-patient date shift
 SAFE_PRIVATE = "C:safe-private"
-# Compound codes stay compound until the instance's IOD is known (see choose_compound).
+# Compound codes stay compound until the type of the attribute in its IOD is known
+# (see BY_TYPE).
 COMPOUND = frozenset({"X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"})
+# The subtrees of a D on a sequence (identity.DummyValues): its items keep their structure with
+# every value replaced. In the sequence's own items a coded entry is replaced too (a D
+# sequence of codes identifies: Person Identification Code Sequence, Institution Code
+# Sequence); in the sequences nested in them codes are terminology and stay.
+DUMMY_ITEMS = "D:items"
+DUMMY_NESTED = "D:nested"
+DUMMY_SUBTREES = frozenset({DUMMY_ITEMS, DUMMY_NESTED})
+
+
+def nested_subtree(subtree: str | None) -> str | None:
+    """The subtree of a sequence met inside ``subtree``."""
+    return DUMMY_NESTED if subtree == DUMMY_ITEMS else subtree
+
+
+# The action that keeps an instance valid, by the attribute's type: index 0 for Type 3 (or an
+# attribute the IOD does not define at that place), 1 for Type 1 (1C), 2 for Type 2 (2C),
+# 3 when the type is not known (no IOD, or a sequence whose items the tables do not describe):
+# then the strongest alternative, which keeps any IOD valid (none of them keeps original content).
+# PS3.15 E.1.1 item 2 note 1: the de-identifier must not break the IOD, dummy values may be needed
+# for Type 1 attributes it protects; Z itself allows a dummy value. So an X on a Type 1 attribute
+# becomes D and on a Type 2 one Z, and a Z on a Type 1 attribute D; an X stays X when the type is
+# not known, as the table says. X/Z/U* keeps a Type 2 sequence's references too (their UIDs
+# replaced): emptied, it would leave the instance's other references pointing at instances it no
+# longer names (a segmentation's Referenced Series Sequence without its Source Image Sequences).
+BY_TYPE = {
+    "X": ("X", "D", "Z", "X"),
+    "Z": ("Z", "D", "Z", "Z"),
+    "X/Z": ("X", "D", "Z", "Z"),
+    "X/D": ("X", "D", "D", "D"),
+    "Z/D": ("Z", "D", "Z", "D"),
+    "X/Z/D": ("X", "D", "Z", "D"),
+    "X/Z/U*": ("X", "U", "U", "U"),
+}
+UNKNOWN_TYPE = 3
 
 PATIENT_ID_TAG = 0x00100020
+# A DICOMDIR's Directory Record Sequence (Type 2 in the Basic Directory IOD: in every DICOMDIR):
+# a DICOMDIR is refused, it is not an instance (deidentify._refuse_directory).
+DIRECTORY_RECORD_SEQUENCE_TAG = 0x00041220
+REFUSE_DIRECTORY = "!directory"
 
 # Which cleaning a "C" means depends on the option that asks for it.
 _CLEANING_BY_OPTION = {
@@ -59,6 +100,59 @@ class Row:
     options: dict
 
 
+class ItemTypes:
+    """The types in one IOD of the attributes of one level (the top level, or the items of one
+    sequence) whose action depends on it: ``required`` maps a tag to 1 or 2 (absent: Type 3, or
+    not defined there), ``children`` a sequence's tag to the types of its items."""
+
+    __slots__ = ("children", "required")
+
+    def __init__(self) -> None:
+        self.required: dict[int, int] = {}
+        self.children: dict[int, ItemTypes] = {}
+
+
+def _merge(into: dict, tree: dict) -> None:
+    """Merge one module's tree into an IOD's (keywords; the stronger type wins)."""
+    for keyword, value in tree.items():
+        current = into.get(keyword)
+        if current is None:
+            into[keyword] = json.loads(json.dumps(value))  # a copy: modules are shared
+        elif isinstance(value, list) or isinstance(current, list):
+            level = min(value[0] if isinstance(value, list) else value,
+                        current[0] if isinstance(current, list) else current)
+            items = [v[1] for v in (current, value) if isinstance(v, list)]
+            if "^" in items:
+                merged = "^"
+            else:
+                merged = {}
+                for part in items:
+                    _merge(merged, part)
+            into[keyword] = [level, merged]
+        else:
+            into[keyword] = min(value, current)
+
+
+def _item_types(tree: dict, enclosing: dict) -> ItemTypes:
+    node = ItemTypes()
+    for keyword, value in tree.items():
+        tag = tag_for_keyword(keyword)
+        if tag is None or tag >> 16 in (0x5000, 0x6000):  # repeating groups: handled apart
+            continue
+        level, items = value if isinstance(value, list) else (value, None)
+        if level < 3:
+            node.required[tag] = level
+        if items == "^":
+            if tag in enclosing:
+                node.children[tag] = enclosing[tag]
+        elif items is not None:
+            child = ItemTypes()
+            node.children[tag] = child
+            built = _item_types(items, {**enclosing, tag: child})
+            child.required, child.children = built.required, built.children
+    return node
+
+
 @dataclass(frozen=True)
 class Tables:
     edition: str
@@ -67,7 +161,22 @@ class Tables:
     cid_7050: dict
     safe_private: frozenset  # (group, creator, element low byte)
     sop_class_iod: dict
-    iod_types: dict  # iod -> {keyword: "1" | "2"}
+    iod_modules: dict  # iod -> [module, ...]
+    module_types: dict  # module -> {keyword: type | [type, items | "^"]}
+    _by_iod: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def item_types(self, sop_class_uid: str | None) -> ItemTypes | None:
+        """The types of the SOP Class's IOD (None when the SOP Class is not a standard one)."""
+        iod = self.sop_class_iod.get(sop_class_uid or "")
+        if iod is None:
+            return None
+        types = self._by_iod.get(iod)
+        if types is None:  # built once per IOD (a race builds it twice, the same)
+            tree: dict = {}
+            for module in self.iod_modules.get(iod, ()):
+                _merge(tree, self.module_types.get(module, {}))
+            types = self._by_iod[iod] = _item_types(tree, {})
+        return types
 
 
 def tables_dir() -> Path:
@@ -103,7 +212,8 @@ def load_tables(directory: str | None = None) -> Tables:
             cid_7050=profile["cid_7050"],
             safe_private=safe_private,
             sop_class_iod=iod["sop_classes"],
-            iod_types=iod["iods"],
+            iod_modules=iod["iods"],
+            module_types=iod["modules"],
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TableError(f"malformed table in {base}: {exc!r}") from None
@@ -140,25 +250,34 @@ class Profile:
     overlay_comments_action: str = REMOVE  # (60xx,4000)
     private_action: str = REMOVE
     tables: Tables = field(repr=False, default=None)
+    _top_level: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def top_level_actions(self, types: ItemTypes | None) -> dict:
+        """``by_tag`` with X, Z and the compound codes resolved for the top level of an IOD
+        (``types``; None: not known), built once per IOD."""
+        actions = self._top_level.get(types)
+        if actions is None:  # a race builds it twice, the same
+            actions = self._top_level[types] = {
+                tag: (self.valid_action(action, tag, types), keyword)
+                for tag, (action, keyword) in self.by_tag.items()
+            }
+        return actions
+
+    @staticmethod
+    def valid_action(action: str, tag: int, types: ItemTypes | None) -> str:
+        """X, Z or a compound code: the action the attribute's type allows (see BY_TYPE)."""
+        choice = BY_TYPE.get(action)
+        if choice is None:
+            return action
+        return choice[UNKNOWN_TYPE] if types is None else choice[types.required.get(tag, 0)]
 
     def compound_choice(self, code: str, sop_class_uid: str | None, keyword: str | None) -> str:
-        """The weakest action of a compound code that keeps the instance valid for its IOD.
-
-        Type 1 needs a value (D, or the UIDs replaced for X/Z/U*), Type 2 needs the attribute
-        (Z), Type 3 or absent from the IOD allows X. When the IOD is not known (an unknown SOP
-        Class, or an attribute inside a sequence), the last alternative is taken: it keeps the
-        instance valid whatever its IOD, and none of the alternatives keeps original content.
-        """
-        alternatives = code.replace("*", "").split("/")
-        iod = self.tables.sop_class_iod.get(sop_class_uid or "") if keyword else None
-        if iod is None:
-            return alternatives[-1]
-        required = self.tables.iod_types.get(iod, {}).get(keyword)
-        if required == "1":
-            return alternatives[-1]
-        if required == "2":
-            return EMPTY if EMPTY in alternatives else alternatives[-1]
-        return alternatives[0]
+        """The weakest action of a compound code that keeps a top-level attribute valid for the
+        SOP Class's IOD; the strongest alternative when either is not known."""
+        types = self.tables.item_types(sop_class_uid) if keyword else None
+        tag = tag_for_keyword(keyword) if keyword else None
+        level = UNKNOWN_TYPE if types is None or tag is None else types.required.get(tag, 0)
+        return BY_TYPE[code][level]
 
 
 @lru_cache(maxsize=64)
@@ -182,6 +301,7 @@ def resolve_profile(uri: DeidentifyURI, directory: str | None = None) -> Profile
         by_tag[_tag_value(row.tag)] = (action, row.keyword)
     if Option.RetainPatientIDHashOption in options:
         by_tag[PATIENT_ID_TAG] = (PATIENT_ID_HASH, "PatientID")
+    by_tag[DIRECTORY_RECORD_SEQUENCE_TAG] = (REFUSE_DIRECTORY, "DirectoryRecordSequence")
     if overlay_data == CLEAN_GRAPHICS:
         # Overlay bitmaps may carry burned-in text and cannot be cleaned without a pixel
         # option: they stay removed (and the De-identification Method says so).

@@ -13,7 +13,8 @@ _SINGLE_VALUED = frozenset({"LT", "ST", "UT"})
 
 
 def clean_text(ds, tag, vr: str, scope) -> None:
-    """Apply the descriptor rules to every value of a text attribute."""
+    """Apply the descriptor rules to every value of a text attribute. A Type 1 attribute
+    that nothing is left of gets a dummy (an empty value would break the IOD)."""
     clean = scope.instance.identifiers.clean
     values = [clean(str(v)) for v in values_of(ds[tag].value)]
     if vr in _SINGLE_VALUED:
@@ -21,7 +22,14 @@ def clean_text(ds, tag, vr: str, scope) -> None:
     else:
         values = [v for v in values if v]
         value = values[0] if len(values) == 1 else (values or "")
+    if not value and values_of(ds[tag].value) and _required(scope, tag):
+        value = DUMMY_STRINGS.get(vr, "")
     put(ds, tag, vr, value)
+
+
+def _required(scope, tag: int) -> bool:
+    types = scope.types
+    return types is not None and types.required.get(tag) == 1
 
 
 def clean_unlisted(ds, tag, vr: str, scope) -> None:
@@ -45,7 +53,7 @@ class TextCleaner:
     def __call__(self, ds, tag, keyword, scope) -> None:
         vr = vr_of(ds, tag)
         if vr == "SQ":
-            self.walk.walk_items(ds[tag], scope.items(self.action))
+            self.walk.walk_items(ds[tag], scope.items(self.action, tag))
         elif vr in TEXT_VRS or vr == "CS":
             clean_text(ds, tag, vr, scope)
         elif self.action == CLEAN_GRAPHICS and vr != "PN":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydicom.dataset import Dataset
 
+from .profile import nested_subtree
 from .pseudonyms import Keys
 from .values import put, text_of, values_of
 
@@ -32,7 +33,7 @@ class UIDReplacer:
     def __call__(self, ds, tag, keyword, scope) -> None:
         elem = ds[tag]
         if elem.VR == "SQ":
-            self.walk.walk_items(elem, scope.items(scope.subtree))
+            self.walk.walk_items(elem, scope.items(nested_subtree(scope.subtree), tag))
             return
         if elem.VR != "UI":
             self.walk.dummy(ds, tag, keyword, scope)

@@ -2,8 +2,9 @@
 
 ``find`` (Orthanc's C-FIND rebuilt on its REST API: matching, answers), ``find_coercion``
 (answering a peer in its de-identified world), ``find_outgoing`` (queries sent into a peer's
-world and their answers), ``sends`` (outgoing C-STORE requests and send jobs), ``storescu``
-(batches sent with dcmtk's storescu).
+world and their answers), ``sends`` (send jobs), ``storescu`` (batches sent with dcmtk's
+storescu), ``orthanc_api`` (Orthanc's own checks of the requests the plugin's routes stand in
+for).
 
 May import: the standard library, pydicom, the engine, the stores, ``coercion.rules``,
 ``coercion.service`` and this subpackage; never ``orthanc`` (what they need of Orthanc comes
