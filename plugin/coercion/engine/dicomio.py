@@ -368,9 +368,23 @@ _ROWS, _COLUMNS, _SAMPLES, _BITS_ALLOCATED, _FRAMES = 0x00280010, 0x00280011, 0x
 _PHOTOMETRIC, _PIXEL_DATA_PROVIDER_URL = 0x00280004, 0x00287FE0
 
 
+def _raw_value(ds: Dataset, tag: int):
+    """A value read without converting the element in place: a converted element is no longer
+    copied from the input as it came, but encoded again (the writer's slow path)."""
+    item = ds.get_item(tag)
+    if item is None:
+        return None
+    if not isinstance(item, RawDataElement):
+        return item.value
+    data = bytes(item.value or b"")
+    if tag in (_ROWS, _COLUMNS, _SAMPLES, _BITS_ALLOCATED):  # US
+        return int.from_bytes(data[:2], "little" if item.is_little_endian else "big") if len(data) >= 2 else None
+    return data.decode("ascii", "replace").strip(" \x00")  # IS, CS
+
+
 def _number(ds: Dataset, tag: int, default: int | None = None) -> int | None:
     try:
-        value = ds[tag].value if tag in ds else default
+        value = _raw_value(ds, tag)
         return int(value) if value not in (None, "") else default
     except (TypeError, ValueError):
         return None
@@ -388,7 +402,7 @@ def _check_pixel_length(header: Dataset, pixels: PixelElement) -> None:
     samples, frames = _number(header, _SAMPLES, 1), _number(header, _FRAMES, 1)
     if not all(isinstance(v, int) and v > 0 for v in (rows, columns, bits, samples, frames)):
         return  # the header does not say: nothing to compare with
-    photometric = str(header[_PHOTOMETRIC].value or "") if _PHOTOMETRIC in header else ""
+    photometric = str(_raw_value(header, _PHOTOMETRIC) or "")
     if photometric.strip() in ("YBR_FULL_422", "YBR_PARTIAL_422") and samples == 3:
         samples = 2  # two of three samples per pixel: Cb and Cr shared by pairs
     expected = (rows * columns * samples * frames * bits + 7) // 8
