@@ -223,3 +223,31 @@ def test_routes_and_coercion_rules(tmp_path):
 ])
 def test_whether_private_attributes_must_be_read(tmp_path, rule, reads):
     assert rules_from(tmp_path, f"- {rule}\n").reads_private is reads
+
+
+def test_a_c_find_rule_with_sop_classes_tells_query_retrieve_from_worklist(tmp_path):
+    from coercion.rules import MODALITY_WORKLIST_FIND, QUERY_RETRIEVE_FIND, STUDY_ROOT_FIND
+    (tmp_path / "r.yaml").write_text(
+        "- {name: qr, dimse: C_FIND_RQ, role: SCU, sop-class: [1.2.840.10008.5.1.4.1.2.1.1], uri: 'deidentify:'}\n"
+        "- {name: mwl, dimse: C_FIND_RQ, role: SCU, sop-class: [1.2.840.10008.5.1.4.31], uri: 'deidentify:',"
+        " scheduled-station-aet: calling-aet}\n"
+        "- {name: any, dimse: C_FIND_RSP, role: SCU, uri: 'deidentify:'}\n")
+    rules = load_rules(tmp_path)
+    qr = Transaction("C_FIND_RQ", "SCU", "PEER", "ORTHANC", sop_class_uid=STUDY_ROOT_FIND)
+    mwl = Transaction("C_FIND_RQ", "SCU", "PEER", "ORTHANC", sop_class_uid=MODALITY_WORKLIST_FIND)
+    assert rules.match(qr).name == "qr"  # Orthanc does not say which Q/R model: one stands for all
+    assert rules.by_name("qr").sop_classes == QUERY_RETRIEVE_FIND
+    assert rules.match(mwl).name == "mwl" and rules.by_name("mwl").calling_aet_as_station
+    for dimse_sop in (STUDY_ROOT_FIND, MODALITY_WORKLIST_FIND):  # without sop-class: every C-FIND
+        assert rules.match(Transaction("C_FIND_RSP", "SCU", "PEER", "ORTHANC", sop_class_uid=dimse_sop)).name == "any"
+
+
+@pytest.mark.parametrize("rule", [
+    "{name: x, dimse: C_FIND_RQ, role: SCU, uri: 'deidentify:', scheduled-station-aet: yes}",
+    "{name: x, dimse: C_FIND_RSP, role: SCU, uri: 'deidentify:', scheduled-station-aet: calling-aet}",
+    "{name: x, dimse: C_FIND_RQ, role: SCP, uri: 'deidentify:', scheduled-station-aet: calling-aet}",
+])
+def test_scheduled_station_aet_is_for_worklist_queries_only(tmp_path, rule):
+    (tmp_path / "r.yaml").write_text(f"- {rule}\n")
+    with pytest.raises(RuleError, match="field 'scheduled-station-aet'"):
+        load_rules(tmp_path)

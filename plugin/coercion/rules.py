@@ -31,12 +31,18 @@ from pydicom.dataset import Dataset
 
 from .engine.uri import DeidentifyURI, Option, URIError, parse_uri
 
-DIMSE = ("C_STORE_RQ", "C_FIND_RQ", "C_FIND_RSP", "N_CREATE_RQ")
+DIMSE = ("C_STORE_RQ", "C_FIND_RQ", "C_FIND_RSP", "N_CREATE_RQ", "N_SET_RQ")
+# The C-FIND information models. Orthanc does not tell plugins which query/retrieve model a
+# C-FIND uses: a rule naming one of them applies to all three.
+QUERY_RETRIEVE_FIND = frozenset({"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1",
+                                 "1.2.840.10008.5.1.4.1.2.3.1"})
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # what a query/retrieve C-FIND is matched as
+MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 ROLES = ("SCU", "SCP")
 ON_FAILURE = ("reject", "discard")
 FIELDS = {
     "name", "dimse", "role", "sending-aet", "receiving-aet", "sending-host", "sop-class",
-    "conditions", "priority", "uri", "on-failure", "description", "forward",
+    "conditions", "priority", "uri", "on-failure", "description", "forward", "scheduled-station-aet",
 }
 FORWARD_FIELDS = {"to", "when", "conditions", "retries", "retry-interval"}
 # When a route sends what it matched: each instance as it is stored, or the whole series or
@@ -138,6 +144,8 @@ class Rule:
     on_failure: str = "reject"
     description: str = ""
     forward: Forward | None = None
+    # dcm4chee's "calling AE title as Scheduled Station AE Title" for worklist queries
+    calling_aet_as_station: bool = False
 
     def matches_peers(self, transaction: Transaction) -> bool:
         return (self.dimse == transaction.dimse and self.role == transaction.role
@@ -329,6 +337,14 @@ def parse_rule(raw, source: str, index: int) -> Rule:
         uri = parse_uri(raw["uri"]) if "uri" in raw else None
     except URIError as exc:
         raise RuleError(f"{where}: field 'uri': {exc}") from None
+    station = raw.get("scheduled-station-aet")
+    if station is not None and (station != "calling-aet" or raw.get("dimse") != "C_FIND_RQ"
+                                or raw.get("role") != "SCU"):
+        raise RuleError(f"{where}: field 'scheduled-station-aet' takes only the value calling-aet, on a rule for "
+                        "C_FIND_RQ with role SCU (a modality asking for its worklist)")
+    sop_classes = frozenset(_string_list(raw.get("sop-class"), where, "sop-class"))
+    if raw.get("dimse") in ("C_FIND_RQ", "C_FIND_RSP") and sop_classes & QUERY_RETRIEVE_FIND:
+        sop_classes |= QUERY_RETRIEVE_FIND
     priority = raw.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise RuleError(f"{where}: field 'priority' must be an integer, got {priority!r}")
@@ -348,12 +364,13 @@ def parse_rule(raw, source: str, index: int) -> Rule:
         sending_aet=_matcher(raw.get("sending-aet"), where, "sending-aet"),
         receiving_aet=_matcher(raw.get("receiving-aet"), where, "receiving-aet"),
         sending_host=_matcher(raw.get("sending-host"), where, "sending-host"),
-        sop_classes=frozenset(_string_list(raw.get("sop-class"), where, "sop-class")),
+        sop_classes=sop_classes,
         conditions=tuple(parse_condition(c, where) for c in conditions),
         priority=priority,
         on_failure=on_failure,
         description=str(raw.get("description", "")),
         forward=forward,
+        calling_aet_as_station=station is not None,
     )
 
 

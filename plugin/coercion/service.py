@@ -23,7 +23,7 @@ from .engine.dicomio import DicomError, read_instance
 from .engine.profile import PATIENT_ID_TAG
 from .engine.pseudonyms import Keys
 from .engine.uri import parse_uri
-from .rules import Rule, RuleError, RuleSet, Transaction, load_rules
+from .rules import STUDY_ROOT_FIND, Rule, RuleError, RuleSet, Transaction, load_rules
 from .stores.linkage import LinkageStore, open_store
 
 UNCHANGED = "unchanged"
@@ -290,13 +290,15 @@ class CoercionService:
 
     # -- C-FIND -----------------------------------------------------------------------------
 
-    def find_rules(self, calling_aet: str, called_aet: str, query: Dataset,
+    def find_rules(self, calling_aet: str, called_aet: str, query: Dataset, sop_class_uid: str = STUDY_ROOT_FIND,
                    ruleset: RuleSet | None = None) -> tuple[Rule | None, Rule | None]:
-        """The C_FIND_RQ and C_FIND_RSP rules for a caller's query (role SCU: the peer asks us)."""
+        """The C_FIND_RQ and C_FIND_RSP rules for a caller's query (role SCU: the peer asks us),
+        of a query/retrieve model (the default) or the modality worklist (MODALITY_WORKLIST_FIND)."""
         ruleset = ruleset or self.ruleset
         found = []
         for dimse in FIND:
-            found.append(ruleset.match(Transaction(dimse, "SCU", calling_aet, called_aet, dataset=query)))
+            found.append(ruleset.match(Transaction(dimse, "SCU", calling_aet, called_aet, sop_class_uid=sop_class_uid,
+                                                   dataset=query)))
         return found[0], found[1]
 
     def deidentifier(self, rule: Rule) -> Deidentifier:

@@ -38,7 +38,7 @@ from ..exchanges.orthanc_api import (
     read_json_body,
     read_query_request,
 )
-from ..rules import Rule, Transaction
+from ..rules import MODALITY_WORKLIST_FIND, STUDY_ROOT_FIND, Rule, Transaction
 from .answers import (
     JSON_TYPE,
     answer_error,
@@ -98,7 +98,7 @@ def _issuers_of(patient_id: str) -> list[str]:
     return sorted(issuers)
 
 
-def _rules_for(modality: str, body: dict, query: dict):
+def _rules_for(modality: str, body: dict, query: dict, worklist: bool = False):
     """(peer, request rule, response rule) for a query to ``modality``; rules None if none applies."""
     peer = json.loads(orthanc.RestApiGet("/modalities?expand")).get(modality)
     if peer is None:
@@ -116,8 +116,9 @@ def _rules_for(modality: str, body: dict, query: dict):
         return query_dataset(FindRequest.from_pairs(sorted(pairs)))
 
     ruleset = state.service.ruleset
-    found = [ruleset.match(Transaction(dimse, "SCP", calling, peer["AET"], peer.get("Host"), dataset=dataset))
-             for dimse in ("C_FIND_RQ", "C_FIND_RSP")]
+    sop_class = MODALITY_WORKLIST_FIND if worklist else STUDY_ROOT_FIND
+    found = [ruleset.match(Transaction(dimse, "SCP", calling, peer["AET"], peer.get("Host"), sop_class_uid=sop_class,
+                                       dataset=dataset)) for dimse in ("C_FIND_RQ", "C_FIND_RSP")]
     return peer, found[0], found[1]
 
 
@@ -169,7 +170,7 @@ def on_modality_query(output, uri, request):
     query = body.get("Query", {}) if wrapped else body
     if not isinstance(query, dict):
         return passthrough_post(output, uri, raw)
-    peer, rq, rsp = _rules_for(modality, body, query)
+    peer, rq, rsp = _rules_for(modality, body, query, worklist=route == "find-worklist")
     if rq is None and rsp is None:
         return passthrough_post(output, uri, raw)
     if route == "find":
