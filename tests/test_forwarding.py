@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import closing
 
 import pytest
@@ -58,6 +59,54 @@ def test_a_forward_taken_when_orthanc_stopped_is_sent_after_the_restart(tmp_path
     queue.close()
     again = ForwardQueue(tmp_path / "f.sqlite")
     assert [r["id"] for r in again.take_due()] == [row["id"]]
+
+
+
+def test_a_failed_attempt_beside_a_forward_armed_meanwhile_is_merged_into_it(tmp_path):
+    """A study sent when stable keeps receiving instances while it is being sent: the failed
+    attempt does not become a second open forward; the new one carries its attempts and back-off."""
+    queue = ForwardQueue(tmp_path / "f.sqlite")
+    queue.arm("r", "d", "Study", "st-1", True, 3, 10)
+    (first,) = queue.take_due(now=10**10)
+    queue.arm("r", "d", "Study", "st-1", False, 3, 10)  # an instance arrived during the send
+    assert queue.attempt_failed(first["id"], "refused", now=1000.0) == "merged"
+    merged, (waiting,) = queue.get(first["id"]), queue.list(state="waiting")
+    assert merged["state"] == "merged" and f"forward {waiting['id']} (waiting)" in merged["last_error"]
+    assert waiting["attempts"] == 1
+    queue.stable("Study", "st-1")
+    (second,) = queue.take_due(now=10**10)
+    queue.arm("r", "d", "Study", "st-1", True, 3, 10)
+    failed_at = time.time()
+    assert queue.attempt_failed(second["id"], "refused", now=failed_at) == "merged"
+    (pending,) = queue.list(state="pending")
+    assert pending["attempts"] == 2  # the back-off goes on: 20 s after the second failure
+    assert queue.take_due(now=failed_at + 19) == [] and len(queue.take_due(now=failed_at + 20)) == 1
+
+
+def test_a_forward_taken_when_orthanc_stopped_beside_an_open_one_does_not_stop_the_queue(tmp_path):
+    queue = ForwardQueue(tmp_path / "f.sqlite")
+    queue.arm("r", "d", "Series", "s-1", True, 5, 10)
+    (row,) = queue.take_due()
+    queue.arm("r", "d", "Series", "s-1", True, 5, 10)
+    queue.close()
+    again = ForwardQueue(tmp_path / "f.sqlite")  # was: "cannot be opened" (a unique-index conflict)
+    assert again.get(row["id"])["state"] == "merged"
+    assert len(again.take_due()) == 1
+
+
+def test_an_administrators_retry_beside_an_open_forward_makes_that_one_due(tmp_path):
+    queue = ForwardQueue(tmp_path / "f.sqlite")
+    queue.arm("r", "d", "Instance", "i-1", True, 0, 10)
+    (row,) = queue.take_due()
+    assert queue.attempt_failed(row["id"], "refused") == "failed"
+    queue.arm("r", "d", "Study", "other", False, 0, 10)
+    queue.arm("r", "d", "Instance", "i-1", True, 0, 10)
+    (pending,) = queue.list(state="pending")
+    queue._db.execute("UPDATE forward SET next_attempt=? WHERE id=?", (10**10, pending["id"]))
+    assert queue.retry(row["id"])["state"] == "merged"
+    assert [r["id"] for r in queue.take_due()] == [pending["id"]]
+    queue.attempt_failed(pending["id"], "refused")
+    assert queue.retry(pending["id"])["state"] == "pending"  # alone: pending itself again
 
 
 # -- the file: schema version, owner-only ------------------------------------------------------

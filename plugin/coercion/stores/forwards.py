@@ -6,7 +6,10 @@ resource IDs and modality names, never patient data. States:
 * waiting: armed by a received instance, waiting for its series or study to be stable;
 * pending: to be sent (``next_attempt`` says when);
 * sending: taken by the worker (back to pending at start-up if Orthanc stopped meanwhile);
-* sent, failed (retries exhausted; ``last_error`` says why).
+* sent, failed (retries exhausted; ``last_error`` says why);
+* merged: would have gone back to pending while another forward of the same route, destination
+  and resource was open (armed meanwhile): that one sends the resource and carries on this
+  one's attempts and back-off (``last_error`` names it).
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ class ForwardQueue:
         with closed_on_failure(self._db, what):
             migrate(self._db, what, SCHEMA_VERSION, {0: _to_version_1})
             # Taken by a worker that did not finish (Orthanc stopped): send again.
-            self._db.execute("UPDATE forward SET state='pending', updated=? WHERE state='sending'", (time.time(),))
+            now = time.time()
+            for (forward_id,) in self._db.execute("SELECT id FROM forward WHERE state='sending'").fetchall():
+                self._back_to_pending(forward_id, now, "Orthanc stopped while it was being sent", now)
 
     def arm(self, route: str, destination: str, level: str, resource: str, ready: bool, retries: int,
             retry_interval: int) -> None:
@@ -116,9 +121,36 @@ class ForwardQueue:
                 state, next_attempt = "pending", now + delay
             else:
                 state, next_attempt = "failed", None
-            self._db.execute("UPDATE forward SET state=?, attempts=?, next_attempt=?, last_error=?, job=?, updated=?"
-                             " WHERE id=?", (state, attempts, next_attempt, reason, job, now, forward_id))
+            self._db.execute("UPDATE forward SET attempts=?, last_error=?, job=?, updated=? WHERE id=?",
+                             (attempts, reason, job, now, forward_id))
+            if state == "pending":
+                return self._back_to_pending(forward_id, next_attempt, reason, now)
+            self._db.execute("UPDATE forward SET state='failed', next_attempt=NULL WHERE id=?", (forward_id,))
         return state
+
+    def _back_to_pending(self, forward_id: int, next_attempt: float, reason: str, now: float) -> str:
+        """Make a forward pending again, or merge it into the open forward of its route,
+        destination and resource (one open at a time); the state it is left in."""
+        open_one = self._db.execute(
+            "SELECT o.id, o.state FROM forward o JOIN forward f ON o.route=f.route AND o.destination=f.destination"
+            " AND o.level=f.level AND o.resource=f.resource WHERE f.id=? AND o.id != f.id"
+            " AND o.state IN ('waiting', 'pending')", (forward_id,)).fetchone()
+        if open_one is None:
+            self._db.execute("UPDATE forward SET state='pending', next_attempt=?, updated=? WHERE id=?",
+                             (next_attempt, now, forward_id))
+            return "pending"
+        other, other_state = open_one
+        attempts, retries = self._db.execute("SELECT attempts, retries FROM forward WHERE id=?",
+                                             (forward_id,)).fetchone()
+        # The open one inherits the attempts and the back-off: a destination that keeps failing
+        # is not tried at once again because a new instance arrived.
+        self._db.execute(
+            "UPDATE forward SET attempts=MAX(attempts, ?), retries=MAX(retries, ?), updated=?,"
+            " next_attempt=CASE WHEN state='pending' THEN MAX(next_attempt, ?) ELSE next_attempt END WHERE id=?",
+            (attempts, retries, now, next_attempt, other))
+        self._db.execute("UPDATE forward SET state='merged', next_attempt=NULL, last_error=?, updated=? WHERE id=?",
+                         (f"{reason}; forward {other} ({other_state}) sends the same resource", now, forward_id))
+        return "merged"
 
     def retry(self, forward_id: int, now: float | None = None) -> dict | None:
         """An administrator's retry: the forward is due now, with one more attempt than it has
@@ -126,9 +158,17 @@ class ForwardQueue:
         (the result says so by its state)."""
         now = time.time() if now is None else now
         with self._lock:
-            self._db.execute(
-                "UPDATE forward SET state='pending', next_attempt=?, retries=MAX(retries, attempts), "
-                "last_error=NULL, updated=? WHERE id=? AND state != 'sending'", (now, now, forward_id))
+            row = self._db.execute("SELECT state FROM forward WHERE id=?", (forward_id,)).fetchone()
+            if row is not None and row[0] != "sending":
+                self._db.execute("UPDATE forward SET retries=MAX(retries, attempts), last_error=NULL WHERE id=?",
+                                 (forward_id,))
+                self._back_to_pending(forward_id, now, "retried", now)
+                open_one = self._db.execute(  # merged: the open forward is what is due now
+                    "SELECT o.id FROM forward o JOIN forward f ON o.route=f.route AND o.destination=f.destination"
+                    " AND o.level=f.level AND o.resource=f.resource WHERE f.id=? AND o.state='pending'"
+                    " ORDER BY o.id = f.id DESC", (forward_id,)).fetchone()
+                if open_one is not None:
+                    self._db.execute("UPDATE forward SET next_attempt=? WHERE id=?", (now, open_one[0]))
         return self.get(forward_id)
 
     def get(self, forward_id: int) -> dict | None:
