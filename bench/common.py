@@ -68,13 +68,14 @@ def start_orthanc(work: Path, rules: str | None, aet: str = "ORTHANC", modalitie
     work.mkdir(parents=True, exist_ok=True)
     http, dicom = free_port(), free_port()
     config = json.loads((REPO / "orthanc.json").read_text())
+    config.pop("Worklists", None)  # a set-up asks for the SCPs it measures
     config.update(HttpPort=http, DicomPort=dicom, DicomAet=aet, StorageDirectory=str(work / "storage"),
                   IndexDirectory=str(work / "storage"), DicomAlwaysAllowStore=True,
                   DicomModalities={name.lower(): [name, "127.0.0.1", port] for name, port in (modalities or {}).items()},
                   **settings)
     config["PythonScript"] = str((plugin or REPO / "plugin") / "orthanc_entry.py")
     if rules is None:
-        config["Plugins"] = []
+        config["Plugins"] = settings.get("Plugins", [])  # Orthanc's own plugins only (none by default)
         config.pop("PythonScript")
         config.pop("Coercion", None)
         command = ["Orthanc"]

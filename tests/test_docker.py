@@ -39,6 +39,10 @@ def test_the_orthanc_configuration_of_the_image_points_where_the_image_puts_thin
     assert {config["Coercion"][key] for key in ("SecretFile", "LinkageTokenFile", "AdminTokenFile")} <= secrets
     # Published on the host's loopback only.
     assert all(port.startswith("127.0.0.1:") for port in service["ports"])
+    published = {port.split(":")[2].split()[0] for port in service["ports"]}
+    assert str(config["Coercion"]["Mpps"]["Port"]) in published
+    # The image loads its own worklists plugin when the section is there: one plugin may answer.
+    assert "Worklists" not in config
     modalities = json.loads(service["environment"]["ORTHANC__DICOM_MODALITIES"])
     assert all(m["AllowGet"] is False for m in modalities.values())  # C-GET bypasses the rules
 

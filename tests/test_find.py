@@ -5,7 +5,6 @@ tests/integration/test_find_native.py.)"""
 from __future__ import annotations
 
 import pytest
-from pydicom.dataset import Dataset
 
 from coercion.exchanges.find import (
     MODALITIES_IN_STUDY,

@@ -133,11 +133,21 @@ def test_settings_errors(tmp_path):
                                     {"COERCION_SECRET": SECRET.decode(), "COERCION_LINKAGE_TOKEN": "short"})
 
 
-@pytest.mark.parametrize("dimse, role", [("N_CREATE_RQ", "SCU"), ("N_CREATE_RQ", "SCP")])
-def test_a_rule_the_plugin_does_not_apply_yet_is_refused_not_ignored(service, tmp_path, dimse, role):
+def test_every_dimse_and_role_a_rule_may_name_is_applied():
+    from coercion import rules
+    from coercion.service import ENFORCED
+
+    assert ENFORCED == {(d, r) for d in rules.DIMSE for r in rules.ROLES}
+
+
+def test_a_rule_the_plugin_does_not_apply_is_refused_not_ignored(service, tmp_path, monkeypatch):
+    """What a new DIMSE in the rules' vocabulary gets until the edge applies it."""
+    import coercion.service
+
+    monkeypatch.setattr(coercion.service, "ENFORCED", coercion.service.ENFORCED - {("N_SET_RQ", "SCP")})
     path = tmp_path / "rules" / "site.yaml"
-    path.write_text(f"- {{name: later, dimse: {dimse}, role: {role}, uri: 'deidentify:'}}")
-    with pytest.raises(RuleError, match=f"site.yaml: rule 'later': .*{dimse} with role {role} is not applied"):
+    path.write_text("- {name: later, dimse: N_SET_RQ, role: SCP, uri: 'deidentify:'}")
+    with pytest.raises(RuleError, match="site.yaml: rule 'later': .*N_SET_RQ with role SCP is not applied"):
         service.reload()
     assert [r.name for r in service.ruleset.rules] == ["research", "dropper", "ct-only"]
 

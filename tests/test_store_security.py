@@ -374,6 +374,9 @@ def test_serve_warns_about_each_file_others_may_read_or_write_and_still_starts(t
     open_store(linkage_db, keys).close()
     forwards_db = linkage_db.parent / "forwards.sqlite"  # the default: beside the linkage store
     forwards_db.write_bytes(b"")
+    mpps_db = linkage_db.parent / "mpps.sqlite"
+    mpps_db.write_bytes(b"")
+    mpps_db.chmod(0o640)
     (tmp_path / "site.key").chmod(0o640)
     (tmp_path / "linkage.token").chmod(0o604)
     linkage_db.chmod(0o666)
@@ -389,6 +392,8 @@ def test_serve_warns_about_each_file_others_may_read_or_write_and_still_starts(t
         f"write it; make it owner-only (chmod 600 {linkage_db})",
         f"coercion serve: warning: {forwards_db} (the forwarding queue) has mode 0620: group can write it; "
         f"make it owner-only (chmod 600 {forwards_db})",
+        f"coercion serve: warning: {mpps_db} (the MPPS store) has mode 0640: group can read it; "
+        f"make it owner-only (chmod 600 {mpps_db})",
     ]
 
 

@@ -3,7 +3,7 @@
 A rules file holds a list of rules::
 
     - name: research-ct
-      dimse: C_STORE_RQ            # C_STORE_RQ, C_FIND_RQ, C_FIND_RSP, N_CREATE_RQ
+      dimse: C_STORE_RQ            # C_STORE_RQ, C_FIND_RQ, C_FIND_RSP, N_CREATE_RQ, N_SET_RQ
       role: SCU                    # the peer's role: SCU = a peer sends to us, SCP = we send to it
       sending-aet: [CT01, "MOD_.*"]  # exact values or regular expressions (full match)
       receiving-aet: [ORTHANC]
@@ -212,6 +212,11 @@ class RuleSet:
             for r in self.rules
         )
 
+    @cached_property
+    def store_routes(self) -> tuple[Rule, ...]:
+        """The routes that forward instances received (the others forward MPPS messages)."""
+        return tuple(r for r in self.routes if r.dimse == "C_STORE_RQ")
+
     def matching_routes(self, transaction: Transaction) -> list[Rule]:
         """Every route whose peers, SOP classes and conditions (the rule's and the forward's)
         match; unlike coercion rules, routes do not compete: each one that matches forwards."""
@@ -375,9 +380,9 @@ def parse_rule(raw, source: str, index: int) -> Rule:
 
 
 def _forward(raw, where: str, rule: dict) -> Forward:
-    if rule.get("dimse") != "C_STORE_RQ" or rule.get("role") != "SCU":
-        raise RuleError(f"{where}: field 'forward': only rules for C_STORE_RQ with role SCU (what we receive) "
-                        "can forward")
+    if rule.get("dimse") not in ("C_STORE_RQ", "N_CREATE_RQ") or rule.get("role") != "SCU":
+        raise RuleError(f"{where}: field 'forward': only rules for C_STORE_RQ or N_CREATE_RQ with role SCU (what we "
+                        "receive) can forward")
     if not isinstance(raw, dict):
         raise RuleError(f"{where}: field 'forward' must be a mapping like {{to: [RESEARCH], when: stable-study}}")
     unknown = sorted(set(raw) - FORWARD_FIELDS)
@@ -390,6 +395,10 @@ def _forward(raw, where: str, rule: dict) -> Forward:
     when = raw.get("when", "stable-study")
     if when not in FORWARD_WHEN:
         raise RuleError(f"{where}: field 'forward.when' must be one of {', '.join(FORWARD_WHEN)}, got {when!r}")
+    if rule.get("dimse") == "N_CREATE_RQ" and when != "received":
+        # A performed procedure step is forwarded message by message: its N-CREATE, then its N-SETs.
+        raise RuleError(f"{where}: field 'forward.when' must be received on a rule for N_CREATE_RQ (each MPPS "
+                        f"message is forwarded as it is received), got {when!r}")
     numbers = {}
     for key, default, low in (("retries", 5, 0), ("retry-interval", 30, 1)):
         value = raw.get(key, default)

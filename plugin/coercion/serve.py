@@ -36,7 +36,8 @@ OVERRIDES = {
 }
 _PATH_KEYS = [("StorageDirectory",), ("IndexDirectory",), ("PythonScript",), ("Coercion", "RulesDirectory"),
               ("Coercion", "SecretFile"), ("Coercion", "LinkageDatabase"), ("Coercion", "LinkageTokenFile"),
-              ("Coercion", "AdminTokenFile"), ("Coercion", "ForwardsDatabase"), ("Coercion", "TablesDirectory")]
+              ("Coercion", "AdminTokenFile"), ("Coercion", "ForwardsDatabase"), ("Coercion", "TablesDirectory"),
+              ("Coercion", "MppsDatabase"), ("Worklists", "Database")]
 
 
 class ServeError(RuntimeError):
@@ -88,11 +89,27 @@ def effective_configuration(args: argparse.Namespace, environ: dict) -> dict:
     return config
 
 
+def _check_worklist_plugins(config: dict) -> None:
+    """Orthanc lets one plugin answer worklists: with worklists enabled, the coercion plugin
+    serves them, and Orthanc's ModalityWorklists sample plugin must not be loaded too."""
+    worklists = config.get("Worklists") or {}
+    if not (isinstance(worklists, dict) and worklists.get("Enable") is True):
+        return
+    for entry in config.get("Plugins") or []:
+        path = Path(entry)
+        candidates = list(path.iterdir()) if path.is_dir() else [path]
+        if any("modalityworklists" in candidate.name.lower() for candidate in candidates):
+            raise ServeError(f"the plugin list loads Orthanc's ModalityWorklists sample plugin ({entry}), and the "
+                             "coercion plugin serves the worklists (\"Worklists\": {\"Enable\": true}): Orthanc "
+                             "lets only one plugin answer worklists; remove the sample plugin from \"Plugins\"")
+
+
 def _check(config: dict, environ: dict) -> None:
     from .rules import (
         load_rules,  # YAML and pydicom's dictionary: not for `coercion deidentify`
     )
 
+    _check_worklist_plugins(config)
     coercion = config.get("Coercion") or {}
     if environ.get("COERCION_SECRET"):
         Keys.from_env({"COERCION_SECRET": environ["COERCION_SECRET"]})
@@ -122,7 +139,9 @@ def _sensitive_files(config: dict, environ: dict) -> list[tuple[str, Path]]:
             found.append((f"the {kind} credential", token_file))
     linkage = coercion.get("LinkageDatabase") or "linkage.sqlite"
     forwards = coercion.get("ForwardsDatabase") or str(Path(linkage).parent / "forwards.sqlite")
-    for what, store in (("the linkage store", linkage), ("the forwarding queue", forwards)):
+    mpps = coercion.get("MppsDatabase") or str(Path(linkage).parent / "mpps.sqlite")
+    for what, store in (("the linkage store", linkage), ("the forwarding queue", forwards),
+                        ("the MPPS store", mpps)):
         found += [(what, f"{store}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
     return [(what, Path(path)) for what, path in found]
 

@@ -32,7 +32,8 @@ REJECTED = "rejected"
 DISCARDED = "discarded"
 # The (dimse, role) pairs the Orthanc adapter applies; other rules are refused at load time.
 ENFORCED = frozenset({("C_STORE_RQ", "SCU"), ("C_STORE_RQ", "SCP"), ("C_FIND_RQ", "SCU"), ("C_FIND_RSP", "SCU"),
-                      ("C_FIND_RQ", "SCP"), ("C_FIND_RSP", "SCP")})
+                      ("C_FIND_RQ", "SCP"), ("C_FIND_RSP", "SCP"), ("N_CREATE_RQ", "SCU"), ("N_SET_RQ", "SCU"),
+                      ("N_CREATE_RQ", "SCP"), ("N_SET_RQ", "SCP")})
 FIND = ("C_FIND_RQ", "C_FIND_RSP")
 
 
@@ -75,6 +76,7 @@ class Settings:
     tables: str | None = None
     send_batch_size: int = 32  # instances per association of an outgoing coerced send
     forwards_database: str = "forwards.sqlite"
+    mpps_database: str = "mpps.sqlite"
 
     @classmethod
     def from_configuration(cls, config: dict, environ: dict | None = None) -> "Settings":
@@ -98,6 +100,7 @@ class Settings:
             rules_directory=rules,
             linkage_database=linkage,
             forwards_database=section.get("ForwardsDatabase") or str(Path(linkage).parent / "forwards.sqlite"),
+            mpps_database=section.get("MppsDatabase") or str(Path(linkage).parent / "mpps.sqlite"),
             keys=keys,
             linkage_token=credentials["linkage"],
             admin_token=credentials["admin"],
@@ -303,6 +306,27 @@ class CoercionService:
 
     def deidentifier(self, rule: Rule) -> Deidentifier:
         return self._deidentifiers.get(str(rule.uri)) or self._deidentifier(rule)
+
+    # -- MPPS -------------------------------------------------------------------------------
+
+    def coerce_dataset(self, dataset: Dataset, transaction: Transaction, fallback: Rule | None = None) -> Decision:
+        """Match ``transaction`` (an MPPS message; its dataset is what conditions look at) and
+        de-identify ``dataset`` in place with the winning rule, or ``fallback`` when none wins.
+        Counted, and its patient linked (role SCU) or its handed-out UIDs recorded (role SCP),
+        as an instance is. Fails closed: on any failure the decision is REJECTED with the
+        reason, and ``dataset`` must not be used."""
+        rule = self.ruleset.match(transaction_with_dataset(transaction, dataset)) or fallback
+        if rule is None:
+            return Decision(UNCHANGED)
+        started = time.perf_counter()
+        try:
+            outcome = self.deidentifier(rule).deidentify_dataset(dataset)
+            decision = Decision(COERCED, rule, b"", outcome, milliseconds=(time.perf_counter() - started) * 1000)
+            self.confirm(decision)
+        except Exception as exc:  # the engine or the linkage store failed: never keep or send as received
+            decision = self._failed(rule, f"{type(exc).__name__}: {safe_message(exc)}", 0, started, "reject")
+            self.confirm(decision)
+        return decision
 
     def record_find(self, rule: Rule, answers: int, handed_out, seconds: float) -> None:
         """Count a coerced C-FIND and remember the pseudonyms its answers handed out."""

@@ -8,6 +8,8 @@ install_debian_packages
 build_venv ""
 # var/ holds the secret, the credential, the linkage store and Orthanc's storage: owner-only.
 mkdir -p "$REPO/var" && chmod 700 "$REPO/var"
+# The worklist folder (orthanc.json's Worklists.Database): the RIS writes .wl items there.
+mkdir -p "$REPO/var/worklists" && chmod 700 "$REPO/var/worklists"
 # Both files are made anew under umask 077 (0600): an empty file left over keeps its own mode
 # if written to, hence the rm.
 if [ -z "${COERCION_SECRET:-}" ] && [ -z "${COERCION_SECRET_FILE:-}" ] && [ ! -s "$REPO/var/site.key" ]; then

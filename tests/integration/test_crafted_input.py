@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 from pynetdicom import AE
 
 from coercion.engine.limits import MAX_SEQUENCE_DEPTH

@@ -8,7 +8,6 @@ data, the first under a response rule, the second under none."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 
 import pytest

@@ -226,7 +226,12 @@ def test_outgoing_rules_routes_and_c_find_rules_added_at_run_time_need_a_restart
         (server.rules_dir / "more.yaml").write_text(
             "- {name: route, dimse: C_STORE_RQ, role: SCU, forward: {to: [X]}}\n")
         answer = server.admin_post("/coercion/rules/reload")
-        assert answer.status_code == 400 and "routes (rules with 'forward') were added" in answer.json()["error"]
+        assert answer.status_code == 400 and "routes (rules for C_STORE_RQ with 'forward') were added" in \
+            answer.json()["error"]
+        # An MPPS route needs no change callback: the MPPS SCP arms it, and the worker starts then.
+        (server.rules_dir / "more.yaml").write_text(
+            "- {name: mpps-route, dimse: N_CREATE_RQ, role: SCU, forward: {to: [X], when: received}}\n")
+        assert server.admin_post("/coercion/rules/reload").status_code == 200
         for dimse, role, message in (("C_FIND_RSP", "SCU", "so that its C-FIND SCP applies them"),
                                      ("C_FIND_RQ", "SCP", "so that the queries it sends go through them")):
             (server.rules_dir / "more.yaml").write_text(

@@ -4,7 +4,9 @@ Callbacks that turn Orthanc's events into plain calls of the service and the exc
 their answers back into what Orthanc expects; no rule logic lives here. One module per
 direction: ``startup`` (configuration, registration), ``rest`` (the REST API under
 /coercion), ``ingest`` (what enters), ``outgoing`` (sends and C-MOVE), ``routes``
-(forwarding), ``find`` (the C-FIND SCP), ``query`` (queries Orthanc sends), ``answers``
+(forwarding), ``find`` (the C-FIND SCP), ``query`` (queries Orthanc sends), ``worklist``
+(the worklist callback and /coercion/worklists), ``mpps`` (the MPPS SCP, pynetdicom in
+Orthanc's process, and its forwards), ``answers``
 (HTTP answers shaped like Orthanc's), ``state`` (what they share).
 
 May import: ``orthanc`` and everything of the package but ``cli`` and ``serve``.

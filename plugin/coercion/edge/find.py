@@ -24,7 +24,7 @@ from ..exchanges.find import (
     query_dataset,
 )
 from ..exchanges.find_coercion import coerced_answers
-from .state import log_failure, state
+from .state import Refused, log_failure, state
 
 
 class PluginRest:
@@ -95,7 +95,7 @@ def on_find(answers, query, issuer_aet, called_aet) -> None:
         raise
     except Exception:  # fail closed: no answer at all rather than an unmodified one
         log_failure(f"C-FIND from {issuer_aet!r} failed")
-        raise
+        raise Refused("the C-FIND failed; nothing was answered") from None
     for data in encoded:
         answers.FindAddAnswer(data)
     if not complete:

@@ -211,7 +211,7 @@ def _answer(decision, aet: str, stored: bool) -> int:
 def _repost(data: bytes, decision, aet: str) -> int:
     """Store ``data`` through the REST API, uncoerced, and drop what Orthanc holds."""
     me = threading.get_ident()
-    if state.service.ruleset.routes:  # routes look at who sent it; Orthanc records the REST API
+    if state.service.ruleset.store_routes:  # routes look at who sent it; Orthanc records the REST API
         uid = decision.outcome.sop_instance_uid if decision is not None else _sop_instance_uid(data)
         reposted_from[uid] = aet
     _reposting.add(me)

@@ -28,7 +28,7 @@ from .answers import (
     passthrough_post,
     run_as_orthanc_job,
 )
-from .state import log_audit, log_failure, modality_exists, state
+from .state import Refused, log_audit, log_failure, modality_exists, state
 
 # -- outgoing C-STORE ---------------------------------------------------------------------
 
@@ -163,7 +163,7 @@ def on_move(**request):
     except Exception:
         # An exception fails the C-MOVE: nothing more is sent. The log names no patient.
         log_failure("C-MOVE refused")
-        raise
+        raise Refused("the C-MOVE failed; nothing more was sent") from None
 
 
 def _move(request: dict) -> None:

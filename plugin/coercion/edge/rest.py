@@ -14,8 +14,10 @@ import urllib.parse
 
 from ..rules import RuleError
 from .answers import answer_json
+from .mpps import mpps_route
 from .routes import wake_forwards
 from .state import log_event, log_failure, state
+from .worklist import worklists_route
 
 # Where each credential is configured, said in the answer when it is not.
 _HOW_TO_ENABLE = {
@@ -124,6 +126,26 @@ def on_rest(output, uri, **request):
             log_event("forward-retry", route=route, outcome="accepted")
             wake_forwards()
             return answer_json(output, row)
+        if route == "worklists" or route.startswith("worklists/"):
+            if not _granted(output, request, "admin", "worklists", "worklists"):
+                return None
+            status, answer = worklists_route(route, method, request)
+            if status == 405:
+                return output.SendMethodNotAllowed(answer)
+            if method in ("POST", "DELETE"):
+                log_event("worklists", route=route, method=method, outcome="done" if status == 200 else f"{status}")
+            return answer_json(output, answer, status)
+        if re.fullmatch(r"mpps(/[^/]+)?", route):
+            # The kept steps show patient data unless a rule coerced them: administration only.
+            if method != "GET":
+                return output.SendMethodNotAllowed("GET")
+            if not _granted(output, request, "admin", "mpps", "mpps-read"):
+                return None
+            status, answer = mpps_route(route, args)
+            which = {"sop_instance_uid": route[len("mpps/"):]} if route != "mpps" else {}
+            log_event("mpps-read", route="mpps/{uid}" if which else "mpps",
+                      outcome="answered" if status == 200 else f"not answered: {status}", **which)
+            return answer_json(output, answer, status)
         match = re.fullmatch(r"linkage/([^/]+)", route)
         if match:
             if method != "GET":

@@ -15,6 +15,7 @@ import orthanc
 from ..engine.dicomio import DicomError, read_instance
 from ..rules import Transaction
 from .ingest import reposted_from
+from .mpps import send_mpps_forward
 from .outgoing import UnsupportedPeer, instances_of, outgoing_transaction, plan_send
 from .state import log_failure, state
 
@@ -24,7 +25,7 @@ _LEVEL_OF_WHEN = {"received": "Instance", "stable-series": "Series", "stable-stu
 
 def on_change(change_type, level, resource_id):
     try:
-        if change_type == orthanc.ChangeType.NEW_INSTANCE and state.service.ruleset.routes:
+        if change_type == orthanc.ChangeType.NEW_INSTANCE and state.service.ruleset.store_routes:
             _route_instance(resource_id)
         elif change_type in (orthanc.ChangeType.STABLE_SERIES, orthanc.ChangeType.STABLE_STUDY) and state.forwards:
             kind = "Series" if change_type == orthanc.ChangeType.STABLE_SERIES else "Study"
@@ -66,8 +67,22 @@ def _route_instance(instance_id: str) -> None:
             _forward_wakeup.set()
 
 
+_worker_lock = threading.Lock()
+_worker: list[threading.Thread] = []
+
+
+def start_forward_worker() -> None:
+    """Start the forwarding worker unless it runs (at start-up with routes, or at the first
+    forward armed or retried after a reload brought the first MPPS route)."""
+    with _worker_lock:
+        if not _worker:
+            _worker.append(threading.Thread(target=forward_worker, name="coercion-forwards", daemon=True))
+            _worker[0].start()
+
+
 def wake_forwards() -> None:
-    """Make the worker look for due forwards now (an administrator's retry)."""
+    """Make the worker look for due forwards now (a forward armed, an administrator's retry)."""
+    start_forward_worker()
     _forward_wakeup.set()
 
 
@@ -83,6 +98,8 @@ def forward_worker() -> None:
 
 
 def _send_forward(row: dict) -> None:
+    if row["level"] == "MPPS":  # a performed procedure step: its messages, in order
+        return send_mpps_forward(row)
     modalities = json.loads(orthanc.RestApiGet("/modalities?expand"))
     found = [(name, m) for name, m in sorted(modalities.items()) if row["destination"] in (name, m.get("AET"))]
     if not found:

@@ -12,21 +12,22 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 
 import orthanc
 
 from ..engine.quiet import quiet_pydicom
 from ..rules import RuleError, RuleSet, Transaction
-from ..service import FIND, CoercionService, Settings
+from ..service import FIND, CoercionService, Settings, safe_message
 from ..stores.forwards import ForwardQueue
 from .find import find_settings, on_find
 from .ingest import on_cstore_instance, on_http_request, on_received_instance
+from .mpps import start_mpps
 from .outgoing import on_modality_store, on_move
 from .query import on_modality_query, on_query_read
 from .rest import on_rest
-from .routes import forward_worker, on_change
+from .routes import on_change, start_forward_worker
 from .state import state
+from .worklist import start_worklists
 
 
 def _check_restart_needed(ruleset: RuleSet) -> None:
@@ -42,8 +43,8 @@ def _check_restart_needed(ruleset: RuleSet) -> None:
     if not state.find_registered and any(r.dimse in FIND and r.role == "SCU" for r in ruleset.rules):
         raise RuleError("rules for C_FIND_RQ or C_FIND_RSP with role SCU were added while Orthanc runs without them: "
                         "restart Orthanc so that its C-FIND SCP applies them (the old rules stay active)")
-    if not state.routes_registered and ruleset.routes:
-        raise RuleError("routes (rules with 'forward') were added while Orthanc runs without them: restart Orthanc "
+    if not state.routes_registered and ruleset.store_routes:
+        raise RuleError("routes (rules for C_STORE_RQ with 'forward') were added while Orthanc runs without them: restart Orthanc "
                         "so that what it receives can be forwarded (the old rules stay active)")
 
 
@@ -102,14 +103,21 @@ def start() -> None:
         state.query_registered = True
     state.service.validators.append(_check_restart_needed)
     state.forwards = ForwardQueue(state.service.settings.forwards_database)  # its status stays readable
-    if state.service.ruleset.routes:
+    if state.service.ruleset.store_routes:  # MPPS routes are armed by the MPPS SCP itself
         orthanc.RegisterOnChangeCallback(on_change)
         state.routes_registered = True
-        threading.Thread(target=forward_worker, name="coercion-forwards", daemon=True).start()
+    if state.service.ruleset.routes:
+        start_forward_worker()
     orthanc.LogWarning(
         f"coercion: {len(state.service.ruleset.rules)} rule(s) active from {state.service.settings.rules_directory}"
     )
     _warn_about_c_get(config)
+    try:
+        start_worklists(config)
+    except Exception as exc:  # bad settings, or another plugin answers worklists already
+        _stop_orthanc(f"the worklist SCP cannot start: {safe_message(exc)} (Orthanc lets one plugin answer "
+                      "worklists: leave out the ModalityWorklists sample plugin when the coercion plugin serves them)")
+    start_mpps(config)
 
 
 def _warn_about_c_get(config: dict) -> None:

@@ -30,6 +30,10 @@ class EdgeState:
     find_registered: bool = False  # the plugin's C-FIND SCP replaces Orthanc's
     query_registered: bool = False  # outgoing C-FIND routes go through the plugin
     find_settings: FindSettings = field(default_factory=FindSettings)
+    worklists: object | None = None  # exchanges.worklist.WorklistFolder, when worklists are enabled
+    worklist_settings: object | None = None  # edge.worklist.WorklistSettings
+    mpps: object | None = None  # stores.mpps.MppsStore, when the MPPS SCP runs (or kept steps exist)
+    mpps_exchange: object | None = None  # exchanges.mpps.MppsExchange over it
 
 
 state = EdgeState()
@@ -56,6 +60,12 @@ def log_failure(what: str) -> None:
     where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
     message = str(exc) if isinstance(exc, orthanc.OrthancException) else safe_message(exc)
     orthanc.LogError(f"coercion: {what}: {type(exc).__name__}: {message} (at {where})")
+
+
+class Refused(RuntimeError):
+    """What a callback raises to make Orthanc fail an exchange. Orthanc's Python plugin logs the
+    message of an exception that leaves a callback, so it is always one of the project's
+    (another library's message may quote the data); the cause was logged by log_failure."""
 
 
 def log_event(event: str, **fields) -> None:

@@ -1,0 +1,441 @@
+"""The MPPS SCP: pynetdicom inside Orthanc's process, on a port of its own.
+
+``start_mpps`` (called at the end of start-up) runs it when orthanc.json sets
+``"Coercion": {"Mpps": {"Port": N}}`` (``"Aet"``: Orthanc's DicomAet by default; ``"Host"``:
+where to listen, 127.0.0.1 by default). It accepts associations only from the peers Orthanc's
+DicomModalities list (by AE title, and by host with DicomCheckModalityHost, as Orthanc's own
+C-STORE SCP does with DicomAlwaysAllowStore false), answers N-CREATE and N-SET of Modality
+Performed Procedure Step and C-ECHO, and hands each message to ``exchanges.mpps``. Its threads
+are pynetdicom's (one listening, two per association); when Orthanc finalizes the interpreter, a
+handler run before Python waits for its threads (pynetdicom's association threads are not
+daemon threads) aborts the associations and closes the port, so that Orthanc stops promptly.
+``send_mpps_forward`` is the forwarding worker's sender for MPPS forwards (pynetdicom as an
+SCU); ``mpps_route`` answers /coercion/mpps.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import orthanc
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, _config, evt
+from pynetdicom.dimse_primitives import N_CREATE
+from pynetdicom.pdu import P_DATA_TF
+
+from ..exchanges.mpps import (
+    MAX_ATTRIBUTE_LIST_BYTES,
+    MPPS_SOP_CLASS,
+    PROCESSING_FAILURE,
+    VERIFICATION_SOP_CLASS,
+    Answer,
+    Message,
+    MppsExchange,
+    Outgoing,
+    admitted,
+    find_modality,
+    performed_series,
+)
+from ..service import safe_message
+from ..stores.mpps import open_mpps_store
+from .state import log_failure, state
+
+# pynetdicom logs datasets and identifiers at its "standard" level: none of it here (the data
+# is PHI until a rule coerces it); the plugin writes its own audit lines.
+_config.LOG_HANDLER_LEVEL = "none"
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
+_pynetdicom_log = logging.getLogger("pynetdicom")
+_pynetdicom_log.addHandler(logging.NullHandler())
+_pynetdicom_log.propagate = False
+_pynetdicom_log.setLevel(logging.CRITICAL + 1)
+
+_TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian]  # no deflate: bounded
+# A message whose PDUs pass this is cut off at the transport (the bound checked after it is
+# received is MAX_ATTRIBUTE_LIST_BYTES, answered with Resource Limitation).
+_MAX_MESSAGE_BYTES = 4 * MAX_ATTRIBUTE_LIST_BYTES
+_MAX_ASSOCIATIONS = 16
+
+
+@dataclass(frozen=True)
+class MppsSettings:
+    port: int
+    aet: str
+    host: str = "127.0.0.1"
+    check_host: bool = False  # DicomCheckModalityHost
+    strict_aet: bool = False  # StrictAetComparison
+    check_called_aet: bool = False  # DicomCheckCalledAet
+    timeout: int = 10  # DicomScuTimeout, for the forwards
+    scp_timeout: int = 30  # DicomScpTimeout: an association idle that long is closed
+
+    @classmethod
+    def from_configuration(cls, config: dict) -> "MppsSettings | None":
+        """The settings of ``Coercion.Mpps``; None when no port is set (no MPPS SCP). Raises
+        ValueError naming the setting at fault."""
+        section = (config.get("Coercion") or {}).get("Mpps")
+        if section is None:
+            return None
+        if not isinstance(section, dict):
+            raise ValueError('Coercion.Mpps must be an object like {"Port": 11114}')
+        unknown = sorted(set(section) - {"Port", "Aet", "Host"})
+        if unknown:
+            raise ValueError(f"Coercion.Mpps: unknown setting(s) {', '.join(unknown)}; known: Aet, Host, Port")
+        if "Port" not in section:
+            return None
+        port = section["Port"]
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValueError(f"Coercion.Mpps.Port must be a port number (1 to 65535), got {port!r}")
+        for key in ("DicomPort", "HttpPort"):
+            if config.get(key, 4242 if key == "DicomPort" else 8042) == port:
+                raise ValueError(f"Coercion.Mpps.Port {port} is Orthanc's {key}: choose a port of its own")
+        aet = section.get("Aet", config.get("DicomAet", "ORTHANC"))
+        if not isinstance(aet, str) or not aet.strip() or len(aet.strip()) > 16 or not aet.isascii() \
+                or "\\" in aet:
+            raise ValueError(f"Coercion.Mpps.Aet must be an AE title of 1 to 16 characters, got {aet!r}")
+        host = section.get("Host", "127.0.0.1")
+        if not isinstance(host, str) or not host:
+            raise ValueError(f"Coercion.Mpps.Host must be an address to listen on, got {host!r}")
+        timeouts = []
+        for key, default in (("DicomScuTimeout", 10), ("DicomScpTimeout", 30)):
+            value = config.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a whole number of seconds, got {value!r}")
+            timeouts.append(value)
+        return cls(port, aet.strip(), host, bool(config.get("DicomCheckModalityHost", False)),
+                   bool(config.get("StrictAetComparison", False)), bool(config.get("DicomCheckCalledAet", False)),
+                   *timeouts)
+
+
+_running: dict = {}  # "ae", "server", "settings" while the SCP runs
+
+
+def start_mpps(config: dict) -> None:
+    """Start the MPPS SCP if the configuration asks for it; bad settings stop Orthanc."""
+    from .startup import _stop_orthanc  # start-up imports this module
+
+    try:
+        settings = MppsSettings.from_configuration(config)
+    except ValueError as exc:
+        _stop_orthanc(str(exc))
+        return
+    service = state.service
+    database = Path(service.settings.mpps_database)
+    if settings is None:
+        if any(r.dimse in ("N_CREATE_RQ", "N_SET_RQ") for r in service.ruleset.rules + service.ruleset.routes):
+            orthanc.LogWarning("coercion: rules for N_CREATE_RQ or N_SET_RQ apply to nothing: no MPPS SCP runs "
+                               '(set "Coercion": {"Mpps": {"Port": ...}})')
+        if not database.exists():
+            return  # nothing kept to show
+    try:
+        state.mpps = open_mpps_store(database, service.keys)
+    except Exception as exc:  # StoreError: a wrong secret, an altered or unwritable file
+        _stop_orthanc(f"the MPPS store cannot be opened: {safe_message(exc)}")
+        return
+    state.mpps_exchange = MppsExchange(service, state.mpps, arm=_arm, resolve=_resolve,
+                                       worklists=lambda: state.worklists, audit=_audit, warn=_warn)
+    queued = state.mpps_exchange.queue_unqueued()
+    if settings is None:
+        return
+    try:
+        _serve(settings)
+    except OSError as exc:
+        _stop_orthanc(f"the MPPS SCP cannot listen on {settings.host}:{settings.port} (Coercion.Mpps): "
+                      f"{exc.strerror or exc}; is the port taken? choose another with Coercion.Mpps.Port")
+        return
+    _at_exit(stop_mpps)
+    orthanc.LogWarning(f"coercion: MPPS SCP {settings.aet} on {settings.host}:{settings.port}"
+                       + (f" ({queued} forward(s) queued again)" if queued else ""))
+
+
+def _serve(settings: MppsSettings) -> None:
+    ae = AE(ae_title=settings.aet)
+    ae.require_called_aet = settings.check_called_aet
+    ae.maximum_associations = _MAX_ASSOCIATIONS
+    ae.network_timeout = settings.scp_timeout
+    ae.acse_timeout = ae.dimse_timeout = 30
+    ae.add_supported_context(MPPS_SOP_CLASS, _TRANSFER_SYNTAXES)
+    ae.add_supported_context(VERIFICATION_SOP_CLASS, _TRANSFER_SYNTAXES)
+    handlers = [(evt.EVT_REQUESTED, _on_requested), (evt.EVT_N_CREATE, _on_n_create), (evt.EVT_N_SET, _on_n_set),
+                (evt.EVT_C_ECHO, _on_echo), (evt.EVT_PDU_RECV, _on_pdu), (evt.EVT_DIMSE_RECV, _on_message)]
+    _running["settings"] = settings  # before the first association is requested
+    try:
+        server = ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers)
+    except BaseException:
+        _running.clear()
+        raise
+    _running.update(ae=ae, server=server)
+
+
+def _at_exit(stop) -> None:
+    """Run ``stop`` when the interpreter finalizes, before it joins the threads that are not
+    daemon threads (atexit handlers run after that join: too late)."""
+    try:
+        threading._register_atexit(stop)  # Python 3.9+, as concurrent.futures does
+    except (AttributeError, RuntimeError):
+        atexit.register(stop)
+
+
+_peers: set = set()  # the associations forwards have open
+
+
+def stop_mpps() -> None:
+    """Stop listening, abort the associations in progress, free the port (at interpreter exit)."""
+    ae = _running.pop("ae", None)
+    if ae is not None:
+        ae.shutdown()
+    for peer in list(_peers):
+        peer.abort()
+    _running.clear()
+
+
+def _no_delay(assoc) -> None:
+    """Each message is written in several PDUs (command, then data set): without TCP_NODELAY
+    the second waits for the peer's delayed acknowledgement, about 40 ms a message."""
+    sock = getattr(assoc.dul.socket, "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+# -- the associations ---------------------------------------------------------------------
+
+
+def _on_requested(event) -> None:
+    """A-ASSOCIATE-RQ: refused (calling AE title not recognized) unless DicomModalities list the
+    peer, by AE title and, with DicomCheckModalityHost, by host."""
+    assoc = event.assoc
+    _no_delay(assoc)
+    _quick_ack(assoc)
+    calling = str(assoc.requestor.primitive.calling_ae_title or "").strip()
+    host = assoc.requestor.address
+    settings = _running.get("settings")
+    try:
+        modalities = json.loads(orthanc.RestApiGet("/modalities?expand"))
+        known = settings is not None and admitted(calling, host, modalities, settings.check_host, settings.strict_aet)
+    except Exception:
+        log_failure("MPPS SCP: DicomModalities could not be read")
+        known = False
+    if known:
+        return
+    _audit({"event": "mpps-association", "calling_aet": calling, "host": host,
+            "outcome": "refused: not in DicomModalities"})
+    assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, service user, calling AE title not recognized
+    assoc.kill()
+
+
+def _quick_ack(assoc) -> None:
+    """Acknowledge at once what the peer sends: a peer writing a message in two PDUs without
+    TCP_NODELAY holds the second until the first is acknowledged, and Linux delays that
+    acknowledgement by up to 40 ms (TCP_QUICKACK lasts a while only: set again per PDU)."""
+    sock = getattr(assoc.dul.socket, "socket", None)
+    if sock is not None and hasattr(socket, "TCP_QUICKACK"):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except OSError:
+            pass
+
+
+def _on_pdu(event) -> None:
+    """Count the bytes of the message being received; cut the transport beyond the bound."""
+    _quick_ack(event.assoc)
+    if isinstance(event.pdu, P_DATA_TF):
+        assoc = event.assoc
+        received = getattr(assoc, "_coercion_bytes", 0) + len(event.pdu)
+        assoc._coercion_bytes = received
+        if received > _MAX_MESSAGE_BYTES:
+            _audit({"event": "mpps-association", "calling_aet": str(assoc.requestor.ae_title).strip(),
+                    "outcome": f"aborted: a message of more than {_MAX_MESSAGE_BYTES} bytes"})
+            assoc.dul.socket.close()
+
+
+def _on_message(event) -> None:
+    event.assoc._coercion_bytes = 0
+
+
+def _on_echo(event) -> int:
+    return 0x0000
+
+
+def _message(event) -> Message:
+    request = event.request
+    syntax = event.context.transfer_syntax
+    if isinstance(request, N_CREATE):
+        data, uid, sop_class = request.AttributeList, request.AffectedSOPInstanceUID, request.AffectedSOPClassUID
+    else:
+        data, uid, sop_class = request.ModificationList, request.RequestedSOPInstanceUID, request.RequestedSOPClassUID
+    called = event.assoc.requestor.primitive.called_ae_title or event.assoc.acceptor.ae_title
+    return Message(str(event.assoc.requestor.ae_title).strip(), str(called).strip(),
+                   event.assoc.requestor.address, str(sop_class) if sop_class else None, str(uid) if uid else None,
+                   data.getvalue() if data is not None else b"", syntax.is_implicit_VR, syntax.is_little_endian)
+
+
+def _status(answer: Answer, tags: bool = True) -> Dataset:
+    """The status of a response; ``tags``: with the Attribute Identifier List (an N-CREATE
+    response has none in pynetdicom: its Error Comment names the attributes)."""
+    status = Dataset()
+    for keyword, value in answer.status_fields().items():
+        if tags or keyword != "AttributeIdentifierList":
+            setattr(status, keyword, value)
+    return status
+
+
+def _on_n_create(event):
+    try:
+        answer = state.mpps_exchange.n_create(_message(event))
+    except Exception:
+        log_failure("MPPS N-CREATE")
+        answer = Answer(PROCESSING_FAILURE, "the step could not be kept")
+    attributes = None
+    if answer.ok and answer.created_uid:  # the SCU let the SCP choose the UID: the response says it
+        attributes = Dataset()
+        attributes.AffectedSOPInstanceUID = answer.created_uid
+    return _status(answer, tags=False), attributes
+
+
+def _on_n_set(event):
+    try:
+        answer = state.mpps_exchange.n_set(_message(event))
+    except Exception:
+        log_failure("MPPS N-SET")
+        answer = Answer(PROCESSING_FAILURE, "the step could not be kept")
+    return _status(answer), None
+
+
+def _audit(event: dict) -> None:
+    line = "coercion-audit " + json.dumps(event, separators=(",", ":"))
+    refused = str(event.get("outcome", "")).startswith(("refused", "aborted"))
+    (orthanc.LogError if refused else orthanc.LogWarning)(line)
+
+
+def _warn(text: str) -> None:
+    orthanc.LogWarning(f"coercion: {text}")
+
+
+# -- forwards -----------------------------------------------------------------------------
+
+
+def _arm(route: str, destination: str, uid: str, retries: int, retry_interval: int) -> None:
+    """Queue a forward of the step (one open per route, destination and step: a message kept
+    while one is being sent opens the next, which a failed attempt is merged into)."""
+    from .routes import wake_forwards  # routes imports this module
+
+    state.forwards.arm(route, destination, "MPPS", uid, True, retries, retry_interval)
+    wake_forwards()
+
+
+def _resolve(destination: str) -> str:
+    """A forward's destination by its name in DicomModalities (as given when unknown)."""
+    found = find_modality(json.loads(orthanc.RestApiGet("/modalities?expand")), destination)
+    return found[0] if found else destination
+
+
+class _Peer:
+    """One association to a forward's destination, opened at the first message sent."""
+
+    def __init__(self, peer: dict, calling_aet: str, timeout: int):
+        self.peer, self.calling_aet, self.timeout = peer, calling_aet, timeout
+        self.assoc = None
+
+    def send(self, outgoing: Outgoing) -> int:
+        if self.assoc is None:
+            ae = AE(ae_title=self.calling_aet)
+            ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = self.timeout
+            ae.add_requested_context(MPPS_SOP_CLASS, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+            assoc = ae.associate(str(self.peer.get("Host")), int(self.peer.get("Port")),
+                                 ae_title=str(self.peer.get("AET")))
+            if not assoc.is_established:
+                raise ConnectionError("the association was not accepted" if assoc.is_rejected else
+                                      "the peer could not be reached")
+            _no_delay(assoc)
+            self.assoc = assoc
+            _peers.add(self)
+        if outgoing.kind == "N-CREATE":
+            status, _ = self.assoc.send_n_create(outgoing.dataset, MPPS_SOP_CLASS, outgoing.uid)
+        else:
+            status, _ = self.assoc.send_n_set(outgoing.dataset, MPPS_SOP_CLASS, outgoing.uid)
+        if "Status" not in status:
+            self.close()
+            raise ConnectionError("no answer from the peer")
+        return int(status.Status)
+
+    def close(self) -> None:
+        assoc, self.assoc = self.assoc, None
+        _peers.discard(self)
+        if assoc is not None and assoc.is_established:
+            assoc.release()
+
+    def abort(self) -> None:
+        assoc, self.assoc = self.assoc, None
+        _peers.discard(self)
+        if assoc is not None and assoc.is_established:
+            assoc.abort()
+
+
+def send_mpps_forward(row: dict) -> str:
+    """The forwarding worker's sender for a forward of level MPPS: the step's messages the
+    destination has not had, in order, over one association; the row is sent, or an attempt
+    failed (and is retried with the queue's back-off). Its state afterwards."""
+    forwards = state.forwards
+    try:
+        exchange = state.mpps_exchange
+        if exchange is None:
+            return _failed(row, "the MPPS store is not open (Coercion.Mpps)", retry=False)
+        found = find_modality(json.loads(orthanc.RestApiGet("/modalities?expand")), row["destination"])
+        if found is None:
+            return _failed(row, f"no modality named {row['destination']!r} in DicomModalities")
+        name, peer = found
+        settings = _running.get("settings")
+        calling = peer.get("LocalAet") or (settings.aet if settings else state.orthanc_aet)
+        link = _Peer(peer, calling, settings.timeout if settings else state.scu_timeout)
+        try:
+            result = exchange.forward(row["resource"], row["destination"], peer, calling, link.send)
+        finally:
+            link.close()
+    except Exception as exc:
+        log_failure("MPPS forward")
+        return _failed(row, f"{type(exc).__name__}: {safe_message(exc)}")
+    _audit({"event": "mpps-forward", "destination": row["destination"], "sop_instance_uid": row["resource"],
+            "messages_sent": result.sent, "outcome": "sent" if result.ok else f"attempt failed: {result.reason}"})
+    if result.ok:
+        forwards.sent(row["id"])
+        return "sent"
+    now = _failed(row, result.reason, result.retry)
+    orthanc.LogWarning(f"coercion: forward {row['id']} (MPPS) to {name}: attempt failed, now {now}")
+    return now
+
+
+def _failed(row: dict, reason: str, retry: bool = True) -> str:
+    return state.forwards.attempt_failed(row["id"], reason, retry=retry)
+
+
+# -- REST ---------------------------------------------------------------------------------
+
+
+def mpps_route(route: str, args: dict) -> tuple[int, object]:
+    """(status, JSON-able answer) of GET /coercion/mpps[/{uid}] (the caller holds the
+    administration credential: the kept dataset is PHI unless a rule coerced it)."""
+    if state.mpps is None:
+        return 404, {"error": 'no MPPS SCP is configured: set "Coercion": {"Mpps": {"Port": ...}}', "status": 404}
+    if route == "mpps":
+        status = args.get("status") or None
+        try:
+            limit = min(max(int(args.get("limit", 500)), 1), 10000)
+        except ValueError:
+            return 400, {"error": "limit must be a whole number", "status": 400}
+        return 200, [step.as_dict() for step in state.mpps.steps(status, limit)]
+    uid = route[len("mpps/"):]
+    kept = state.mpps.get(uid)
+    if kept is None:
+        return 404, {"error": f"no MPPS {uid}", "status": 404}
+    return 200, {**kept.step.as_dict(), "performed_series": performed_series(kept.dataset),
+                 "deliveries": [d.as_dict() for d in state.mpps.deliveries(uid)], "dataset": kept.dataset}
+

@@ -1,0 +1,402 @@
+"""The MPPS store: every Modality Performed Procedure Step received, its messages as kept, and
+how far each was forwarded to each destination.
+
+What a listing needs is kept in clear and holds no patient data: the step's SOP Instance UID as
+kept, its status, the calling AE title, when it was created and updated, how many series and
+instances it names, the rules that coerced it. Everything else is sealed (AES-GCM,
+``sealing.py``): the kept dataset (patient name and ID unless a rule coerced them), each kept
+message, and the scheduled steps as the peer named them (the worklist follows them). A peer
+names its step by the UID it chose; the store finds it by a keyed hash of that UID, so a step
+kept under a pseudonymous UID is found again without keeping the peer's UID.
+
+The store, not memory, knows each step: an N-SET after a restart finds its N-CREATE. The
+interface is small so that a PostgreSQL store can follow the embedded SQLite one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..engine.pseudonyms import Keys
+from .sealing import Sealer, SealError
+from .sqlitefiles import (
+    StoreError,
+    closed_on_failure,
+    connect_or_fail,
+    migrate,
+    prepare_owner_only,
+)
+
+__all__ = ["Delivery", "DuplicateStep", "Kept", "MppsStore", "SQLiteMppsStore", "Step", "StoreError",
+           "UnknownStep", "open_mpps_store"]
+
+LOOKUP_LABEL = b"coercion mpps store: keyed lookup of the UIDs peers use, version 1"
+
+
+class DuplicateStep(LookupError):
+    """An N-CREATE of a SOP Instance UID the store holds already."""
+
+
+class UnknownStep(LookupError):
+    """An N-SET of a SOP Instance UID the store does not hold."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a listing shows of a step: no patient data."""
+
+    uid: str  # the SOP Instance UID as kept (what a rule made of the peer's, or the peer's)
+    status: str
+    calling_aet: str
+    rule: str | None = None  # the rule that coerced its N-CREATE
+    set_rule: str | None = None  # the rule that coerced its last N-SET
+    series: int = 0
+    instances: int = 0
+    messages: int = 1  # the N-CREATE and the N-SETs kept
+    created: float = 0.0
+    updated: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"uid": self.uid, "status": self.status, "calling_aet": self.calling_aet, "rule": self.rule,
+                "set_rule": self.set_rule, "series": self.series, "instances": self.instances,
+                "messages": self.messages, "created": _iso(self.created), "updated": _iso(self.updated)}
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A step with what is sealed: ``dataset`` (DICOM JSON, as kept) and ``scheduled`` (the
+    scheduled steps as the peer named them) are PHI: never log them."""
+
+    step: Step
+    dataset: dict
+    scheduled: list
+
+    def __repr__(self) -> str:
+        return f"Kept({self.step!r})"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How far a step was forwarded to one destination: messages ``0 .. delivered - 1`` reached
+    it; ``in_flight``, the message an attempt was sending when it ended without an answer (it
+    may have reached the peer); ``peer_uid``, the UID the destination was given; ``queued``,
+    how many of the step's messages a queued forward covers (start-up queues the rest)."""
+
+    uid: str
+    destination: str
+    route: str
+    delivered: int = 0
+    in_flight: int | None = None
+    peer_uid: str | None = None
+    rule: str | None = None  # the rule that coerced what the destination got in the N-CREATE
+    queued: int = 0
+
+    def as_dict(self) -> dict:
+        return {"destination": self.destination, "route": self.route, "delivered": self.delivered}
+
+
+class MppsStore(ABC):
+    @abstractmethod
+    def create(self, peer_uid: str, kept: Kept, destinations=()) -> None:
+        """Keep a new step, its N-CREATE as message 0, and a delivery to each (destination,
+        route); raises DuplicateStep if the peer's UID or the kept UID is known already."""
+
+    @abstractmethod
+    def find(self, peer_uid: str) -> Kept | None:
+        """The step a peer names by its UID."""
+
+    @abstractmethod
+    def known(self, peer_uid: str) -> bool:
+        """Whether a step is kept under the UID a peer names it by (nothing is unsealed)."""
+
+    @abstractmethod
+    def update(self, peer_uid: str, change: Callable[[Kept], tuple[Kept, dict]]) -> tuple[Kept, list[Delivery]]:
+        """Apply an N-SET atomically: ``change`` gets the step as kept and gives the step as it
+        becomes and the message to keep (it may raise to change nothing); raises UnknownStep.
+        Returns the new step and its deliveries."""
+
+    @abstractmethod
+    def get(self, uid: str) -> Kept | None:
+        """A step by its kept UID."""
+
+    @abstractmethod
+    def steps(self, status: str | None = None, limit: int = 500) -> list[Step]:
+        """The newest steps first."""
+
+    @abstractmethod
+    def messages(self, uid: str, start: int = 0) -> list[tuple[int, str, dict]]:
+        """(number, N-CREATE or N-SET, the kept message as DICOM JSON) from ``start`` on."""
+
+    @abstractmethod
+    def deliveries(self, uid: str | None = None, unqueued: bool = False) -> list[Delivery]:
+        """The deliveries of a step (of every step if None); ``unqueued``: those with messages
+        no queued forward covers (Orthanc stopped between keeping a message and queueing)."""
+
+    @abstractmethod
+    def queued(self, uid: str, destination: str, messages: int) -> None:
+        """A forward covering the first ``messages`` messages is queued."""
+
+    @abstractmethod
+    def sending(self, uid: str, destination: str, number: int | None) -> None:
+        """Message ``number`` is about to be sent to ``destination`` (None: the peer answered it,
+        refusing it: it is not on its way any more)."""
+
+    @abstractmethod
+    def delivered(self, uid: str, destination: str, number: int, peer_uid: str | None = None,
+                  rule: str | None = None) -> None:
+        """Message ``number`` reached ``destination`` (with the N-CREATE: the UID and rule it got)."""
+
+    def close(self) -> None:  # pragma: no cover - nothing to release by default
+        pass
+
+
+SCHEMA_VERSION = 1
+
+# Version 1. Sealed columns are bound to their row and column: (table, uid, column) for mpps,
+# (table, uid, number, column) for mpps_message.
+_TABLES = [
+    """CREATE TABLE mpps (
+        uid         TEXT PRIMARY KEY,
+        peer_ref    TEXT NOT NULL UNIQUE,  -- keyed hash of the UID the calling peer uses
+        status      TEXT NOT NULL,
+        calling_aet TEXT NOT NULL,
+        rule        TEXT,
+        set_rule    TEXT,
+        series      INTEGER NOT NULL,
+        instances   INTEGER NOT NULL,
+        messages    INTEGER NOT NULL,
+        created     REAL NOT NULL,
+        updated     REAL NOT NULL,
+        dataset     BLOB NOT NULL,         -- sealed: the kept dataset, DICOM JSON
+        scheduled   BLOB NOT NULL          -- sealed: the scheduled steps as the peer named them
+    ) WITHOUT ROWID""",
+    "CREATE INDEX mpps_updated ON mpps (updated)",
+    """CREATE TABLE mpps_message (
+        uid      TEXT NOT NULL,
+        number   INTEGER NOT NULL,         -- 0: the N-CREATE; 1, 2...: the N-SETs in order
+        kind     TEXT NOT NULL,
+        received REAL NOT NULL,
+        dataset  BLOB NOT NULL,            -- sealed: the message as kept, DICOM JSON
+        PRIMARY KEY (uid, number)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE mpps_delivery (
+        uid         TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        route       TEXT NOT NULL,
+        delivered   INTEGER NOT NULL,
+        in_flight   INTEGER,
+        peer_uid    TEXT,
+        rule        TEXT,
+        queued      INTEGER NOT NULL,
+        PRIMARY KEY (uid, destination)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE store_key (
+        id        INTEGER PRIMARY KEY CHECK (id = 1),
+        key_check BLOB NOT NULL
+    )""",
+]
+_KEY_CHECK = ("store_key", "1", "key_check")
+_STEP_COLUMNS = "uid, status, calling_aet, rule, set_rule, series, instances, messages, created, updated"
+
+
+class SQLiteMppsStore(MppsStore):
+    """An embedded SQLite file in WAL mode, owner-only; safe across threads (one lock)."""
+
+    def __init__(self, path: str | Path, keys: Keys):
+        self.path = Path(path)
+        self._what = f"MPPS store {self.path}"
+        self._sealer = Sealer(keys.secret)
+        self._lookup = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=LOOKUP_LABEL).derive(keys.secret)
+        self._lock = threading.Lock()
+        prepare_owner_only(self.path, "MPPS store")
+        self._db = connect_or_fail(self.path, self._what)
+        with closed_on_failure(self._db, self._what):
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA secure_delete=ON")
+            migrate(self._db, self._what, SCHEMA_VERSION, {0: self._to_version_1})
+            row = self._db.execute("SELECT key_check FROM store_key WHERE id = 1").fetchone()
+            if row is None:
+                raise StoreError(f"{self._what}: its key check is missing (the file was altered)")
+            self._open(row[0], *_KEY_CHECK)
+
+    def _to_version_1(self, db: sqlite3.Connection) -> None:
+        for statement in _TABLES:
+            db.execute(statement)
+        db.execute("INSERT INTO store_key VALUES (1, ?)", (self._sealer.seal("key check", *_KEY_CHECK),))
+
+    # -- sealing ----------------------------------------------------------------------------
+
+    def _ref(self, peer_uid: str) -> str:
+        return hmac.new(self._lookup, peer_uid.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def _seal(self, value, *context: str) -> bytes:
+        return self._sealer.seal(json.dumps(value, separators=(",", ":")), *context)
+
+    def _open(self, sealed: bytes, *context: str) -> str:
+        try:
+            return self._sealer.open(sealed, *context)
+        except SealError:
+            raise StoreError(f"{self._what}: a sealed value does not open with this site secret: the store was "
+                             "written with another secret, or the file was altered") from None
+
+    def _unseal(self, sealed: bytes, *context: str):
+        return json.loads(self._open(sealed, *context))
+
+    def _kept(self, row) -> Kept:
+        step = Step(*row[:10])
+        return Kept(step, self._unseal(row[10], "mpps", step.uid, "dataset"),
+                    self._unseal(row[11], "mpps", step.uid, "scheduled"))
+
+    @staticmethod
+    def _delivery(row) -> Delivery:
+        return Delivery(*row)
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def _write(self, work: Callable[[sqlite3.Connection], object]):
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return result
+
+    def _insert_message(self, db, uid: str, number: int, kind: str, message: dict, now: float) -> None:
+        db.execute("INSERT INTO mpps_message VALUES (?, ?, ?, ?, ?)",
+                   (uid, number, kind, now, self._seal(message, "mpps_message", uid, str(number), "dataset")))
+
+    # -- the interface ----------------------------------------------------------------------
+
+    def create(self, peer_uid: str, kept: Kept, destinations=()) -> None:
+        now = time.time()
+        step = replace(kept.step, messages=1, created=now, updated=now)
+
+        def work(db):
+            try:
+                db.execute(f"INSERT INTO mpps ({_STEP_COLUMNS}, peer_ref, dataset, scheduled) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (step.uid, step.status, step.calling_aet, step.rule, step.set_rule, step.series,
+                            step.instances, step.messages, step.created, step.updated, self._ref(peer_uid),
+                            self._seal(kept.dataset, "mpps", step.uid, "dataset"),
+                            self._seal(kept.scheduled, "mpps", step.uid, "scheduled")))
+            except sqlite3.IntegrityError:
+                raise DuplicateStep("a step with this SOP Instance UID is kept already") from None
+            self._insert_message(db, step.uid, 0, "N-CREATE", kept.dataset, now)
+            db.executemany("INSERT OR IGNORE INTO mpps_delivery VALUES (?, ?, ?, 0, NULL, NULL, NULL, 0)",
+                           [(step.uid, destination, route) for destination, route in destinations])
+
+        self._write(work)
+
+    def _select(self, db, where: str, value) -> Kept | None:
+        row = db.execute(f"SELECT {_STEP_COLUMNS}, dataset, scheduled FROM mpps WHERE {where} = ?", (value,)).fetchone()
+        return self._kept(row) if row else None
+
+    def find(self, peer_uid: str) -> Kept | None:
+        with self._lock:
+            return self._select(self._db, "peer_ref", self._ref(peer_uid))
+
+    def known(self, peer_uid: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM mpps WHERE peer_ref = ?", (self._ref(peer_uid),)).fetchone()
+        return row is not None
+
+    def get(self, uid: str) -> Kept | None:
+        with self._lock:
+            return self._select(self._db, "uid", uid)
+
+    def update(self, peer_uid: str, change) -> tuple[Kept, list[Delivery]]:
+        ref = self._ref(peer_uid)
+
+        def work(db):
+            current = self._select(db, "peer_ref", ref)
+            if current is None:
+                raise UnknownStep("no step is kept with this SOP Instance UID")
+            new, message = change(current)
+            now = time.time()
+            step = replace(new.step, uid=current.step.uid, messages=current.step.messages + 1,
+                           created=current.step.created, updated=now)
+            db.execute("UPDATE mpps SET status = ?, set_rule = ?, series = ?, instances = ?, messages = ?, "
+                       "updated = ?, dataset = ? WHERE uid = ?",
+                       (step.status, step.set_rule, step.series, step.instances, step.messages, step.updated,
+                        self._seal(new.dataset, "mpps", step.uid, "dataset"), step.uid))
+            self._insert_message(db, step.uid, current.step.messages, "N-SET", message, now)
+            deliveries = db.execute("SELECT * FROM mpps_delivery WHERE uid = ? ORDER BY destination",
+                                    (step.uid,)).fetchall()
+            return Kept(step, new.dataset, current.scheduled), [self._delivery(r) for r in deliveries]
+
+        return self._write(work)
+
+    def steps(self, status: str | None = None, limit: int = 500) -> list[Step]:
+        query = f"SELECT {_STEP_COLUMNS} FROM mpps" + (" WHERE status = ?" if status else "") + \
+            " ORDER BY updated DESC, uid LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(query, (status, limit) if status else (limit,)).fetchall()
+        return [Step(*row) for row in rows]
+
+    def messages(self, uid: str, start: int = 0) -> list[tuple[int, str, dict]]:
+        with self._lock:
+            rows = self._db.execute("SELECT number, kind, dataset FROM mpps_message WHERE uid = ? AND number >= ? "
+                                    "ORDER BY number", (uid, start)).fetchall()
+        return [(number, kind, self._unseal(sealed, "mpps_message", uid, str(number), "dataset"))
+                for number, kind, sealed in rows]
+
+    def deliveries(self, uid: str | None = None, unqueued: bool = False) -> list[Delivery]:
+        query = "SELECT d.* FROM mpps_delivery d JOIN mpps m ON m.uid = d.uid WHERE 1"
+        args: list = []
+        if uid is not None:
+            query += " AND d.uid = ?"
+            args.append(uid)
+        if unqueued:
+            query += " AND d.queued < m.messages"
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY d.uid, d.destination", args).fetchall()
+        return [self._delivery(r) for r in rows]
+
+    def queued(self, uid: str, destination: str, messages: int) -> None:
+        with self._lock:
+            self._db.execute("UPDATE mpps_delivery SET queued = MAX(queued, ?) WHERE uid = ? AND destination = ?",
+                             (messages, uid, destination))
+
+    def sending(self, uid: str, destination: str, number: int | None) -> None:
+        with self._lock:
+            self._db.execute("UPDATE mpps_delivery SET in_flight = ? WHERE uid = ? AND destination = ?",
+                             (number, uid, destination))
+
+    def delivered(self, uid: str, destination: str, number: int, peer_uid: str | None = None,
+                  rule: str | None = None) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE mpps_delivery SET delivered = ?, in_flight = NULL, peer_uid = COALESCE(?, peer_uid), "
+                "rule = COALESCE(?, rule) WHERE uid = ? AND destination = ? AND delivered = ?",
+                (number + 1, peer_uid, rule, uid, destination, number))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def open_mpps_store(location: str | Path, keys: Keys) -> MppsStore:
+    """A store from its configured location (a file path means SQLite)."""
+    text = str(location)
+    if text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("a PostgreSQL MPPS store is not implemented yet; use a file path for SQLite")
+    return SQLiteMppsStore(text, keys)
