@@ -1,6 +1,7 @@
 """The ``coercion`` command line.
 
     coercion deidentify --uri URI --secret-file FILE INPUT... --out DIR [--jobs N]
+        [--pixel-text all|identifying] [--pixel-regions FILE]
 """
 
 from __future__ import annotations
@@ -110,12 +111,12 @@ def _collect(inputs: list[str], out: Path) -> tuple[list[Job], list[Job], list[R
 _worker = None
 
 
-def _init_worker(uri: str, secret: bytes) -> None:
+def _init_worker(uri: str, secret: bytes, pixels=None) -> None:
     global _worker
     quiet_pydicom()
     from .engine.deidentify import Deidentifier
 
-    _worker = Deidentifier(parse_uri(uri), Keys(secret))
+    _worker = Deidentifier(parse_uri(uri), Keys(secret), pixels=pixels)
 
 
 def _run(job: Job) -> Result:
@@ -240,6 +241,20 @@ def deidentify_command(args: argparse.Namespace) -> int:
     except SecretError as exc:
         print(f"coercion: {exc}", file=sys.stderr)
         return 2
+    pixels = None
+    if args.pixel_text or args.pixel_regions:
+        if Option.CleanPixelDataOption not in uri:
+            print("coercion: --pixel-text and --pixel-regions need CleanPixelDataOption in --uri", file=sys.stderr)
+            return 2
+        from .engine.pixels.policy import NO_REGIONS, RegionsError, load_regions
+        from .engine.pixels.settings import PixelSettings
+
+        try:
+            regions = load_regions(args.pixel_regions) if args.pixel_regions else NO_REGIONS
+        except RegionsError as exc:
+            print(f"coercion: bad --pixel-regions: {exc}", file=sys.stderr)
+            return 2
+        pixels = PixelSettings(args.pixel_text or "all", regions)
     out = Path(args.out)
     jobs, dicomdirs, failures = _collect(args.inputs, out)
     seen: dict[Path, str] = {}
@@ -258,13 +273,13 @@ def deidentify_command(args: argparse.Namespace) -> int:
     jobs_n = max(1, args.jobs)
     with _progress(len(jobs), args.quiet) as bar:
         if jobs_n == 1 or len(jobs) < 2:
-            _init_worker(str(uri), keys.secret)
+            _init_worker(str(uri), keys.secret, pixels)
             iterator = map(_run, jobs)
             pool = None
         else:
             from .engine import deidentify  # noqa: F401 (loaded once here: forked workers inherit it)
 
-            pool = ProcessPoolExecutor(jobs_n, initializer=_init_worker, initargs=(str(uri), keys.secret))
+            pool = ProcessPoolExecutor(jobs_n, initializer=_init_worker, initargs=(str(uri), keys.secret, pixels))
             iterator = pool.map(_run, jobs, chunksize=max(1, min(32, len(jobs) // (jobs_n * 4) or 1)))
         try:
             for result in iterator:
@@ -311,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     deid.add_argument("--out", required=True, help="output folder")
     deid.add_argument("--jobs", "-j", type=int, default=1, help="worker processes (default 1)")
     deid.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    deid.add_argument("--pixel-text", choices=("all", "identifying"),
+                      help="with CleanPixelDataOption: mask every text region (all, the default) or only text "
+                      "that identifies (identifying)")
+    deid.add_argument("--pixel-regions", metavar="FILE",
+                      help="with CleanPixelDataOption: the site's regions of burned-in text by header signature "
+                      "(the format of rules/pixel-regions.yaml)")
     deid.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
     deid.set_defaults(func=deidentify_command)
     from .serve import add_parser as add_serve_parser

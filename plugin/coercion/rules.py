@@ -20,7 +20,7 @@ Every error names the file, the rule and the field at fault.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -29,6 +29,8 @@ import yaml
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
+from .engine.pixels.policy import NO_REGIONS, REGIONS_FILE, RegionsError, SiteRegions, load_regions
+from .engine.pixels.settings import TEXT_MODES, PixelSettings
 from .engine.uri import DeidentifyURI, Option, URIError, parse_uri
 
 DIMSE = ("C_STORE_RQ", "C_FIND_RQ", "C_FIND_RSP", "N_CREATE_RQ", "N_SET_RQ")
@@ -43,6 +45,7 @@ ON_FAILURE = ("reject", "discard")
 FIELDS = {
     "name", "dimse", "role", "sending-aet", "receiving-aet", "sending-host", "sop-class",
     "conditions", "priority", "uri", "on-failure", "description", "forward", "scheduled-station-aet",
+    "pixel-text",
 }
 FORWARD_FIELDS = {"to", "when", "conditions", "retries", "retry-interval"}
 # When a route sends what it matched: each instance as it is stored, or the whole series or
@@ -146,6 +149,8 @@ class Rule:
     forward: Forward | None = None
     # dcm4chee's "calling AE title as Scheduled Station AE Title" for worklist queries
     calling_aet_as_station: bool = False
+    # How CleanPixelDataOption cleans (its text mode, the folder's regions); None without it
+    pixels: PixelSettings | None = None
 
     def matches_peers(self, transaction: Transaction) -> bool:
         return (self.dimse == transaction.dimse and self.role == transaction.role
@@ -161,6 +166,7 @@ class Rule:
             "conditions": [c.text for c in self.conditions], "priority": self.priority,
             "on-failure": self.on_failure, "file": self.source, "description": self.description,
             **({"forward": self.forward.as_dict()} if self.forward else {}),
+            **({"pixel-text": self.pixels.text} if self.pixels else {}),
         }
 
 
@@ -182,6 +188,7 @@ class RuleSet:
     rules: tuple[Rule, ...] = ()  # the rules that coerce (they have a uri)
     files: tuple[str, ...] = ()
     routes: tuple[Rule, ...] = ()  # the rules that forward (they have a forward)
+    regions: SiteRegions = NO_REGIONS  # the folder's pixel-regions.yaml
 
     def peer_independent(self, dimse: str, role: str) -> bool:
         """Whether no rule for (dimse, role) looks at the peer's AE title or host.
@@ -359,6 +366,11 @@ def parse_rule(raw, source: str, index: int) -> Rule:
     conditions = raw.get("conditions") or []
     if not isinstance(conditions, list):
         raise RuleError(f"{where}: field 'conditions' must be a list of strings")
+    pixel_text = raw.get("pixel-text")
+    cleans_pixels = uri is not None and Option.CleanPixelDataOption in uri
+    if pixel_text is not None and (not cleans_pixels or pixel_text not in TEXT_MODES):
+        raise RuleError(f"{where}: field 'pixel-text' must be {' or '.join(TEXT_MODES)}, on a rule whose uri has "
+                        f"CleanPixelDataOption, got {pixel_text!r}")
     return Rule(
         name=name.strip(),
         dimse=raw["dimse"],
@@ -376,6 +388,7 @@ def parse_rule(raw, source: str, index: int) -> Rule:
         description=str(raw.get("description", "")),
         forward=forward,
         calling_aet_as_station=station is not None,
+        pixels=PixelSettings(pixel_text or "all") if cleans_pixels else None,
     )
 
 
@@ -434,7 +447,8 @@ def load_rules(directory: str | Path) -> RuleSet:
     if not folder.is_dir():
         raise RuleError(f"rules folder {folder} does not exist or is not a folder")
     rules: list[Rule] = []
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in RULE_FILE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix in RULE_FILE_SUFFIXES and p.name != REGIONS_FILE)
     for path in files:
         try:
             text = path.read_text(encoding="utf-8")
@@ -446,5 +460,14 @@ def load_rules(directory: str | Path) -> RuleSet:
         if rule.name in seen:
             raise RuleError(f"{rule.source}: rule {rule.name!r}: field 'name': already used in {seen[rule.name]}")
         seen[rule.name] = rule.source
+    regions_file = folder / REGIONS_FILE
+    regions = NO_REGIONS
+    if regions_file.is_file():
+        try:
+            regions = load_regions(regions_file)
+        except RegionsError as exc:
+            raise RuleError(str(exc)) from None
+        rules = [replace(r, pixels=replace(r.pixels, regions=regions)) if r.pixels else r for r in rules]
+        files.append(regions_file)
     return RuleSet(tuple(r for r in rules if r.uri is not None), tuple(str(p) for p in files),
-                   tuple(r for r in rules if r.forward is not None))
+                   tuple(r for r in rules if r.forward is not None), regions)

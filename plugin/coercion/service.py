@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 
 from .engine.deidentify import Deidentifier, Outcome
 from .engine.dicomio import DicomError, read_instance
+from .engine.pixels.settings import PixelSettings
 from .engine.profile import PATIENT_ID_TAG
 from .engine.pseudonyms import Keys
 from .engine.uri import parse_uri
@@ -109,12 +110,17 @@ class Settings:
         )
 
 
+def _key(rule: Rule) -> tuple:
+    """What makes two rules' de-identifiers the same: the URI, and how pixels are cleaned."""
+    return str(rule.uri), rule.pixels
+
+
 class CoercionService:
     def __init__(self, settings: Settings, store: LinkageStore | None = None):
         self.settings = settings
         self.keys = settings.keys
         self._lock = threading.Lock()
-        self._deidentifiers: dict[str, Deidentifier] = {}
+        self._deidentifiers: dict[tuple, Deidentifier] = {}
         self._stats: dict[str, RuleStats] = {}
         self.last_error: str | None = None
         self.loaded_at: float | None = None
@@ -142,7 +148,7 @@ class CoercionService:
                                 "sending-aet instead")
         for validate in self.validators:
             validate(ruleset)
-        deidentifiers = {str(r.uri): self._deidentifier(r) for r in ruleset.rules}
+        deidentifiers = {_key(r): self._deidentifier(r) for r in ruleset.rules}
         with self._lock:
             self._deidentifiers = deidentifiers
             self.loaded_at = time.time()
@@ -150,8 +156,8 @@ class CoercionService:
         return ruleset
 
     def _deidentifier(self, rule: Rule) -> Deidentifier:
-        existing = self._deidentifiers.get(str(rule.uri))
-        return existing or Deidentifier(rule.uri, self.keys, self.settings.tables)
+        existing = self._deidentifiers.get(_key(rule))
+        return existing or Deidentifier(rule.uri, self.keys, self.settings.tables, rule.pixels)
 
     def reload(self) -> RuleSet:
         """Load the rules again; a bad set is refused and the active one stays (atomic)."""
@@ -249,7 +255,7 @@ class CoercionService:
             instance = parsed.get("instance") if "instance" in parsed else read_instance(data, drop_private=drop_private)
             if instance is None:
                 raise parsed["error"]
-            deid = self._deidentifiers.get(str(rule.uri)) or self._deidentifier(rule)
+            deid = self.deidentifier(rule)
             outcome = deid.deidentify_instance(instance)
             coerced = b"".join(deid.encode(instance))
         except DicomError as exc:
@@ -285,9 +291,10 @@ class CoercionService:
             rule = self.ruleset.by_name(rule_name)
             if rule is None:
                 raise LookupError(f"no active rule is named {rule_name!r}")
-            deid = self._deidentifiers.get(str(rule.uri)) or self._deidentifier(rule)
+            deid = self.deidentifier(rule)
         else:
-            deid = Deidentifier(parse_uri(uri), self.keys, self.settings.tables)
+            deid = Deidentifier(parse_uri(uri), self.keys, self.settings.tables,
+                                PixelSettings(regions=self.ruleset.regions))
         chunks, outcome = deid.deidentify_chunks(data)
         return b"".join(chunks), outcome
 
@@ -305,7 +312,7 @@ class CoercionService:
         return found[0], found[1]
 
     def deidentifier(self, rule: Rule) -> Deidentifier:
-        return self._deidentifiers.get(str(rule.uri)) or self._deidentifier(rule)
+        return self._deidentifiers.get(_key(rule)) or self._deidentifier(rule)
 
     # -- MPPS -------------------------------------------------------------------------------
 

@@ -4,9 +4,13 @@
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${COERCION_VENV:-$REPO/.venv}"
-DEBIAN_PACKAGES="python3.11 python3.11-venv orthanc orthanc-python orthanc-dicomweb dcmtk"
-# Needed by the tests only: dciodvfy, the validator tests/test_valid_output.py runs.
-TEST_DEBIAN_PACKAGES="dicom3tools"
+# Clean Pixel Data: Tesseract (with its English data) for tesserocr, which is built against it
+# (a compiler, pkg-config and the headers), and libturbojpeg for masking JPEG in the DCT domain.
+PIXEL_DEBIAN_PACKAGES="tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config g++ libturbojpeg0"
+DEBIAN_PACKAGES="python3.11 python3.11-venv python3.11-dev orthanc orthanc-python orthanc-dicomweb dcmtk $PIXEL_DEBIAN_PACKAGES"
+# Needed by the tests only: dciodvfy, the validator tests/test_valid_output.py runs; the fonts
+# tests/pixelimages.py renders burned-in text with.
+TEST_DEBIAN_PACKAGES="dicom3tools fonts-dejavu-core fonts-urw-base35"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -47,5 +51,7 @@ build_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         /usr/bin/python3.11 -m venv "$VENV"
     fi
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$REPO$extras"
+    # tesserocr is built from source against Debian's Tesseract: PyPI's wheels bundle a
+    # Tesseract of their own, without its language data.
+    PIP_NO_BINARY=tesserocr "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$REPO$extras"
 }

@@ -8,11 +8,13 @@
 Every attribute of every dataset, at any depth of sequences, gets the action that the
 resolved profile gives its tag. The walk is here; each kind of value has its own element
 anonymizer (uids, dates, identity, text, structured, private) and method states what was
-done. Pixel data is never parsed (see dicomio).
+done. Pixel data is never parsed (see dicomio), unless CleanPixelDataOption cleans an image
+(see pixels): then it is cleaned frame by frame as the output is written.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from pydicom.tag import Tag
 
 from .context import PATIENT_ID, InstanceContext, Scope
 from .dates import DateShifter
-from .dicomio import DicomError, Instance, read_instance, write_instance
+from .dicomio import DicomError, Instance, StreamedPixels, read_instance, write_instance
 from .identity import DummyValues, PatientIDHasher
 from .method import MethodStatement
 from .private import SafePrivateBlocks, private_creators
@@ -90,10 +92,25 @@ class Outcome:
                 f"patient_pseudonym={self.patient_pseudonym!r})")
 
 
+def _pixel_failure(plan, exc: Exception) -> "DeidentificationError":
+    return DeidentificationError(f"the pixel data cannot be cleaned ({plan.reason}): {exc}")
+
+
+def _failing_as_deidentification(chunks, plan):
+    from .pixels.frames import PixelError
+
+    try:
+        yield from chunks
+    except PixelError as exc:
+        raise _pixel_failure(plan, exc) from None
+
+
 class Deidentifier:
     """Applies one ``deidentify:`` URI with one set of keys; reusable and thread-safe."""
 
-    def __init__(self, uri: DeidentifyURI | str, keys: Keys, tables: str | None = None):
+    def __init__(self, uri: DeidentifyURI | str, keys: Keys, tables: str | None = None, pixels=None):
+        """``pixels``: the PixelSettings of CleanPixelDataOption (pixels.PixelSettings; the
+        defaults when None)."""
         self.uri = parse_uri(uri) if isinstance(uri, str) else uri
         self.keys = keys
         self.profile: Profile = resolve_profile(self.uri, tables)
@@ -112,10 +129,15 @@ class Deidentifier:
         }
         keeps_safe = self.profile.private_action == SAFE_PRIVATE
         self._private = SafePrivateBlocks(self.profile.tables.safe_private, self) if keeps_safe else None
+        self._pixels = None
+        if Option.CleanPixelDataOption in self.uri:
+            from .pixels.cleaner import PixelCleaner  # numpy, Tesseract: only when asked for
+
+            self._pixels = PixelCleaner(pixels)
 
     @classmethod
-    def from_uri(cls, uri: str, keys: Keys, tables: str | None = None) -> "Deidentifier":
-        return cls(parse_uri(uri), keys, tables)
+    def from_uri(cls, uri: str, keys: Keys, tables: str | None = None, pixels=None) -> "Deidentifier":
+        return cls(parse_uri(uri), keys, tables, pixels)
 
     # -- public API -------------------------------------------------------------------------
 
@@ -130,18 +152,33 @@ class Deidentifier:
         return self.encode(instance), outcome
 
     def deidentify_file(self, src: str | os.PathLike, dst: str | os.PathLike) -> Outcome:
-        """Read ``src``, write the result to ``dst`` atomically; ``src`` is never modified."""
-        chunks, outcome = self.deidentify_chunks(Path(src).read_bytes())
+        """Read ``src``, write the result to ``dst`` atomically; ``src`` is never modified.
+
+        The input is mapped into memory, not read into it, and what is written of it is let
+        go as it is written: a file of any size is de-identified (and cleaned, frame by frame)
+        in bounded memory."""
         dst = Path(dst)
-        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".coercion-", suffix=".tmp")
+        with open(src, "rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            mapped = mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ) if size else None
         try:
-            with os.fdopen(fd, "wb") as fp:
-                for chunk in chunks:
-                    fp.write(chunk)
-            os.replace(tmp, dst)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            chunks, outcome = self.deidentify_chunks(memoryview(mapped) if mapped is not None else b"")
+            fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".coercion-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fp:
+                    _write_released(fp, chunks, mapped)
+                os.replace(tmp, dst)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            finally:
+                del chunks
+        finally:
+            if mapped is not None:
+                try:
+                    mapped.close()
+                except BufferError:  # a view is still held (an exception's traceback): closed when freed
+                    pass
         return outcome
 
     @property
@@ -152,7 +189,29 @@ class Deidentifier:
     def deidentify_instance(self, instance: Instance) -> Outcome:
         if text_of(instance.file_meta, MEDIA_STORAGE_SOP_CLASS_UID) == MEDIA_STORAGE_DIRECTORY_STORAGE:
             _refuse_directory()
-        return self._deidentify(instance.header, instance.datasets())
+        plan = None
+        if self._pixels is not None and len(instance.segments) > 1:  # it has pixel data
+            plan = self._pixels.plan(instance.header, self._pixel_identifiers(instance.header))
+        outcome = self._deidentify(instance.header, instance.datasets(), pixels_cleaned=plan is not None)
+        if plan is not None:
+            from .pixels.frames import PixelError
+
+            try:
+                self._pixels.apply(plan, instance)
+            except PixelError as exc:  # fail closed: an image that should be cleaned and cannot be
+                raise _pixel_failure(plan, exc) from None
+            # Frames are cleaned as they are written: a frame that fails then fails the same way.
+            for segment in instance.segments:
+                if isinstance(segment, StreamedPixels):
+                    segment.chunks = _failing_as_deidentification(segment.chunks, plan)
+        return outcome
+
+    def _pixel_identifiers(self, header: Dataset):
+        if self._pixels.settings.text != "identifying":
+            return None
+        from .context import collect_identifiers
+
+        return collect_identifiers(header)
 
     def deidentify_dataset(self, ds: Dataset) -> Outcome:
         """De-identify a dataset in place (a query, a worklist item, a decoded instance)."""
@@ -165,13 +224,13 @@ class Deidentifier:
         """A de-identified instance as byte chunks, with its rebuilt file meta."""
         return write_instance(instance, self.method.file_meta(instance))
 
-    def _deidentify(self, header: Dataset, datasets: list[Dataset]) -> Outcome:
+    def _deidentify(self, header: Dataset, datasets: list[Dataset], pixels_cleaned: bool = False) -> Outcome:
         context = InstanceContext(header, self.keys, self._needs_identifiers, self.profile.tables)
         before = query_uids(header)
         scope = Scope(context, top=True, types=context.types)
         for ds in datasets:
             self.walk(ds, scope)
-        self.method.mark(header, context.overlays_removed)
+        self.method.mark(header, context.overlays_removed, pixels_cleaned)
         pseudonym = text_of(header, PATIENT_ID) if Option.RetainPatientIDHashOption in self.uri else ""
         return Outcome(
             sop_class_uid=context.sop_class_uid,
@@ -278,6 +337,25 @@ class Deidentifier:
             if row.tag == wanted:
                 return row.basic
         return REMOVE
+
+
+_RELEASE_EVERY = 32 * 1024 * 1024
+
+
+def _write_released(fp, chunks, mapped) -> None:
+    """Write ``chunks``, in pieces, and let the kernel take back the pages of ``mapped`` read
+    so far every few tens of MB (they would otherwise count against the process until the end)."""
+    since = 0
+    for chunk in chunks:
+        view = memoryview(chunk)
+        for start in range(0, len(view), _RELEASE_EVERY):
+            piece = view[start:start + _RELEASE_EVERY]
+            fp.write(piece)
+            since += len(piece)
+            if mapped is not None and since >= _RELEASE_EVERY and hasattr(mmap, "MADV_DONTNEED"):
+                fp.flush()
+                mapped.madvise(mmap.MADV_DONTNEED)
+                since = 0
 
 
 def _refuse_directory(*_) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
+from pydicom.filebase import DicomBytesIO, DicomFileLike
 from pydicom.filereader import (
     _read_file_meta_info,
     read_dataset,
@@ -42,6 +42,45 @@ PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _ITEM = 0xFFFEE000
 _SEQUENCE_DELIMITER = 0xFFFEE0DD
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+_COPY_LIMIT = 64 * 1024 * 1024
+
+
+class _View:
+    """A read-only file over a buffer, read in place (for pydicom's readers)."""
+
+    def __init__(self, buffer: memoryview):
+        self._buffer, self._pos = buffer, 0
+        self.name = "<memory>"
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._buffer) if size is None or size < 0 else min(self._pos + size, len(self._buffer))
+        data = bytes(self._buffer[self._pos:end])
+        self._pos = end
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = max(0, {0: 0, 1: self._pos, 2: len(self._buffer)}[whence] + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        pass
+
+
+def _reader(buf: memoryview):
+    """A pydicom file over ``buf``. A BytesIO over anything but a whole bytes object copies it:
+    a large buffer (a file mapped into memory) is read in place instead."""
+    whole = buf.obj if isinstance(buf, memoryview) and isinstance(buf.obj, bytes) and len(buf) == len(buf.obj) \
+        else None
+    if whole is not None:
+        return DicomBytesIO(whole)
+    if len(buf) < _COPY_LIMIT:
+        return DicomBytesIO(buf)
+    return DicomFileLike(_View(buf))
 
 
 class DicomError(ValueError):
@@ -78,6 +117,7 @@ def _read_header_explicit_little(data, pos: int, drop_private: bool) -> tuple[Da
     elements: dict = {}
     met = 0
     encoding = default_encoding
+    fp = None  # made at the first sequence of undefined length (pydicom reads those)
     unpack_header, unpack_length = _EXPLICIT_HEADER.unpack_from, _UINT32.unpack_from
     while pos < end:
         if pos + 8 > end:
@@ -103,7 +143,8 @@ def _read_header_explicit_little(data, pos: int, drop_private: bool) -> tuple[Da
         if length == 0xFFFFFFFF:
             if vr != "SQ" or (drop_private and group & 1):
                 return None
-            fp = DicomBytesIO(data)
+            if fp is None:
+                fp = _reader(data)
             fp.seek(value_tell)
             sequence = read_sequence(fp, False, True, length, encoding)
             elements[BaseTag(tag)] = DataElement(BaseTag(tag), vr, sequence, value_tell, is_undefined_length=True)
@@ -197,6 +238,34 @@ class PixelElement:
         if implicit:
             return tag + struct.pack(order + "L", length)
         return tag + self.vr.encode("ascii") + b"\x00\x00" + struct.pack(order + "L", length)
+
+
+class StreamedPixels:
+    """Pixel data made as it is written (cleaned frame by frame): ``chunks`` yields its value,
+    of ``length`` bytes (None: encapsulated, of undefined length). Iterated once."""
+
+    def __init__(self, tag: int, vr: str, chunks, length: int | None):
+        self.tag, self.vr, self.chunks, self.length = tag, vr, chunks, length
+
+    @property
+    def undefined_length(self) -> bool:
+        return self.length is None
+
+    def encode_header(self, implicit: bool, little: bool) -> bytes:
+        order = "<" if little else ">"
+        length = 0xFFFFFFFF if self.length is None else self.length
+        tag = struct.pack(order + "HH", self.tag >> 16, self.tag & 0xFFFF)
+        if implicit:
+            return tag + struct.pack(order + "L", length)
+        return tag + self.vr.encode("ascii") + b"\x00\x00" + struct.pack(order + "L", length)
+
+    def values(self):
+        written = 0
+        for chunk in self.chunks:
+            written += len(chunk)
+            yield chunk
+        if self.length is not None and written != self.length:
+            raise DicomError(f"cleaned pixel data has {written} bytes, not the {self.length} its header says")
 
 
 def _read_pixel_element(
@@ -438,7 +507,7 @@ def read_instance(data: bytes | bytearray | memoryview, drop_private: bool = Fal
     buf = memoryview(data)
     if not looks_like_dicom(bytes(buf[: PREAMBLE_LENGTH + 4])):
         raise DicomError("not DICOM: no DICM prefix, and the data does not start like a DICOM dataset")
-    fp = DicomBytesIO(data)
+    fp = _reader(buf)
     try:
         preamble = read_preamble(fp, force=True)
         file_meta = _read_file_meta_info(fp)
@@ -604,23 +673,40 @@ def encode_file_meta(elements: dict[int, str | bytes]) -> bytes:
     return struct.pack("<HH2sHL", 2, 0, b"UL", 4, len(body)) + bytes(body)
 
 
-def write_instance(instance: Instance, file_meta: dict[int, str | bytes]) -> list:
-    """The output as a list of byte chunks (pixel data chunks are slices of the input)."""
+def write_instance(instance: Instance, file_meta: dict[int, str | bytes]):
+    """The output as byte chunks, made as they are taken (pixel data chunks are slices of the
+    input, or frames cleaned one at a time: see StreamedPixels)."""
     # The preamble is application-defined and may carry anything: it is never copied.
     head = b"\x00" * 128 + b"DICM" + encode_file_meta(file_meta)
-    body: list = []
-    for segment in instance.segments:
-        if isinstance(segment, Dataset):
-            body.append(
-                _encode_dataset(segment, instance.is_implicit_VR, instance.is_little_endian, instance.source)
-            )
-        else:
-            body.append(segment.encode_header(instance.is_implicit_VR, instance.is_little_endian))
-            body.append(segment.value)
+    # The datasets are encoded first: a failure there shows before anything is written.
+    encoded = [
+        _encode_dataset(segment, instance.is_implicit_VR, instance.is_little_endian, instance.source)
+        if isinstance(segment, Dataset) else segment
+        for segment in instance.segments
+    ]
+
+    def body():
+        for segment in encoded:
+            if isinstance(segment, bytes):
+                yield segment
+                continue
+            yield segment.encode_header(instance.is_implicit_VR, instance.is_little_endian)
+            if isinstance(segment, StreamedPixels):
+                yield from segment.values()
+            else:
+                yield segment.value
+
     if instance.deflated:
         compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
-        deflated = b"".join(compressor.compress(chunk) for chunk in body) + compressor.flush()
+        deflated = b"".join(compressor.compress(chunk) for chunk in body()) + compressor.flush()
         if len(deflated) % 2:
             deflated += b"\x00"
         return [head, deflated]
-    return [head, *body]
+    if not any(isinstance(s, StreamedPixels) for s in encoded):
+        return [head, *body()]
+    return _chain(head, body())
+
+
+def _chain(head: bytes, rest):
+    yield head
+    yield from rest

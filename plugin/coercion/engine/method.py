@@ -32,9 +32,11 @@ class MethodStatement:
         self.keys = keys
         cid = profile.tables.cid_7050
         names = ["BasicApplicationConfidentialityProfile"]
-        names += [o.value for o in Option if o in uri.options and o.value in cid]
+        # Clean Pixel Data is stated only on the images whose pixels were cleaned.
+        names += [o.value for o in Option if o in uri.options and o.value in cid and o != Option.CleanPixelDataOption]
         self.codes = [cid[n] for n in names]
         self.texts = [c["meaning"] for c in self.codes]
+        self.pixel_code = cid[Option.CleanPixelDataOption.value]
         if Option.RetainPatientIDHashOption in uri:
             self.texts.append("dcm4chee RetainPatientIDHashOption (keyed)")
         if Option.RetainLongitudinalTemporalInformationFullDatesOption in uri:
@@ -45,9 +47,9 @@ class MethodStatement:
             self.longitudinal = "REMOVED"
         self._encoded_codes: dict = {}
 
-    def code_items(self) -> list[Dataset]:
+    def code_items(self, pixels_cleaned: bool = False) -> list[Dataset]:
         items = []
-        for code in self.codes:
+        for code in self.codes + ([self.pixel_code] if pixels_cleaned else []):
             item = Dataset()
             item[0x00080100] = DataElement(0x00080100, "SH", code["value"])
             item[0x00080102] = DataElement(0x00080102, "SH", code["scheme"])
@@ -55,7 +57,7 @@ class MethodStatement:
             items.append(item)
         return items
 
-    def _code_sequence(self, ds: Dataset):
+    def _code_sequence(self, ds: Dataset, pixels_cleaned: bool = False):
         """De-identification Method Code Sequence, encoded once per encoding and reused.
 
         It is the same for every instance of an option set; a raw element with no source
@@ -64,31 +66,33 @@ class MethodStatement:
         implicit, little = ds.original_encoding
         tag = DEIDENTIFICATION_METHOD_CODE_SEQUENCE
         if implicit is None:
-            return DataElement(tag, "SQ", Sequence(self.code_items()))
-        key = (implicit, little)
+            return DataElement(tag, "SQ", Sequence(self.code_items(pixels_cleaned)))
+        key = (implicit, little, pixels_cleaned)
         value = self._encoded_codes.get(key)
         if value is None:
             out = DicomBytesIO()
             out.is_implicit_VR, out.is_little_endian = implicit, little
-            write_data_element(out, DataElement(tag, "SQ", Sequence(self.code_items())), ["iso8859"])
+            write_data_element(out, DataElement(tag, "SQ", Sequence(self.code_items(pixels_cleaned))), ["iso8859"])
             value = out.getvalue()[8 if implicit else 12:]
             self._encoded_codes[key] = value
         return RawDataElement(Tag(tag), None if implicit else "SQ", len(value), value, -1, implicit, little)
 
-    def mark(self, ds: Dataset, overlays_removed: bool) -> None:
+    def mark(self, ds: Dataset, overlays_removed: bool, pixels_cleaned: bool = False) -> None:
         """State what was done, after what earlier de-identifications stated."""
         texts = self.texts
+        if pixels_cleaned:
+            texts = [*texts, self.pixel_code["meaning"]]
         if overlays_removed and Option.CleanGraphicsOption in self.uri:
             texts = [*texts, "Overlay bitmaps removed, not cleaned"]
         previous = ds.get(DEIDENTIFICATION_METHOD)
         previous_texts = [str(v) for v in values_of(previous.value)] if previous is not None else []
         previous_codes = ds.get(DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
         if previous_codes is not None and previous_codes.value:
-            items = list(previous_codes.value) + self.code_items()
+            items = list(previous_codes.value) + self.code_items(pixels_cleaned)
             ds[DEIDENTIFICATION_METHOD_CODE_SEQUENCE] = DataElement(DEIDENTIFICATION_METHOD_CODE_SEQUENCE, "SQ",
                                                                     Sequence(items))
         else:
-            ds[DEIDENTIFICATION_METHOD_CODE_SEQUENCE] = self._code_sequence(ds)
+            ds[DEIDENTIFICATION_METHOD_CODE_SEQUENCE] = self._code_sequence(ds, pixels_cleaned)
         ds[PATIENT_IDENTITY_REMOVED] = DataElement(PATIENT_IDENTITY_REMOVED, "CS", "YES")
         ds[DEIDENTIFICATION_METHOD] = DataElement(DEIDENTIFICATION_METHOD, "LO", previous_texts + list(texts))
         ds[LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED] = DataElement(

@@ -30,10 +30,13 @@ class Option(str, Enum):
     RetainPatientIDHashOption = "RetainPatientIDHashOption"
 
 
-# Recognised, but refused until the pixel issue implements them.
-NOT_SUPPORTED_YET = frozenset(
-    {Option.CleanPixelDataOption, Option.CleanRecognizableVisualFeaturesOption}
-)
+# Recognised, but refused: what they promise is not done (faces in 3D reconstructions need
+# another tool than text masking).
+NOT_SUPPORTED = {
+    Option.CleanRecognizableVisualFeaturesOption:
+        "CleanRecognizableVisualFeaturesOption is not supported: recognizable faces (in 3D reconstructions, "
+        "photographs) need a tool of their own; CleanPixelDataOption masks burned-in text only",
+}
 _MUTUALLY_EXCLUSIVE = (
     (
         Option.RetainLongitudinalTemporalInformationFullDatesOption,
@@ -81,8 +84,8 @@ def parse_uri(uri: str) -> DeidentifyURI:
             raise URIError(f"unknown option {name!r} in {uri!r}; known options: {known}") from None
         if option in options:
             raise URIError(f"option {name} is given more than once in {uri!r}")
-        if option in NOT_SUPPORTED_YET:
-            raise URIError(f"{name} is not supported yet (pixel data is never modified)")
+        if option in NOT_SUPPORTED:
+            raise URIError(NOT_SUPPORTED[option])
         options.append(option)
     for group in _MUTUALLY_EXCLUSIVE:
         both = [o.value for o in group if o in options]
