@@ -11,7 +11,7 @@ import io
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
@@ -188,3 +188,30 @@ def legible(words: list[str], pixels: np.ndarray, lines=None) -> list[str]:
     """The words of ``words`` that OCR reads in ``pixels`` (in ``lines`` only: read_words)."""
     text = read_words(pixels, lines).replace(" ", "")
     return [w for w in words if w.upper().replace("^", "") in text]
+
+
+def cine_picture(index: int, width: int = 800, height: int = 600, _backgrounds: dict = {}) -> Picture:
+    """Frame ``index`` of a long RGB ultrasound cine (smooth speckle, as probes show it), with
+    the patient's name, ID and birth date, a clock that ticks every 100 frames, and a name that
+    shows in frames 500 to 509 only. The same index always makes the same frame."""
+    key = (index % 20, width, height)
+    if key not in _backgrounds:
+        speckle = Image.fromarray(ultrasound(width, height, seed=index % 20))
+        _backgrounds[key] = np.asarray(speckle.filter(ImageFilter.GaussianBlur(0.8)))
+    p = burned_in(_backgrounds[key], rgb=True)
+    p.draw((width - 120, 40), f"12:{index // 100:02d}:00", 16)
+    if 500 <= index < 510:
+        p.draw((width // 2 - 60, height // 2), "SMITH^JOHN", 20)
+    return p
+
+
+def write_cine(path, frames: int = 1000, width: int = 800, height: int = 600) -> None:
+    """A JPEG Baseline ultrasound cine of ``frames`` cine_picture frames, as a Part 10 file."""
+    ds = dataset([np.zeros((height, width, 3), np.uint8)], US_MULTIFRAME)
+    ds.NumberOfFrames = frames
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.LossyImageCompression = "01"
+    ds.PixelData = encapsulate([jpeg(cine_picture(i, width, height).pixels, 90) for i in range(frames)])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)

@@ -470,3 +470,28 @@ def test_the_cli_cleans_and_refuses_without_writing(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").rglob("*.dcm")) == ["us.dcm"]
     out = pydicom.dcmread(tmp_path / "out" / "us.dcm")
     assert_masked(picture, picture.pixels, out.pixel_array, 6)
+
+
+def test_the_cli_cleans_a_thousand_frame_rgb_cine_in_bounded_memory(tmp_path):
+    from pydicom.pixels import iter_pixels
+
+    source = tmp_path / "in" / "cine.dcm"
+    source.parent.mkdir()
+    pi.write_cine(source)
+    secret = tmp_path / "site.key"
+    secret.write_bytes(SECRET)
+    secret.chmod(0o600)
+    command = [sys.executable, "-m", "coercion.cli", "deidentify", "--uri", URI, "--secret-file", str(secret),
+               "--out", str(tmp_path / "out"), "--quiet", str(source)]
+    # A process of its own measures the peak of its only child, the CLI.
+    measure = ("import resource, subprocess, sys; status = subprocess.run(sys.argv[1:]).returncode; "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(status)")
+    result = subprocess.run([sys.executable, "-c", measure, *command], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    peak_mb = int(result.stdout.split()[-1]) / 1024
+    assert peak_mb < 500, f"the CLI's peak was {peak_mb:.0f} MB"
+    out = tmp_path / "out" / "cine.dcm"
+    assert pydicom.dcmread(out, stop_before_pixels=True).NumberOfFrames == 1000
+    for index, (was, frame) in enumerate(zip(iter_pixels(source), iter_pixels(out))):
+        if index % 99 == 0 or 500 <= index < 510:
+            assert changed(was, frame)[pi.cine_picture(index).text_mask].all(), index

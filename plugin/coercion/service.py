@@ -19,7 +19,7 @@ from typing import Callable
 from pydicom.dataset import Dataset
 
 from .engine.deidentify import Deidentifier, Outcome
-from .engine.dicomio import DicomError, read_instance
+from .engine.dicomio import DicomError, joined, read_instance
 from .engine.pixels.settings import PixelSettings
 from .engine.profile import PATIENT_ID_TAG
 from .engine.pseudonyms import Keys
@@ -257,7 +257,7 @@ class CoercionService:
                 raise parsed["error"]
             deid = self.deidentifier(rule)
             outcome = deid.deidentify_instance(instance)
-            coerced = b"".join(deid.encode(instance))
+            coerced = joined(deid.encode(instance))
         except DicomError as exc:
             return self._failed(rule, f"unreadable DICOM: {exc}", len(data), started, rule.on_failure)
         except Exception as exc:  # fail closed on anything: never store or send as received
@@ -296,7 +296,7 @@ class CoercionService:
             deid = Deidentifier(parse_uri(uri), self.keys, self.settings.tables,
                                 PixelSettings(regions=self.ruleset.regions))
         chunks, outcome = deid.deidentify_chunks(data)
-        return b"".join(chunks), outcome
+        return joined(chunks), outcome
 
     # -- C-FIND -----------------------------------------------------------------------------
 

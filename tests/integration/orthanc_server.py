@@ -250,10 +250,12 @@ class StoreSCP:
         self.process.wait(10)
 
 
-def storescu(server: OrthancServer, calling_aet: str, *files) -> subprocess.CompletedProcess:
+def storescu(server: OrthancServer, calling_aet: str, *files, options: tuple = ()) -> subprocess.CompletedProcess:
+    """``options``: more of storescu's (``-xy``: propose JPEG Baseline, for files in it)."""
     env = dict(os.environ, TCP_NODELAY="1")
     return subprocess.run(
-        ["storescu", "-v", "-aet", calling_aet, "-aec", AET, "127.0.0.1", str(server.dicom_port), *map(str, files)],
+        ["storescu", "-v", *options, "-aet", calling_aet, "-aec", AET, "127.0.0.1", str(server.dicom_port),
+         *map(str, files)],
         capture_output=True, text=True, env=env, timeout=120,
     )
 

@@ -178,6 +178,7 @@ def _cstore_instance(instance):
     received = early.received if early and early.received is not None else instance.GetInstanceData()
     decision = state.service.coerce(received, _store_transaction(aet))
     if early is None or early.received is None:
+        del received  # the re-post below holds the coerced copy: not both (a cine is large)
         return _answer(decision, aet, stored=False)
     if decision.action == UNCHANGED:  # an early coerced copy of data that no rule wants coerced
         return _repost(received, None, aet)

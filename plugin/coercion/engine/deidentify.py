@@ -27,7 +27,7 @@ from pydicom.tag import Tag
 
 from .context import PATIENT_ID, InstanceContext, Scope
 from .dates import DateShifter
-from .dicomio import DicomError, Instance, StreamedPixels, read_instance, write_instance
+from .dicomio import DicomError, Instance, StreamedPixels, joined, read_instance, write_instance
 from .identity import DummyValues, PatientIDHasher
 from .method import MethodStatement
 from .private import SafePrivateBlocks, private_creators
@@ -143,7 +143,7 @@ class Deidentifier:
 
     def deidentify_bytes(self, data: bytes | bytearray | memoryview) -> bytes:
         chunks, _ = self.deidentify_chunks(data)
-        return b"".join(chunks)
+        return joined(chunks)
 
     def deidentify_chunks(self, data: bytes | bytearray | memoryview) -> tuple[list, Outcome]:
         """The de-identified instance as byte chunks (to write without joining) and the outcome."""

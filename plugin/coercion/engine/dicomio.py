@@ -9,6 +9,7 @@ the output.
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -705,6 +706,18 @@ def write_instance(instance: Instance, file_meta: dict[int, str | bytes]):
     if not any(isinstance(s, StreamedPixels) for s in encoded):
         return [head, *body()]
     return _chain(head, body())
+
+
+def joined(chunks) -> bytes:
+    """The bytes of what write_instance returned. A stream (cleaned frames) is gathered in one
+    growing buffer that becomes the result without a copy, so that memory holds the output once,
+    not its chunks and their join."""
+    if isinstance(chunks, list):
+        return b"".join(chunks)
+    out = io.BytesIO()
+    for chunk in chunks:
+        out.write(chunk)
+    return out.getvalue()
 
 
 def _chain(head: bytes, rest):
