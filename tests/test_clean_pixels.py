@@ -495,3 +495,41 @@ def test_the_cli_cleans_a_thousand_frame_rgb_cine_in_bounded_memory(tmp_path):
     for index, (was, frame) in enumerate(zip(iter_pixels(source), iter_pixels(out))):
         if index % 99 == 0 or 500 <= index < 510:
             assert changed(was, frame)[pi.cine_picture(index).text_mask].all(), index
+
+
+# -- rules ----------------------------------------------------------------------------------
+
+def test_rules_carry_their_pixel_text_and_the_folders_regions(tmp_path):
+    from coercion.rules import load_rules
+
+    (tmp_path / "rules.yaml").write_text(
+        "- {name: probes, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:CleanPixelDataOption', "
+        "pixel-text: identifying}\n- {name: plain, dimse: C_STORE_RQ, role: SCU, sending-aet: X, uri: 'deidentify:'}\n")
+    (tmp_path / "pixel-regions.yaml").write_text(REGIONS)
+    ruleset = load_rules(tmp_path)
+    probes, plain = ruleset.rules
+    assert probes.pixels.text == "identifying" and probes.pixels.regions.signatures[0].name == "acme-console"
+    assert plain.pixels is None
+    assert str(tmp_path / "pixel-regions.yaml") in ruleset.files
+
+
+@pytest.mark.parametrize("rule,error", [
+    ("{name: r, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:', pixel-text: all}", "field 'pixel-text'"),
+    ("{name: r, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:CleanPixelDataOption', pixel-text: some}",
+     "field 'pixel-text'"),
+])
+def test_a_bad_pixel_text_names_the_rule_and_field(tmp_path, rule, error):
+    from coercion.rules import RuleError, load_rules
+
+    (tmp_path / "rules.yaml").write_text(f"- {rule}\n")
+    with pytest.raises(RuleError, match=f"rule 'r': {error}"):
+        load_rules(tmp_path)
+
+
+def test_a_bad_regions_file_stops_the_rules_from_loading(tmp_path):
+    from coercion.rules import RuleError, load_rules
+
+    (tmp_path / "rules.yaml").write_text("- {name: r, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:'}\n")
+    (tmp_path / "pixel-regions.yaml").write_text("- name: a\n  match: {Rows: 1}\n  regions: [[0, 0, 0, 5]]\n")
+    with pytest.raises(RuleError, match=r"pixel-regions.yaml: signature 'a': field 'regions', region 1"):
+        load_rules(tmp_path)

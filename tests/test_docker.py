@@ -25,6 +25,15 @@ def test_every_file_the_dockerfile_copies_exists():
     assert re.search(r"apt-get install .*\bdcmtk\b", dockerfile)  # storescu sends coerced instances
 
 
+def test_the_image_installs_what_clean_pixel_data_needs():
+    dockerfile = (DOCKER / "Dockerfile").read_text().replace("\\\n", " ")
+    common = (REPO / "plugin" / "scripts" / "common.sh").read_text()
+    packages = re.search(r'^PIXEL_DEBIAN_PACKAGES="([^"]+)"', common, re.M).group(1).split()
+    installed = set(re.search(r"apt-get install ([^&]+)", dockerfile).group(1).split())
+    assert set(packages) <= installed
+    assert "PIP_NO_BINARY=tesserocr" in dockerfile and "PIP_NO_BINARY=tesserocr" in common
+
+
 def test_the_orthanc_configuration_of_the_image_points_where_the_image_puts_things():
     config = json.loads((DOCKER / "coercion.json").read_text())
     dockerfile = (DOCKER / "Dockerfile").read_text()

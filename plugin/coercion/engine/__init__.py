@@ -11,6 +11,6 @@ blocks), ``method`` (what was done, stated in the instance), ``context`` and ``v
 version, the implementation UID); ``pixels`` (Clean Pixel Data: burned-in text found by
 Tesseract and masked, frame by frame).
 
-May import: the standard library, pydicom, and this subpackage only (``pixels`` also numpy,
+May import: the standard library, pydicom, and this subpackage only (``pixels`` also numpy, scipy,
 Pillow, tesserocr and PyYAML); never ``orthanc``, never another layer of the package.
 """

@@ -6,6 +6,6 @@ identify, when only those are masked), ``frames`` (pixel data frame by frame, de
 written back losslessly), ``jpegmask`` (JPEG masked in the DCT domain, without re-encoding),
 ``cleaner`` (the PixelCleaner that puts them together), ``boxes`` (rectangles).
 
-Part of the engine: may import the standard library, pydicom, numpy, Pillow, tesserocr,
+Part of the engine: may import the standard library, pydicom, numpy, scipy, Pillow, tesserocr,
 PyYAML (the regions file) and the engine; the heavy ones only when an image is cleaned.
 """

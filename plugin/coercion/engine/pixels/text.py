@@ -15,6 +15,7 @@ one thread at a time.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -22,6 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .boxes import Box
+
+# Tesseract's OpenMP threads spin-wait for work: on small pictures they cost 8x the work itself
+# (100 ms against 12 for a line). One thread each; the engines run side by side. libgomp reads
+# this when it loads, with tesserocr: before any import of it. An administrator's value stays.
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
 # Levels (of 255) by which a text stroke stands out from its surroundings.
 CONTRAST = 64
