@@ -13,3 +13,35 @@ quiet_pydicom()
 @pytest.fixture
 def keys() -> Keys:
     return Keys(SECRET)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL server (tests/pgcluster.py); skipped where Debian's postgresql
+    is not installed, except on CI, where plugin/scripts/test.sh installs it."""
+    import os
+
+    from pgcluster import PostgresCluster, binaries
+
+    if binaries() is None and not os.environ.get("CI"):
+        pytest.skip("PostgreSQL is not installed (plugin/scripts/test.sh installs it)")
+    cluster = PostgresCluster()
+    yield cluster
+    cluster.stop()
+
+
+_DATABASES = iter(range(1, 1 << 30))
+
+
+@pytest.fixture
+def pg_database(postgres):
+    """A new, empty database of the throw-away server: (URL, password file)."""
+    return postgres.create_database(f"test_{next(_DATABASES)}"), str(postgres.password_file)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request, tmp_path):
+    """Where a store under test lives, on each backend: (location, password file or None)."""
+    if request.param == "sqlite":
+        return tmp_path / "store.sqlite", None
+    return request.getfixturevalue("pg_database")

@@ -18,7 +18,7 @@ ALLOWED = {
     "service": {"engine", "stores", "rules"},
     "exchanges": {"engine", "stores", "rules", "service"},
     "edge": {"engine", "stores", "rules", "service", "exchanges"},
-    "serve": {"engine", "rules"},
+    "serve": {"engine", "rules", "stores"},  # stores: where a store lives (a path or a URL)
     "cli": {"engine", "serve"},
     "__init__": {"engine"},
 }

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from .engine.pseudonyms import Keys, SecretError
+from .stores.locations import beside, is_url
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO / "orthanc.json"
@@ -37,7 +38,7 @@ OVERRIDES = {
 _PATH_KEYS = [("StorageDirectory",), ("IndexDirectory",), ("PythonScript",), ("Coercion", "RulesDirectory"),
               ("Coercion", "SecretFile"), ("Coercion", "LinkageDatabase"), ("Coercion", "LinkageTokenFile"),
               ("Coercion", "AdminTokenFile"), ("Coercion", "ForwardsDatabase"), ("Coercion", "TablesDirectory"),
-              ("Coercion", "MppsDatabase"), ("Worklists", "Database")]
+              ("Coercion", "MppsDatabase"), ("Coercion", "DatabasePasswordFile"), ("Worklists", "Database")]
 
 
 class ServeError(RuntimeError):
@@ -69,7 +70,7 @@ def effective_configuration(args: argparse.Namespace, environ: dict) -> dict:
     base = config_path.parent
     for path in _PATH_KEYS:  # Orthanc resolves relative paths against its working folder
         value = _get(config, path)
-        if isinstance(value, str) and value and not Path(value).is_absolute():
+        if isinstance(value, str) and value and not is_url(value) and not Path(value).is_absolute():
             _set(config, path, str(base / value))
     config["Plugins"] = [p if Path(p).is_absolute() else str(base / p) for p in config.get("Plugins", [])]
     for option, (variable, path) in OVERRIDES.items():
@@ -81,7 +82,7 @@ def effective_configuration(args: argparse.Namespace, environ: dict) -> dict:
                 value = int(value)
             except ValueError:
                 raise ServeError(f"--{option.replace('_', '-')} must be a port number, got {value!r}") from None
-        else:
+        elif not is_url(value):  # a postgresql:// URL is never a path
             value = str(Path(value).resolve())
         _set(config, path, value)
         if option == "storage":
@@ -137,12 +138,16 @@ def _sensitive_files(config: dict, environ: dict) -> list[tuple[str, Path]]:
         token_file = environ.get(f"COERCION_{kind.upper()}_TOKEN_FILE") or coercion.get(key)
         if token_file:
             found.append((f"the {kind} credential", token_file))
+    password_file = environ.get("COERCION_DATABASE_PASSWORD_FILE") or coercion.get("DatabasePasswordFile")
+    if password_file:
+        found.append(("the database password", password_file))
     linkage = coercion.get("LinkageDatabase") or "linkage.sqlite"
-    forwards = coercion.get("ForwardsDatabase") or str(Path(linkage).parent / "forwards.sqlite")
-    mpps = coercion.get("MppsDatabase") or str(Path(linkage).parent / "mpps.sqlite")
+    forwards = coercion.get("ForwardsDatabase") or beside(linkage, "forwards.sqlite")
+    mpps = coercion.get("MppsDatabase") or beside(linkage, "mpps.sqlite")
     for what, store in (("the linkage store", linkage), ("the forwarding queue", forwards),
                         ("the MPPS store", mpps)):
-        found += [(what, f"{store}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
+        if not is_url(store):  # a database server's files are its own
+            found += [(what, f"{store}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
     return [(what, Path(path)) for what, path in found]
 
 
@@ -209,7 +214,7 @@ def serve_command(args: argparse.Namespace) -> int:
     for key in ("StorageDirectory", "IndexDirectory"):
         Path(config[key]).mkdir(parents=True, exist_ok=True)
     linkage = _get(config, ("Coercion", "LinkageDatabase"))
-    if linkage:  # the store's folder, owner-only when made here (the store makes its file 0600)
+    if linkage and not is_url(linkage):  # the store's folder, owner-only when made here (its file: 0600)
         Path(linkage).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     run_dir = Path(tempfile.mkdtemp(prefix="coercion-serve-"))
@@ -258,7 +263,7 @@ def add_parser(sub) -> None:
     serve.add_argument("--storage", help="storage and index folder (COERCION_STORAGE)")
     serve.add_argument("--rules", help="rules folder (COERCION_RULES)")
     serve.add_argument("--secret-file", help="site secret file (COERCION_SECRET_FILE; or COERCION_SECRET)")
-    serve.add_argument("--linkage-db", help="SQLite linkage database (COERCION_LINKAGE_DB)")
+    serve.add_argument("--linkage-db", help="linkage store: an SQLite file or a postgresql:// URL (COERCION_LINKAGE_DB)")
     serve.add_argument("--orthanc", help="the Orthanc executable (default: Orthanc on PATH, /usr/sbin/Orthanc)")
     serve.add_argument("orthanc_args", nargs="*", help="extra arguments for Orthanc (after --), e.g. -- --verbose")
     serve.set_defaults(func=serve_command)

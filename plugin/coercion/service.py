@@ -26,6 +26,7 @@ from .engine.pseudonyms import Keys
 from .engine.uri import parse_uri
 from .rules import STUDY_ROOT_FIND, Rule, RuleError, RuleSet, Transaction, load_rules
 from .stores.linkage import LinkageStore, open_store
+from .stores.locations import beside
 
 UNCHANGED = "unchanged"
 COERCED = "coerced"
@@ -78,6 +79,7 @@ class Settings:
     send_batch_size: int = 32  # instances per association of an outgoing coerced send
     forwards_database: str = "forwards.sqlite"
     mpps_database: str = "mpps.sqlite"
+    database_password_file: str | None = None  # the password of postgresql:// stores
 
     @classmethod
     def from_configuration(cls, config: dict, environ: dict | None = None) -> "Settings":
@@ -100,8 +102,9 @@ class Settings:
         return cls(
             rules_directory=rules,
             linkage_database=linkage,
-            forwards_database=section.get("ForwardsDatabase") or str(Path(linkage).parent / "forwards.sqlite"),
-            mpps_database=section.get("MppsDatabase") or str(Path(linkage).parent / "mpps.sqlite"),
+            forwards_database=section.get("ForwardsDatabase") or beside(linkage, "forwards.sqlite"),
+            mpps_database=section.get("MppsDatabase") or beside(linkage, "mpps.sqlite"),
+            database_password_file=env.get("COERCION_DATABASE_PASSWORD_FILE") or section.get("DatabasePasswordFile"),
             keys=keys,
             linkage_token=credentials["linkage"],
             admin_token=credentials["admin"],
@@ -127,7 +130,7 @@ class CoercionService:
         # Checks of a new rule set that only the adapter can make (each raises RuleError).
         self.validators: list[Callable[[RuleSet], None]] = []
         self.ruleset: RuleSet = self._load(settings.rules_directory)  # raises RuleError at start-up
-        self.store = store or open_store(settings.linkage_database, settings.keys)
+        self.store = store or open_store(settings.linkage_database, settings.keys, settings.database_password_file)
 
     # -- rules ------------------------------------------------------------------------------
 

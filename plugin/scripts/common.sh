@@ -9,8 +9,9 @@ VENV="${COERCION_VENV:-$REPO/.venv}"
 PIXEL_DEBIAN_PACKAGES="tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config g++ libturbojpeg0"
 DEBIAN_PACKAGES="python3.11 python3.11-venv python3.11-dev orthanc orthanc-python orthanc-dicomweb dcmtk $PIXEL_DEBIAN_PACKAGES"
 # Needed by the tests only: dciodvfy, the validator tests/test_valid_output.py runs; the fonts
-# tests/pixelimages.py renders burned-in text with.
-TEST_DEBIAN_PACKAGES="dicom3tools fonts-dejavu-core fonts-urw-base35"
+# tests/pixelimages.py renders burned-in text with; PostgreSQL, whose initdb makes the
+# throw-away servers of tests/pgcluster.py (its system service is not started: see below).
+TEST_DEBIAN_PACKAGES="dicom3tools fonts-dejavu-core fonts-urw-base35 postgresql"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -26,11 +27,14 @@ install_debian_packages() {  # [packages]: default DEBIAN_PACKAGES
         echo "installing Debian packages: ${missing[*]}"
         as_root apt-get update -qq
         # Debian's orthanc package brings a system service on ports 8042/4242, the ports our
-        # own Orthanc (a process of ours, with our orthanc.json) uses too. A policy-rc.d for the
-        # length of the install keeps it from starting; where systemd runs, the service that
-        # this install brought is then disabled, so that it does not start at the next boot.
-        local had_service=no had_policy=no
-        dpkg-query -W -f='${Status}' orthanc 2>/dev/null | grep -q "install ok installed" && had_service=yes
+        # own Orthanc (a process of ours, with our orthanc.json) uses too; postgresql one on
+        # 5432 (the tests start servers of their own). A policy-rc.d for the length of the
+        # install keeps them from starting; where systemd runs, a service that this install
+        # brought is then disabled, so that it does not start at the next boot.
+        local brought=() had_policy=no
+        for service in orthanc postgresql; do
+            if printf '%s\n' "${missing[@]}" | grep -qx "$service"; then brought+=("$service"); fi
+        done
         [ -e /usr/sbin/policy-rc.d ] && had_policy=yes
         if [ "$had_policy" = no ]; then
             as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
@@ -39,9 +43,9 @@ install_debian_packages() {  # [packages]: default DEBIAN_PACKAGES
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" || status=$?
         [ "$had_policy" = no ] && as_root rm -f /usr/sbin/policy-rc.d
         [ "$status" -eq 0 ] || return "$status"
-        if [ "$had_service" = no ] && [ -d /run/systemd/system ]; then
-            echo "disabling Debian's orthanc service (ports 8042/4242); this project runs its own Orthanc"
-            as_root systemctl disable --now orthanc >/dev/null 2>&1 || true
+        if [ ${#brought[@]} -gt 0 ] && [ -d /run/systemd/system ]; then
+            echo "disabling the system services this install brought (${brought[*]}); this project runs its own"
+            as_root systemctl disable --now "${brought[@]}" >/dev/null 2>&1 || true
         fi
     fi
 }

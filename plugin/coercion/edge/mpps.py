@@ -44,6 +44,7 @@ from ..exchanges.mpps import (
     performed_series,
 )
 from ..service import safe_message
+from ..stores.locations import is_url
 from ..stores.mpps import open_mpps_store
 from .state import log_failure, state
 
@@ -126,12 +127,12 @@ def start_mpps(config: dict) -> None:
         _stop_orthanc(str(exc))
         return
     service = state.service
-    database = Path(service.settings.mpps_database)
+    database = service.settings.mpps_database  # a path or a URL: never made a Path before it is known
     if settings is None:
         if any(r.dimse in ("N_CREATE_RQ", "N_SET_RQ") for r in service.ruleset.rules + service.ruleset.routes):
             orthanc.LogWarning("coercion: rules for N_CREATE_RQ or N_SET_RQ apply to nothing: no MPPS SCP runs "
                                '(set "Coercion": {"Mpps": {"Port": ...}})')
-        if not database.exists():
+        if not is_url(database) and not Path(database).exists():
             return  # nothing kept to show
     try:
         state.mpps = open_mpps_store(database, service.keys)

@@ -102,7 +102,11 @@ def start() -> None:
             on_query_read)
         state.query_registered = True
     state.service.validators.append(_check_restart_needed)
-    state.forwards = ForwardQueue(state.service.settings.forwards_database)  # its status stays readable
+    try:
+        state.forwards = ForwardQueue(state.service.settings.forwards_database)  # its status stays readable
+    except Exception as exc:  # StoreError: an unusable file or location
+        _stop_orthanc(str(exc))
+        return
     if state.service.ruleset.store_routes:  # MPPS routes are armed by the MPPS SCP itself
         orthanc.RegisterOnChangeCallback(on_change)
         state.routes_registered = True

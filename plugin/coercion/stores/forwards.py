@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from .sqlitefiles import closed_on_failure, connect_or_fail, migrate, prepare_owner_only
+from .sqlitefiles import StoreError, closed_on_failure, connect_or_fail, migrate, prepare_owner_only
 
 MAX_RETRY_INTERVAL = 3600
 
@@ -58,7 +58,12 @@ def _to_version_1(db: sqlite3.Connection) -> None:
 
 class ForwardQueue:
     def __init__(self, path: str | Path):
+        from .locations import is_url, without_password
+
         self.path = str(path)
+        if is_url(self.path):
+            raise StoreError(f"forwarding queue {without_password(self.path)}: the forwarding queue is kept in "
+                             "SQLite only (PostgreSQL: not yet); set Coercion.ForwardsDatabase to a file path")
         what = f"forwarding queue {self.path}"
         if self.path != ":memory:":
             prepare_owner_only(Path(self.path), "forwarding queue")

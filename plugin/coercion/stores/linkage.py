@@ -4,7 +4,8 @@ and which original UID each pseudonymous UID handed out to a peer stands for.
 Pseudonyms are keyed hashes and cannot be inverted, so authorised re-linkage needs a record
 of every pair handed out. The originals are kept sealed (AES-GCM, ``sealing.py``) and opened
 only when a lookup asks for them; the pseudonyms, the lookup keys, stay in clear. The
-interface is small so that a PostgreSQL store can follow the embedded SQLite one.
+interface is small: the embedded SQLite store and the PostgreSQL one (several Orthancs
+sharing one database) behind it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .sqlitefiles import (
     table_exists,
 )
 
-__all__ = ["Link", "LinkageStore", "SQLiteLinkageStore", "StoreError", "open_store"]
+__all__ = ["Link", "LinkageStore", "PostgresLinkageStore", "SQLiteLinkageStore", "StoreError", "open_store"]
 
 
 @dataclass(frozen=True)
@@ -240,10 +241,112 @@ class SQLiteLinkageStore(LinkageStore):
             self._db.close()
 
 
-def open_store(location: str | Path, keys: Keys) -> LinkageStore:
-    """A store from its configured location (a file path means SQLite), sealed with a key
-    derived from ``keys``' site secret."""
-    text = str(location)
-    if text.startswith(("postgresql://", "postgres://")):
-        raise ValueError("a PostgreSQL linkage store is not implemented yet; use a file path for SQLite")
-    return SQLiteLinkageStore(text, keys)
+# Version 1 on PostgreSQL: the same tables (sealed columns bound the same way); the key check
+# is linkage_key (the MPPS store has a key check of its own in the same database).
+_PG_TABLES = [
+    """CREATE TABLE patient_link (
+        pseudonym      TEXT NOT NULL,
+        rule           TEXT NOT NULL,
+        issuer         BYTEA NOT NULL,
+        patient_id     BYTEA NOT NULL,
+        first_seen     DOUBLE PRECISION NOT NULL,
+        last_seen      DOUBLE PRECISION NOT NULL,
+        instance_count BIGINT NOT NULL,
+        PRIMARY KEY (pseudonym, rule)
+    )""",
+    """CREATE TABLE uid_link (
+        pseudonym  TEXT PRIMARY KEY,
+        original   BYTEA NOT NULL,
+        first_seen DOUBLE PRECISION NOT NULL
+    )""",
+    """CREATE TABLE linkage_key (
+        id        INTEGER PRIMARY KEY CHECK (id = 1),
+        key_check BYTEA NOT NULL
+    )""",
+]
+
+
+class PostgresLinkageStore(LinkageStore):
+    """The linkage store in PostgreSQL, shared by several Orthancs: a pseudonym recorded on one
+    node is found on every other. The originals are sealed as in the SQLite store."""
+
+    def __init__(self, location, keys: Keys):
+        from .postgres import PostgresDatabase
+
+        self._sealer = Sealer(keys.secret)
+        self._db = PostgresDatabase(location, "linkage store", "linkage", SCHEMA_VERSION, {0: self._to_version_1})
+        self._what = self._db.what
+
+        def check(cursor):
+            cursor.execute("SELECT key_check FROM linkage_key WHERE id = 1")
+            return cursor.fetchone()
+
+        row = self._db.run(check)
+        if row is None:
+            self._db.close()
+            raise StoreError(f"{self._what}: its key check is missing (the table was altered)")
+        try:
+            self._open(bytes(row[0]), *_KEY_CHECK)
+        except StoreError:
+            self._db.close()
+            raise
+
+    def _to_version_1(self, cursor) -> None:
+        for statement in _PG_TABLES:
+            cursor.execute(statement)
+        cursor.execute("INSERT INTO linkage_key VALUES (1, %s)", (self._sealer.seal("key check", *_KEY_CHECK),))
+
+    _seal_link = SQLiteLinkageStore._seal_link
+    _open = SQLiteLinkageStore._open
+
+    def record(self, pseudonym: str, issuer: str, patient_id: str, rule: str, count: int = 1) -> None:
+        now = time.time()
+        row = (pseudonym, rule, self._seal_link(pseudonym, rule, "issuer", issuer),
+               self._seal_link(pseudonym, rule, "patient_id", patient_id), now, now, count)
+        self._db.run(lambda cursor: cursor.execute(
+            "INSERT INTO patient_link VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (pseudonym, rule) DO UPDATE "
+            "SET last_seen = excluded.last_seen, instance_count = patient_link.instance_count + excluded.instance_count",
+            row))
+
+    def lookup(self, pseudonym: str) -> list[Link]:
+        def work(cursor):
+            cursor.execute("SELECT pseudonym, rule, issuer, patient_id, first_seen, last_seen, instance_count "
+                           "FROM patient_link WHERE pseudonym = %s ORDER BY first_seen, rule", (pseudonym,))
+            return cursor.fetchall()
+
+        return [Link(pseudonym, self._open(bytes(issuer), "patient_link", pseudonym, rule, "issuer"),
+                     self._open(bytes(patient_id), "patient_link", pseudonym, rule, "patient_id"), rule, first, last,
+                     count)
+                for pseudonym, rule, issuer, patient_id, first, last, count in self._db.run(work)]
+
+    def record_uids(self, pairs) -> None:
+        now = time.time()
+        rows = [(new, self._sealer.seal(old, "uid_link", new, "original"), now) for old, new in pairs]
+        if rows:
+            self._db.run(lambda cursor: cursor.executemany(
+                "INSERT INTO uid_link VALUES (%s, %s, %s) ON CONFLICT (pseudonym) DO NOTHING", rows))
+
+    def original_uids(self, pseudonyms) -> dict[str, str]:
+        wanted = sorted(set(pseudonyms))
+
+        def work(cursor):
+            cursor.execute("SELECT pseudonym, original FROM uid_link WHERE pseudonym = ANY(%s)", (wanted,))
+            return cursor.fetchall()
+
+        rows = self._db.run(work) if wanted else []
+        return {pseudonym: self._open(bytes(original), "uid_link", pseudonym, "original") for pseudonym, original in rows}
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def open_store(location: str | Path, keys: Keys, password_file: str | None = None) -> LinkageStore:
+    """A store from its configured location (a file path: SQLite; a postgresql:// URL:
+    PostgreSQL, its password from ``password_file``), sealed with a key derived from ``keys``'
+    site secret."""
+    from .locations import PostgresLocation, parse_location
+
+    where = parse_location(location, "linkage store", password_file)
+    if isinstance(where, PostgresLocation):
+        return PostgresLinkageStore(where, keys)
+    return SQLiteLinkageStore(where, keys)

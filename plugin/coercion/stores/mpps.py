@@ -396,7 +396,10 @@ def _iso(t: float) -> str:
 
 def open_mpps_store(location: str | Path, keys: Keys) -> MppsStore:
     """A store from its configured location (a file path means SQLite)."""
+    from .locations import is_url, without_password
+
     text = str(location)
-    if text.startswith(("postgresql://", "postgres://")):
-        raise ValueError("a PostgreSQL MPPS store is not implemented yet; use a file path for SQLite")
+    if is_url(text):
+        raise StoreError(f"MPPS store {without_password(text)}: the MPPS store is kept in SQLite only "
+                         "(PostgreSQL: not yet); set Coercion.MppsDatabase to a file path")
     return SQLiteMppsStore(text, keys)
