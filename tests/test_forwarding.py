@@ -1,4 +1,5 @@
-"""The forwarding queue without Orthanc: one open forward per resource, stability, retries; its file."""
+"""The forwarding queue without Orthanc, on both backends: one open forward per resource, stability,
+retries, leases shared by nodes; its file."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from coercion.stores.forwards import MAX_RETRY_INTERVAL, ForwardQueue
 from coercion.stores.sqlitefiles import StoreError
 
 
-def test_a_study_armed_by_many_instances_is_one_forward_sent_when_stable(tmp_path):
-    queue = ForwardQueue(tmp_path / "f.sqlite")
+def open_queue(store_location, node=None) -> ForwardQueue:
+    location, password = store_location
+    return ForwardQueue(location, node, password)
+
+
+def test_a_study_armed_by_many_instances_is_one_forward_sent_when_stable(store_location):
+    queue = open_queue(store_location)
     for _ in range(5):
         queue.arm("route", "research", "Study", "study-1", False, 3, 10)
     assert queue.take_due() == []  # waiting for stability
@@ -27,8 +33,8 @@ def test_a_study_armed_by_many_instances_is_one_forward_sent_when_stable(tmp_pat
     assert len(queue.list()) == 2
 
 
-def test_retries_back_off_then_fail_with_the_reason(tmp_path):
-    queue = ForwardQueue(tmp_path / "f.sqlite")
+def test_retries_back_off_then_fail_with_the_reason(store_location):
+    queue = open_queue(store_location)
     queue.arm("route", "research", "Instance", "i-1", True, 2, 10)
     (row,) = queue.take_due(now=10**10)
     assert queue.attempt_failed(row["id"], "refused", now=1000.0) == "pending"
@@ -41,8 +47,8 @@ def test_retries_back_off_then_fail_with_the_reason(tmp_path):
     assert queue.list(state="failed")[0]["id"] == row["id"]
 
 
-def test_a_hopeless_failure_is_not_retried_and_delays_are_capped(tmp_path):
-    queue = ForwardQueue(tmp_path / "f.sqlite")
+def test_a_hopeless_failure_is_not_retried_and_delays_are_capped(store_location):
+    queue = open_queue(store_location)
     queue.arm("r", "d", "Instance", "gone", True, 5, 10)
     queue.arm("r", "d", "Instance", "slow", True, 50, 3000)
     gone, slow = sorted(queue.take_due(now=10**10), key=lambda r: r["resource"])
@@ -52,20 +58,20 @@ def test_a_hopeless_failure_is_not_retried_and_delays_are_capped(tmp_path):
     assert queue.take_due(now=MAX_RETRY_INTERVAL - 1) == [] and queue.take_due(now=MAX_RETRY_INTERVAL)
 
 
-def test_a_forward_taken_when_orthanc_stopped_is_sent_after_the_restart(tmp_path):
-    queue = ForwardQueue(tmp_path / "f.sqlite")
+def test_a_forward_taken_when_orthanc_stopped_is_sent_after_the_restart(store_location):
+    queue = open_queue(store_location)
     queue.arm("r", "d", "Series", "s-1", True, 5, 10)
     (row,) = queue.take_due()
     queue.close()
-    again = ForwardQueue(tmp_path / "f.sqlite")
+    again = open_queue(store_location)
     assert [r["id"] for r in again.take_due()] == [row["id"]]
 
 
 
-def test_a_failed_attempt_beside_a_forward_armed_meanwhile_is_merged_into_it(tmp_path):
+def test_a_failed_attempt_beside_a_forward_armed_meanwhile_is_merged_into_it(store_location):
     """A study sent when stable keeps receiving instances while it is being sent: the failed
     attempt does not become a second open forward; the new one carries its attempts and back-off."""
-    queue = ForwardQueue(tmp_path / "f.sqlite")
+    queue = open_queue(store_location)
     queue.arm("r", "d", "Study", "st-1", True, 3, 10)
     (first,) = queue.take_due(now=10**10)
     queue.arm("r", "d", "Study", "st-1", False, 3, 10)  # an instance arrived during the send
@@ -83,26 +89,26 @@ def test_a_failed_attempt_beside_a_forward_armed_meanwhile_is_merged_into_it(tmp
     assert queue.take_due(now=failed_at + 19) == [] and len(queue.take_due(now=failed_at + 20)) == 1
 
 
-def test_a_forward_taken_when_orthanc_stopped_beside_an_open_one_does_not_stop_the_queue(tmp_path):
-    queue = ForwardQueue(tmp_path / "f.sqlite")
+def test_a_forward_taken_when_orthanc_stopped_beside_an_open_one_does_not_stop_the_queue(store_location):
+    queue = open_queue(store_location)
     queue.arm("r", "d", "Series", "s-1", True, 5, 10)
     (row,) = queue.take_due()
     queue.arm("r", "d", "Series", "s-1", True, 5, 10)
     queue.close()
-    again = ForwardQueue(tmp_path / "f.sqlite")  # was: "cannot be opened" (a unique-index conflict)
+    again = open_queue(store_location)  # was: "cannot be opened" (a unique-index conflict)
     assert again.get(row["id"])["state"] == "merged"
     assert len(again.take_due()) == 1
 
 
-def test_an_administrators_retry_beside_an_open_forward_makes_that_one_due(tmp_path):
-    queue = ForwardQueue(tmp_path / "f.sqlite")
+def test_an_administrators_retry_beside_an_open_forward_makes_that_one_due(store_location):
+    queue = open_queue(store_location)
     queue.arm("r", "d", "Instance", "i-1", True, 0, 10)
     (row,) = queue.take_due()
     assert queue.attempt_failed(row["id"], "refused") == "failed"
     queue.arm("r", "d", "Study", "other", False, 0, 10)
     queue.arm("r", "d", "Instance", "i-1", True, 0, 10)
     (pending,) = queue.list(state="pending")
-    queue._db.execute("UPDATE forward SET next_attempt=? WHERE id=?", (10**10, pending["id"]))
+    queue._run(lambda ex: ex("UPDATE forward SET next_attempt=%s WHERE id=%s", (10**10, pending["id"])))
     assert queue.retry(row["id"])["state"] == "merged"
     assert [r["id"] for r in queue.take_due()] == [pending["id"]]
     queue.attempt_failed(pending["id"], "refused")
@@ -128,14 +134,14 @@ def test_a_queue_of_version_0_is_adopted_with_its_forwards(tmp_path):
     assert [r["resource"] for r in queue.take_due()] == ["s-1"]
     queue.close()
     with raw(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (forwards.SCHEMA_VERSION,) == (1,)
+        assert db.execute("PRAGMA user_version").fetchone() == (forwards.SCHEMA_VERSION,) == (2,)
 
 
 def test_a_queue_of_a_newer_version_or_not_a_database_is_refused_by_name(tmp_path):
     newer = tmp_path / "newer.sqlite"
     with raw(newer) as db:
-        db.execute("PRAGMA user_version = 2")
-    with pytest.raises(StoreError, match=f"forwarding queue {newer} has schema version 2"):
+        db.execute("PRAGMA user_version = 3")
+    with pytest.raises(StoreError, match=f"forwarding queue {newer} has schema version 3"):
         ForwardQueue(newer)
     garbage = tmp_path / "garbage.sqlite"
     garbage.write_bytes(b"not a database" * 100)
@@ -156,8 +162,8 @@ def test_the_queue_is_owner_only_in_a_folder_it_makes_owner_only(tmp_path):
     assert oct(path.stat().st_mode & 0o777) == "0o600"
 
 
-def test_an_administrators_retry_makes_a_failed_forward_due_with_one_more_attempt(tmp_path):
-    queue = ForwardQueue(tmp_path / "forwards.sqlite")
+def test_an_administrators_retry_makes_a_failed_forward_due_with_one_more_attempt(store_location):
+    queue = open_queue(store_location)
     queue.arm("route", "peer", "Study", "id-1", True, retries=0, retry_interval=5)
     (row,) = queue.take_due()
     assert queue.attempt_failed(row["id"], "refused") == "failed"
@@ -168,3 +174,70 @@ def test_an_administrators_retry_makes_a_failed_forward_due_with_one_more_attemp
     assert queue.retry(row["id"])["state"] == "sending"  # being sent: left alone
     assert queue.attempt_failed(row["id"], "refused again") == "failed"  # one more attempt, no more
     assert queue.retry(999) is None
+
+
+# -- several nodes on one queue ------------------------------------------------------------------
+
+
+def test_nodes_taking_at_once_take_each_forward_once(store_location):
+    import threading
+
+    first, second = open_queue(store_location, "node-a"), open_queue(store_location, "node-b")
+    for index in range(60):
+        (first if index % 2 else second).arm("r", "d", "Study", f"study-{index}", True, 3, 10)
+    taken = {"node-a": [], "node-b": []}
+
+    def work(queue):
+        while True:
+            rows = queue.take_due(limit=3)
+            if not rows:
+                return
+            for row in rows:
+                taken[queue.node].append(row["resource"])
+                queue.sent(row["id"])
+
+    threads = [threading.Thread(target=work, args=(q,)) for q in (first, second, first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = taken["node-a"] + taken["node-b"]
+    assert sorted(everything) == sorted(f"study-{i}" for i in range(60))  # each once, none lost
+    assert len(first.list(state="sent")) == 60
+    first.close()
+    second.close()
+
+
+def test_what_a_stopped_node_was_sending_goes_to_another_once_its_lease_expires(store_location):
+    from coercion.stores.forwards import LEASE_SECONDS
+
+    first, second = open_queue(store_location, "node-a"), open_queue(store_location, "node-b")
+    first.arm("r", "d", "Study", "s-1", True, 3, 10)
+    taken_at = time.time() + 1
+    (row,) = first.take_due(now=taken_at)
+    assert (row["owner"], row["state"]) == ("node-a", "sending")
+    # node-a is killed: nobody renews its lease.
+    assert second.take_due(now=taken_at + LEASE_SECONDS - 1) == []  # still node-a's
+    (again,) = second.take_due(now=taken_at + LEASE_SECONDS + 1)
+    assert (again["id"], again["owner"]) == (row["id"], "node-b")
+    assert "lease expired" in again["last_error"]
+    second.sent(again["id"])
+    assert first.take_due(now=10**10) == [] and second.get(row["id"])["state"] == "sent"  # sent once
+    first.close()
+    second.close()
+
+
+def test_a_node_renews_what_it_sends_and_takes_its_own_back_at_restart(store_location):
+    first, second = open_queue(store_location, "node-a"), open_queue(store_location, "node-b")
+    first.arm("r", "d", "Study", "s-1", True, 3, 10)
+    second.arm("r", "d", "Study", "s-2", True, 3, 10)
+    (mine,) = first.take_due(limit=1)
+    (theirs,) = second.take_due(limit=1)
+    assert first.renew() == 1 and second.renew() == 1
+    first.close()
+    restarted = open_queue(store_location, "node-a")  # node-a starts again
+    assert restarted.get(mine["id"])["state"] == "pending"  # its own: to be sent again
+    if store_location[1] is not None:  # a shared database: another node's stays that node's
+        assert restarted.get(theirs["id"])["state"] == "sending"
+    restarted.close()
+    second.close()

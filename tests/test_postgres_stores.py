@@ -27,7 +27,7 @@ def test_a_url_is_never_a_path(tmp_path, monkeypatch, keys):
         open_store("mysql://u@h/db", keys)
     with pytest.raises(StoreError, match="cannot be opened"):
         open_store("postgresql://nobody@127.0.0.1:1/none", keys)
-    with pytest.raises(StoreError, match="SQLite only"):
+    with pytest.raises(StoreError, match="forwarding queue postgresql://nobody@127.0.0.1:1/none cannot be opened"):
         ForwardQueue("postgresql://nobody@127.0.0.1:1/none")
     with pytest.raises(StoreError, match="SQLite only"):
         open_mpps_store("postgresql://nobody@127.0.0.1:1/none", keys)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 
 import orthanc
@@ -103,7 +104,12 @@ def start() -> None:
         state.query_registered = True
     state.service.validators.append(_check_restart_needed)
     try:
-        state.forwards = ForwardQueue(state.service.settings.forwards_database)  # its status stays readable
+        # Its status stays readable without routes. Several Orthancs on one database tell their
+        # leases apart by node name: Coercion.NodeName, else host, AE title and DICOM port.
+        node = (config.get("Coercion") or {}).get("NodeName") or \
+            f"{socket.gethostname()}:{config.get('DicomAet', 'ORTHANC')}:{config.get('DicomPort', 4242)}"
+        state.forwards = ForwardQueue(state.service.settings.forwards_database, str(node),
+                                      state.service.settings.database_password_file)
     except Exception as exc:  # StoreError: an unusable file or location
         _stop_orthanc(str(exc))
         return

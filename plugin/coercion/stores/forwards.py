@@ -1,11 +1,14 @@
 """The forwarding queue: what routes decided to send on, its state and its retries.
 
-SQLite, so that a forward decided before a restart is still sent after it. Rows hold Orthanc
-resource IDs and modality names, never patient data. States:
+SQLite (or PostgreSQL, shared by several Orthancs), so that a forward decided before a restart is
+still sent after it. Rows hold Orthanc resource IDs and modality names, never patient data.
+States:
 
 * waiting: armed by a received instance, waiting for its series or study to be stable;
 * pending: to be sent (``next_attempt`` says when);
-* sending: taken by the worker (back to pending at start-up if Orthanc stopped meanwhile);
+* sending: taken by one node's worker, under a lease (``owner``, ``lease_until``) that the node
+  renews while it runs: a node that stops (or is killed) mid-send leaves it to the others once
+  the lease has expired, and takes its own back at its next start;
 * sent, failed (retries exhausted; ``last_error`` says why);
 * merged: would have gone back to pending while another forward of the same route, destination
   and resource was open (armed meanwhile): that one sends the resource and carries on this
@@ -14,6 +17,7 @@ resource IDs and modality names, never patient data. States:
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import threading
 import time
@@ -22,8 +26,10 @@ from pathlib import Path
 from .sqlitefiles import StoreError, closed_on_failure, connect_or_fail, migrate, prepare_owner_only
 
 MAX_RETRY_INTERVAL = 3600
+LEASE_SECONDS = 120  # how long a node's hold on a forward it sends lasts without renewal
+RENEW_SECONDS = 30  # how often a node renews the leases of what it sends
 
-SCHEMA_VERSION = 1  # 0: the same tables, before schemas were versioned
+SCHEMA_VERSION = 2  # 0: the tables of 1, before schemas were versioned; 2: leases
 
 # Version 1 (version 0 had the same tables, hence IF NOT EXISTS: adopting one is creating none).
 _SCHEMA = [
@@ -49,156 +55,303 @@ _SCHEMA = [
         WHERE state IN ('waiting', 'pending')""",
     "CREATE INDEX IF NOT EXISTS forward_due ON forward (state, next_attempt)",
 ]
+_LEASES = ["ALTER TABLE forward ADD COLUMN owner TEXT", "ALTER TABLE forward ADD COLUMN lease_until REAL"]
+
+# PostgreSQL, version 2 at once.
+_PG_SCHEMA = [
+    """CREATE TABLE forward (
+        id BIGSERIAL PRIMARY KEY,
+        route TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        level TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        retries INTEGER NOT NULL,
+        retry_interval INTEGER NOT NULL,
+        next_attempt DOUBLE PRECISION,
+        last_error TEXT,
+        job TEXT,
+        created DOUBLE PRECISION NOT NULL,
+        updated DOUBLE PRECISION NOT NULL,
+        owner TEXT,
+        lease_until DOUBLE PRECISION
+    )""",
+    _SCHEMA[1].replace("IF NOT EXISTS ", ""),
+    _SCHEMA[2].replace("IF NOT EXISTS ", ""),
+]
+_COLUMNS = ("id, route, destination, level, resource, state, attempts, retries, retry_interval, next_attempt, "
+            "last_error, job, created, updated, owner, lease_until")
 
 
-def _to_version_1(db: sqlite3.Connection) -> None:
-    for statement in _SCHEMA:
-        db.execute(statement)
+class _SQLite:
+    """The embedded backend: one connection, one lock, every call a transaction."""
+
+    postgres = False
+
+    def __init__(self, path: str):
+        self.what = f"forwarding queue {path}"
+        if path != ":memory:":
+            prepare_owner_only(Path(path), "forwarding queue")
+        self.db = connect_or_fail(path, self.what)
+        self._lock = threading.Lock()
+        with closed_on_failure(self.db, self.what):
+            migrate(self.db, self.what, SCHEMA_VERSION, {0: self._to_version_1, 1: self._to_version_2})
+
+    @staticmethod
+    def _to_version_1(db) -> None:
+        for statement in _SCHEMA:
+            db.execute(statement)
+
+    @staticmethod
+    def _to_version_2(db) -> None:
+        for statement in _LEASES:
+            db.execute(statement)
+
+    def run(self, work):
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(_Executor(self.db.execute, False))
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+            return result
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+
+class _Executor:
+    """Runs the queue's statements, written for PostgreSQL (``%s``, GREATEST), on either
+    backend; ``... FOR UPDATE SKIP LOCKED`` only where rows can be locked."""
+
+    def __init__(self, execute, postgres: bool):
+        self._execute, self.postgres = execute, postgres
+
+    def __call__(self, sql: str, params=()):
+        if not self.postgres:
+            sql = sql.replace("%s", "?").replace("GREATEST(", "MAX(").replace(" FOR UPDATE SKIP LOCKED", "")
+        return self._execute(sql, params)
 
 
 class ForwardQueue:
-    def __init__(self, path: str | Path):
-        from .locations import is_url, without_password
+    def __init__(self, location: str | Path, node: str | None = None, password_file: str | None = None):
+        """``location``: an SQLite file or a postgresql:// URL; ``node``: this Orthanc's name in
+        the leases (default: host and process)."""
+        from .locations import PostgresLocation, parse_location
 
-        self.path = str(path)
-        if is_url(self.path):
-            raise StoreError(f"forwarding queue {without_password(self.path)}: the forwarding queue is kept in "
-                             "SQLite only (PostgreSQL: not yet); set Coercion.ForwardsDatabase to a file path")
-        what = f"forwarding queue {self.path}"
-        if self.path != ":memory:":
-            prepare_owner_only(Path(self.path), "forwarding queue")
-        self._db = connect_or_fail(self.path, what)
-        self._lock = threading.Lock()
-        with closed_on_failure(self._db, what):
-            migrate(self._db, what, SCHEMA_VERSION, {0: _to_version_1})
-            # Taken by a worker that did not finish (Orthanc stopped): send again.
-            now = time.time()
-            for (forward_id,) in self._db.execute("SELECT id FROM forward WHERE state='sending'").fetchall():
-                self._back_to_pending(forward_id, now, "Orthanc stopped while it was being sent", now)
+        self.path = str(location)
+        self.node = node or f"{socket.gethostname()}:{__import__('os').getpid()}"
+        where = parse_location(location, "forwarding queue", password_file)
+        if isinstance(where, PostgresLocation):
+            from .postgres import PostgresDatabase
+
+            def create(cursor):
+                for statement in _PG_SCHEMA:
+                    cursor.execute(statement)
+
+            pg = PostgresDatabase(where, "forwarding queue", "forwards", SCHEMA_VERSION,
+                                  {0: create, 1: lambda cursor: None})
+            self._backend = _Postgres(pg)
+        else:
+            self._backend = _SQLite(self.path)
+        self.what = self._backend.what
+        self._keeper: threading.Thread | None = None
+        self._closing = threading.Event()
+        # Taken by this node before it stopped (every one, in an embedded file: one node): send
+        # again. Another node's are left to their leases.
+        now = time.time()
+
+        def recover(ex):
+            if ex.postgres:
+                rows = ex("SELECT id FROM forward WHERE state='sending' AND owner=%s FOR UPDATE SKIP LOCKED",
+                          (self.node,)).fetchall()
+            else:
+                rows = ex("SELECT id FROM forward WHERE state='sending'").fetchall()
+            for (forward_id,) in rows:
+                reason = "Orthanc stopped while it was being sent"
+                ex("UPDATE forward SET last_error=%s WHERE id=%s", (reason, forward_id))
+                _back_to_pending(ex, forward_id, now, reason, now)
+
+        try:
+            self._backend.run(recover)
+        except BaseException:
+            self._backend.close()
+            raise
+
+    @property
+    def _db(self):  # the embedded connection (tests)
+        return self._backend.db
+
+    def _run(self, work):
+        return self._backend.run(work)
 
     def arm(self, route: str, destination: str, level: str, resource: str, ready: bool, retries: int,
             retry_interval: int) -> None:
         """Open a forward unless one is open already; ``ready``: send now, else when stable."""
         now = time.time()
-        with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO forward (route, destination, level, resource, state, retries, retry_interval,"
-                " next_attempt, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (route, destination, level, resource, "pending" if ready else "waiting", retries, retry_interval,
-                 now if ready else None, now, now))
+        self._run(lambda ex: ex(
+            "INSERT INTO forward (route, destination, level, resource, state, retries, retry_interval,"
+            " next_attempt, created, updated) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (route, destination, level, resource, "pending" if ready else "waiting", retries, retry_interval,
+             now if ready else None, now, now)))
 
     def stable(self, level: str, resource: str) -> int:
         """A series or study became stable: its waiting forwards are due."""
         now = time.time()
-        with self._lock:
-            cursor = self._db.execute(
-                "UPDATE forward SET state='pending', next_attempt=?, updated=? WHERE state='waiting' AND level=?"
-                " AND resource=?", (now, now, level, resource))
-            return cursor.rowcount
+        return self._run(lambda ex: ex(
+            "UPDATE forward SET state='pending', next_attempt=%s, updated=%s WHERE state='waiting' AND level=%s"
+            " AND resource=%s", (now, now, level, resource)).rowcount)
 
     def take_due(self, limit: int = 10, now: float | None = None) -> list[dict]:
+        """Up to ``limit`` due forwards, now this node's to send (each is given to one node:
+        rows another node is taking are skipped). A forward whose sender's lease expired is
+        first made pending again."""
         now = time.time() if now is None else now
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id FROM forward WHERE state='pending' AND next_attempt <= ? ORDER BY next_attempt, id LIMIT ?",
-                (now, limit)).fetchall()
-            ids = [r[0] for r in rows]
-            if ids:
-                self._db.executemany("UPDATE forward SET state='sending', updated=? WHERE id=?",
-                                     [(now, i) for i in ids])
-        return [self.get(i) for i in ids]
+
+        def work(ex):
+            for (forward_id,) in ex("SELECT id FROM forward WHERE state='sending' AND lease_until < %s"
+                                    " FOR UPDATE SKIP LOCKED", (now,)).fetchall():
+                reason = "the node sending it stopped (its lease expired)"
+                ex("UPDATE forward SET last_error=%s WHERE id=%s", (reason, forward_id))
+                _back_to_pending(ex, forward_id, now, reason, now)
+            ids = [r[0] for r in ex(
+                "SELECT id FROM forward WHERE state='pending' AND next_attempt <= %s ORDER BY next_attempt, id"
+                " LIMIT %s FOR UPDATE SKIP LOCKED", (now, limit)).fetchall()]
+            for forward_id in ids:
+                ex("UPDATE forward SET state='sending', owner=%s, lease_until=%s, updated=%s WHERE id=%s",
+                   (self.node, now + LEASE_SECONDS, now, forward_id))
+            return [_as_dict(row) for row in (ex(f"SELECT {_COLUMNS} FROM forward WHERE id=%s", (i,)).fetchone()
+                                               for i in ids)]
+
+        taken = self._run(work)
+        if taken:
+            self._keep_leases()
+        return taken
+
+    def renew(self, now: float | None = None) -> int:
+        """Extend the leases of what this node is sending."""
+        now = time.time() if now is None else now
+        return self._run(lambda ex: ex("UPDATE forward SET lease_until=%s WHERE state='sending' AND owner=%s",
+                                       (now + LEASE_SECONDS, self.node)).rowcount)
+
+    def _keep_leases(self) -> None:
+        if self._keeper is not None and self._keeper.is_alive():
+            return
+
+        def keep():
+            while not self._closing.wait(RENEW_SECONDS):
+                try:
+                    if not self.renew():
+                        return  # nothing held: the next take starts another keeper
+                except Exception:  # the database is away: the leases may run out, as for a dead node
+                    continue
+
+        self._keeper = threading.Thread(target=keep, name="coercion-forward-leases", daemon=True)
+        self._keeper.start()
 
     def sent(self, forward_id: int, job: str | None = None) -> None:
-        with self._lock:
-            self._db.execute("UPDATE forward SET state='sent', attempts=attempts+1, job=?, last_error=NULL,"
-                             " updated=? WHERE id=?", (job, time.time(), forward_id))
+        self._run(lambda ex: ex(
+            "UPDATE forward SET state='sent', attempts=attempts+1, job=%s, last_error=NULL, owner=NULL,"
+            " lease_until=NULL, updated=%s WHERE id=%s", (job, time.time(), forward_id)))
 
     def attempt_failed(self, forward_id: int, reason: str, job: str | None = None, retry: bool = True,
                        now: float | None = None) -> str:
         """Count a failed attempt; the forward is tried again later, or fails for good."""
         now = time.time() if now is None else now
-        with self._lock:
-            attempts, retries, interval = self._db.execute(
-                "SELECT attempts, retries, retry_interval FROM forward WHERE id=?", (forward_id,)).fetchone()
+
+        def work(ex):
+            attempts, retries, interval = ex("SELECT attempts, retries, retry_interval FROM forward WHERE id=%s",
+                                             (forward_id,)).fetchone()
             attempts += 1
+            ex("UPDATE forward SET attempts=%s, last_error=%s, job=%s, owner=NULL, lease_until=NULL, updated=%s"
+               " WHERE id=%s", (attempts, reason, job, now, forward_id))
             if retry and attempts <= retries:
                 delay = min(interval * 2 ** (attempts - 1), MAX_RETRY_INTERVAL)
-                state, next_attempt = "pending", now + delay
-            else:
-                state, next_attempt = "failed", None
-            self._db.execute("UPDATE forward SET attempts=?, last_error=?, job=?, updated=? WHERE id=?",
-                             (attempts, reason, job, now, forward_id))
-            if state == "pending":
-                return self._back_to_pending(forward_id, next_attempt, reason, now)
-            self._db.execute("UPDATE forward SET state='failed', next_attempt=NULL WHERE id=?", (forward_id,))
-        return state
+                return _back_to_pending(ex, forward_id, now + delay, reason, now)
+            ex("UPDATE forward SET state='failed', next_attempt=NULL WHERE id=%s", (forward_id,))
+            return "failed"
 
-    def _back_to_pending(self, forward_id: int, next_attempt: float, reason: str, now: float) -> str:
-        """Make a forward pending again, or merge it into the open forward of its route,
-        destination and resource (one open at a time); the state it is left in."""
-        open_one = self._db.execute(
-            "SELECT o.id, o.state FROM forward o JOIN forward f ON o.route=f.route AND o.destination=f.destination"
-            " AND o.level=f.level AND o.resource=f.resource WHERE f.id=? AND o.id != f.id"
-            " AND o.state IN ('waiting', 'pending')", (forward_id,)).fetchone()
-        if open_one is None:
-            self._db.execute("UPDATE forward SET state='pending', next_attempt=?, updated=? WHERE id=?",
-                             (next_attempt, now, forward_id))
-            return "pending"
-        other, other_state = open_one
-        attempts, retries = self._db.execute("SELECT attempts, retries FROM forward WHERE id=?",
-                                             (forward_id,)).fetchone()
-        # The open one inherits the attempts and the back-off: a destination that keeps failing
-        # is not tried at once again because a new instance arrived.
-        self._db.execute(
-            "UPDATE forward SET attempts=MAX(attempts, ?), retries=MAX(retries, ?), updated=?,"
-            " next_attempt=CASE WHEN state='pending' THEN MAX(next_attempt, ?) ELSE next_attempt END WHERE id=?",
-            (attempts, retries, now, next_attempt, other))
-        self._db.execute("UPDATE forward SET state='merged', next_attempt=NULL, last_error=?, updated=? WHERE id=?",
-                         (f"{reason}; forward {other} ({other_state}) sends the same resource", now, forward_id))
-        return "merged"
+        return self._run(work)
 
     def retry(self, forward_id: int, now: float | None = None) -> dict | None:
         """An administrator's retry: the forward is due now, with one more attempt than it has
         had (a sent one is sent again); None if unknown. A forward being sent is left alone
         (the result says so by its state)."""
         now = time.time() if now is None else now
-        with self._lock:
-            row = self._db.execute("SELECT state FROM forward WHERE id=?", (forward_id,)).fetchone()
+
+        def work(ex):
+            row = ex("SELECT state FROM forward WHERE id=%s", (forward_id,)).fetchone()
             if row is not None and row[0] != "sending":
-                self._db.execute("UPDATE forward SET retries=MAX(retries, attempts), last_error=NULL WHERE id=?",
-                                 (forward_id,))
-                self._back_to_pending(forward_id, now, "retried", now)
-                open_one = self._db.execute(  # merged: the open forward is what is due now
+                ex("UPDATE forward SET retries=GREATEST(retries, attempts), last_error=NULL WHERE id=%s",
+                   (forward_id,))
+                _back_to_pending(ex, forward_id, now, "retried", now)
+                open_one = ex(  # merged: the open forward is what is due now
                     "SELECT o.id FROM forward o JOIN forward f ON o.route=f.route AND o.destination=f.destination"
-                    " AND o.level=f.level AND o.resource=f.resource WHERE f.id=? AND o.state='pending'"
+                    " AND o.level=f.level AND o.resource=f.resource WHERE f.id=%s AND o.state='pending'"
                     " ORDER BY o.id = f.id DESC", (forward_id,)).fetchone()
                 if open_one is not None:
-                    self._db.execute("UPDATE forward SET next_attempt=? WHERE id=?", (now, open_one[0]))
+                    ex("UPDATE forward SET next_attempt=%s WHERE id=%s", (now, open_one[0]))
+
+        self._run(work)
         return self.get(forward_id)
 
     def get(self, forward_id: int) -> dict | None:
-        with self._lock:
-            cursor = self._db.execute("SELECT * FROM forward WHERE id=?", (forward_id,))
-            row = cursor.fetchone()
-            names = [d[0] for d in cursor.description]
-        return _as_dict(names, row) if row else None
+        row = self._run(lambda ex: ex(f"SELECT {_COLUMNS} FROM forward WHERE id=%s", (forward_id,)).fetchone())
+        return _as_dict(row) if row else None
 
     def list(self, state: str | None = None, limit: int = 500) -> list[dict]:
-        query = "SELECT * FROM forward" + (" WHERE state=?" if state else "") + " ORDER BY id DESC LIMIT ?"
-        with self._lock:
-            cursor = self._db.execute(query, (state, limit) if state else (limit,))
-            rows = cursor.fetchall()
-            names = [d[0] for d in cursor.description]
-        return [_as_dict(names, row) for row in rows]
+        query = f"SELECT {_COLUMNS} FROM forward" + (" WHERE state=%s" if state else "") + " ORDER BY id DESC LIMIT %s"
+        rows = self._run(lambda ex: ex(query, (state, limit) if state else (limit,)).fetchall())
+        return [_as_dict(row) for row in rows]
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._closing.set()
+        self._backend.close()
 
 
-def _as_dict(names: list[str], row) -> dict:
-    record = dict(zip(names, row))
-    for key in ("next_attempt", "created", "updated"):
+class _Postgres:
+    postgres = True
+
+    def __init__(self, database):
+        self._database, self.what = database, database.what
+
+    def run(self, work):
+        return self._database.run(lambda cursor: work(_Executor(cursor.execute, True)))
+
+    def close(self) -> None:
+        self._database.close()
+
+
+def _back_to_pending(ex, forward_id: int, next_attempt: float, reason: str, now: float) -> str:
+    """Make a forward pending again, or merge it into the open forward of its route,
+    destination and resource (one open at a time); the state it is left in."""
+    ex("UPDATE forward SET owner=NULL, lease_until=NULL WHERE id=%s", (forward_id,))
+    open_one = ex(
+        "SELECT o.id, o.state FROM forward o JOIN forward f ON o.route=f.route AND o.destination=f.destination"
+        " AND o.level=f.level AND o.resource=f.resource WHERE f.id=%s AND o.id != f.id"
+        " AND o.state IN ('waiting', 'pending')", (forward_id,)).fetchone()
+    if open_one is None:
+        ex("UPDATE forward SET state='pending', next_attempt=%s, updated=%s WHERE id=%s", (next_attempt, now, forward_id))
+        return "pending"
+    other, other_state = open_one
+    attempts, retries = ex("SELECT attempts, retries FROM forward WHERE id=%s", (forward_id,)).fetchone()
+    # The open one inherits the attempts and the back-off: a destination that keeps failing
+    # is not tried at once again because a new instance arrived.
+    ex("UPDATE forward SET attempts=GREATEST(attempts, %s), retries=GREATEST(retries, %s), updated=%s,"
+       " next_attempt=CASE WHEN state='pending' THEN GREATEST(next_attempt, %s) ELSE next_attempt END WHERE id=%s",
+       (attempts, retries, now, next_attempt, other))
+    ex("UPDATE forward SET state='merged', next_attempt=NULL, last_error=%s, updated=%s WHERE id=%s",
+       (f"{reason}; forward {other} ({other_state}) sends the same resource", now, forward_id))
+    return "merged"
+
+
+def _as_dict(row) -> dict:
+    record = dict(zip([c.strip() for c in _COLUMNS.split(",")], row))
+    for key in ("next_attempt", "created", "updated", "lease_until"):
         if record.get(key) is not None:
             record[key] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record[key]))
     return record
