@@ -32,7 +32,7 @@ from coercion.exchanges.mpps import (
 )
 from coercion.rules import RuleError, load_rules
 from coercion.service import CoercionService, Settings
-from coercion.stores.mpps import Delivery, DuplicateStep, Kept, SQLiteMppsStore, Step
+from coercion.stores.mpps import Delivery, DuplicateStep, Kept, Step, open_mpps_store
 from coercion.stores.sqlitefiles import StoreError
 
 from factory import OTHER_SECRET, SECRET
@@ -268,15 +268,27 @@ class Worklists:
         self.calls.append((copy.deepcopy(steps), status))
 
 
-@pytest.fixture
-def site(tmp_path):
+def _site(tmp_path, mpps_database=None, password_file=None):
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "site.yaml").write_text(textwrap.dedent(RULES))
-    settings = Settings.from_configuration(
-        {"Coercion": {"RulesDirectory": str(rules), "LinkageDatabase": str(tmp_path / "var" / "linkage.sqlite")}},
-        {"COERCION_SECRET": SECRET.decode()})
+    coercion = {"RulesDirectory": str(rules), "LinkageDatabase": str(tmp_path / "var" / "linkage.sqlite")}
+    if mpps_database:
+        coercion.update(MppsDatabase=mpps_database, DatabasePasswordFile=password_file)
+    settings = Settings.from_configuration({"Coercion": coercion}, {"COERCION_SECRET": SECRET.decode()})
     return Site(tmp_path, CoercionService(settings))
+
+
+@pytest.fixture
+def site(tmp_path, store_location):
+    """The MPPS SCP over a store on each backend."""
+    location, password = store_location
+    return _site(tmp_path, None if password is None else location, password)
+
+
+@pytest.fixture
+def sqlite_site(tmp_path):
+    return _site(tmp_path)
 
 
 class Site:
@@ -288,7 +300,8 @@ class Site:
 
     def open(self):
         """The SCP as start-up builds it (again after a restart: only the store remembers)."""
-        self.store = SQLiteMppsStore(self.service.settings.mpps_database, self.service.keys)
+        settings = self.service.settings
+        self.store = open_mpps_store(settings.mpps_database, self.service.keys, settings.database_password_file)
         self.exchange = MppsExchange(self.service, self.store, arm=lambda *a: self.armed.append(a),
                                      resolve=lambda d: {"RIS_ANON": "ris-anon"}.get(d, d),
                                      worklists=lambda: self.worklists, audit=self.audits.append,
@@ -299,7 +312,8 @@ class Site:
         self.open()
 
 
-def test_the_mpps_database_is_beside_the_linkage_database_by_default(site):
+def test_the_mpps_database_is_beside_the_linkage_database_by_default(sqlite_site):
+    site = sqlite_site
     assert site.service.settings.mpps_database == str(site.root / "var" / "mpps.sqlite")
     settings = Settings.from_configuration({"Coercion": {"RulesDirectory": "r", "MppsDatabase": "/x/m.sqlite"}},
                                            {"COERCION_SECRET": SECRET.decode()})
@@ -423,7 +437,8 @@ def test_a_failing_worklist_does_not_fail_the_mpps(site):
     assert "worklist" in site.warnings[0]
 
 
-def test_the_store_is_sealed_and_owner_only(site):
+def test_the_store_is_sealed_and_owner_only(sqlite_site):
+    site = sqlite_site
     uid = new_uid()
     assert site.exchange.n_create(message(create_attributes(patient_name="Sealed^Susan", patient_id="MRN-77"),
                                           uid)).ok
@@ -433,8 +448,8 @@ def test_the_store_is_sealed_and_owner_only(site):
     raw = b"".join(p.read_bytes() for p in path.parent.glob("mpps.sqlite*"))
     assert b"Sealed" not in raw and b"MRN-77" not in raw and b"ACC-1" not in raw and uid.encode() in raw
     with pytest.raises(StoreError, match="another secret"):
-        SQLiteMppsStore(path, Keys(OTHER_SECRET))
-    store = SQLiteMppsStore(path, KEYS)
+        open_mpps_store(path, Keys(OTHER_SECRET))
+    store = open_mpps_store(path, KEYS)
     assert store.get(uid).dataset["00100020"]["Value"] == ["MRN-77"]
     with pytest.raises(DuplicateStep):
         store.create(uid, Kept(Step(new_uid(), IN_PROGRESS, "X"), {}, []))

@@ -29,7 +29,8 @@ def test_a_url_is_never_a_path(tmp_path, monkeypatch, keys):
         open_store("postgresql://nobody@127.0.0.1:1/none", keys)
     with pytest.raises(StoreError, match="forwarding queue postgresql://nobody@127.0.0.1:1/none cannot be opened"):
         ForwardQueue("postgresql://nobody@127.0.0.1:1/none")
-    with pytest.raises(StoreError, match="SQLite only"):
+    with pytest.raises(StoreError, match="MPPS store postgresql://nobody@127.0.0.1:1/none cannot be opened: "
+                                         "connection failed"):
         open_mpps_store("postgresql://nobody@127.0.0.1:1/none", keys)
     assert list(tmp_path.iterdir()) == []  # no folder named postgresql:, no SQLite file
     assert isinstance(parse_location("postgres://u@db.example/coercion", "x"), PostgresLocation)

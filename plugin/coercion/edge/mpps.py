@@ -135,7 +135,7 @@ def start_mpps(config: dict) -> None:
         if not is_url(database) and not Path(database).exists():
             return  # nothing kept to show
     try:
-        state.mpps = open_mpps_store(database, service.keys)
+        state.mpps = open_mpps_store(database, service.keys, service.settings.database_password_file)
     except Exception as exc:  # StoreError: a wrong secret, an altered or unwritable file
         _stop_orthanc(f"the MPPS store cannot be opened: {safe_message(exc)}")
         return

@@ -17,13 +17,13 @@ States:
 
 from __future__ import annotations
 
+import os
 import socket
-import sqlite3
 import threading
 import time
 from pathlib import Path
 
-from .sqlitefiles import StoreError, closed_on_failure, connect_or_fail, migrate, prepare_owner_only
+from .backends import open_backend
 
 MAX_RETRY_INTERVAL = 3600
 LEASE_SECONDS = 120  # how long a node's hold on a forward it sends lasts without renewal
@@ -80,84 +80,33 @@ _PG_SCHEMA = [
     _SCHEMA[1].replace("IF NOT EXISTS ", ""),
     _SCHEMA[2].replace("IF NOT EXISTS ", ""),
 ]
+def _to_version_1(ex) -> None:
+    for statement in _SCHEMA:
+        ex(statement)
+
+
+def _to_version_2(ex) -> None:
+    for statement in _LEASES:
+        ex(statement)
+
+
 _COLUMNS = ("id, route, destination, level, resource, state, attempts, retries, retry_interval, next_attempt, "
             "last_error, job, created, updated, owner, lease_until")
-
-
-class _SQLite:
-    """The embedded backend: one connection, one lock, every call a transaction."""
-
-    postgres = False
-
-    def __init__(self, path: str):
-        self.what = f"forwarding queue {path}"
-        if path != ":memory:":
-            prepare_owner_only(Path(path), "forwarding queue")
-        self.db = connect_or_fail(path, self.what)
-        self._lock = threading.Lock()
-        with closed_on_failure(self.db, self.what):
-            migrate(self.db, self.what, SCHEMA_VERSION, {0: self._to_version_1, 1: self._to_version_2})
-
-    @staticmethod
-    def _to_version_1(db) -> None:
-        for statement in _SCHEMA:
-            db.execute(statement)
-
-    @staticmethod
-    def _to_version_2(db) -> None:
-        for statement in _LEASES:
-            db.execute(statement)
-
-    def run(self, work):
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(_Executor(self.db.execute, False))
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
-            return result
-
-    def close(self) -> None:
-        with self._lock:
-            self.db.close()
-
-
-class _Executor:
-    """Runs the queue's statements, written for PostgreSQL (``%s``, GREATEST), on either
-    backend; ``... FOR UPDATE SKIP LOCKED`` only where rows can be locked."""
-
-    def __init__(self, execute, postgres: bool):
-        self._execute, self.postgres = execute, postgres
-
-    def __call__(self, sql: str, params=()):
-        if not self.postgres:
-            sql = sql.replace("%s", "?").replace("GREATEST(", "MAX(").replace(" FOR UPDATE SKIP LOCKED", "")
-        return self._execute(sql, params)
 
 
 class ForwardQueue:
     def __init__(self, location: str | Path, node: str | None = None, password_file: str | None = None):
         """``location``: an SQLite file or a postgresql:// URL; ``node``: this Orthanc's name in
         the leases (default: host and process)."""
-        from .locations import PostgresLocation, parse_location
-
         self.path = str(location)
-        self.node = node or f"{socket.gethostname()}:{__import__('os').getpid()}"
-        where = parse_location(location, "forwarding queue", password_file)
-        if isinstance(where, PostgresLocation):
-            from .postgres import PostgresDatabase
+        self.node = node or f"{socket.gethostname()}:{os.getpid()}"
 
-            def create(cursor):
-                for statement in _PG_SCHEMA:
-                    cursor.execute(statement)
+        def create(ex):
+            for statement in _PG_SCHEMA:
+                ex(statement)
 
-            pg = PostgresDatabase(where, "forwarding queue", "forwards", SCHEMA_VERSION,
-                                  {0: create, 1: lambda cursor: None})
-            self._backend = _Postgres(pg)
-        else:
-            self._backend = _SQLite(self.path)
+        self._backend = open_backend(location, "forwarding queue", "forwards", password_file, SCHEMA_VERSION,
+                                     {0: _to_version_1, 1: _to_version_2}, {0: create, 1: lambda ex: None})
         self.what = self._backend.what
         self._keeper: threading.Thread | None = None
         self._closing = threading.Event()
@@ -311,19 +260,6 @@ class ForwardQueue:
     def close(self) -> None:
         self._closing.set()
         self._backend.close()
-
-
-class _Postgres:
-    postgres = True
-
-    def __init__(self, database):
-        self._database, self.what = database, database.what
-
-    def run(self, work):
-        return self._database.run(lambda cursor: work(_Executor(cursor.execute, True)))
-
-    def close(self) -> None:
-        self._database.close()
 
 
 def _back_to_pending(ex, forward_id: int, next_attempt: float, reason: str, now: float) -> str:

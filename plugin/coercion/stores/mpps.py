@@ -10,7 +10,7 @@ names its step by the UID it chose; the store finds it by a keyed hash of that U
 kept under a pseudonymous UID is found again without keeping the peer's UID.
 
 The store, not memory, knows each step: an N-SET after a restart finds its N-CREATE. The
-interface is small so that a PostgreSQL store can follow the embedded SQLite one.
+store is an embedded SQLite file or PostgreSQL, shared by several Orthancs.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import sqlite3
-import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
@@ -30,16 +28,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..engine.pseudonyms import Keys
+from .backends import open_backend, postgres_ddl
 from .sealing import Sealer, SealError
-from .sqlitefiles import (
-    StoreError,
-    closed_on_failure,
-    connect_or_fail,
-    migrate,
-    prepare_owner_only,
-)
+from .sqlitefiles import StoreError
 
-__all__ = ["Delivery", "DuplicateStep", "Kept", "MppsStore", "SQLiteMppsStore", "Step", "StoreError",
+__all__ = ["Delivery", "DuplicateStep", "Kept", "MppsStore", "SealedMppsStore", "Step", "StoreError",
            "UnknownStep", "open_mpps_store"]
 
 LOOKUP_LABEL = b"coercion mpps store: keyed lookup of the UIDs peers use, version 1"
@@ -209,32 +202,46 @@ _TABLES = [
 ]
 _KEY_CHECK = ("store_key", "1", "key_check")
 _STEP_COLUMNS = "uid, status, calling_aet, rule, set_rule, series, instances, messages, created, updated"
+_DELIVERY_COLUMNS = "uid, destination, route, delivered, in_flight, peer_uid, rule, queued"
 
 
-class SQLiteMppsStore(MppsStore):
-    """An embedded SQLite file in WAL mode, owner-only; safe across threads (one lock)."""
+class SealedMppsStore(MppsStore):
+    """The MPPS store in an embedded SQLite file (WAL mode, owner-only) or in PostgreSQL (several
+    Orthancs: an N-SET finds its N-CREATE whichever node kept it); every call a transaction."""
 
-    def __init__(self, path: str | Path, keys: Keys):
-        self.path = Path(path)
-        self._what = f"MPPS store {self.path}"
+    def __init__(self, location: str | Path, keys: Keys, password_file: str | None = None):
         self._sealer = Sealer(keys.secret)
         self._lookup = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=LOOKUP_LABEL).derive(keys.secret)
-        self._lock = threading.Lock()
-        prepare_owner_only(self.path, "MPPS store")
-        self._db = connect_or_fail(self.path, self._what)
-        with closed_on_failure(self._db, self._what):
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA secure_delete=ON")
-            migrate(self._db, self._what, SCHEMA_VERSION, {0: self._to_version_1})
-            row = self._db.execute("SELECT key_check FROM store_key WHERE id = 1").fetchone()
-            if row is None:
-                raise StoreError(f"{self._what}: its key check is missing (the file was altered)")
-            self._open(row[0], *_KEY_CHECK)
+        self._key_table = "store_key"
 
-    def _to_version_1(self, db: sqlite3.Connection) -> None:
-        for statement in _TABLES:
-            db.execute(statement)
-        db.execute("INSERT INTO store_key VALUES (1, ?)", (self._sealer.seal("key check", *_KEY_CHECK),))
+        def sqlite_tables(ex):
+            self._create(ex, _TABLES)
+
+        def postgres_tables(ex):
+            self._create(ex, [postgres_ddl(t).replace("store_key", "mpps_key") for t in _TABLES])
+
+        from .locations import PostgresLocation, parse_location
+
+        if isinstance(parse_location(location, "MPPS store", password_file), PostgresLocation):
+            self._key_table = "mpps_key"  # beside the linkage store's in the same database
+        self._backend = open_backend(location, "MPPS store", "mpps", password_file, SCHEMA_VERSION,
+                                     {0: sqlite_tables}, {0: postgres_tables},
+                                     pragmas=("synchronous=NORMAL", "secure_delete=ON"))
+        self._what = self._backend.what
+        try:
+            row = self._backend.run(lambda ex: ex(f"SELECT key_check FROM {self._key_table} WHERE id = 1").fetchone())
+            if row is None:
+                raise StoreError(f"{self._what}: its key check is missing (the store was altered)")
+            self._open(row[0], *_KEY_CHECK)
+        except BaseException:
+            self._backend.close()
+            raise
+
+    def _create(self, ex, tables) -> None:
+        for statement in tables:
+            ex(statement)
+        ex(f"INSERT INTO {'mpps_key' if ex.postgres else 'store_key'} VALUES (1, %s)",
+           (self._sealer.seal("key check", *_KEY_CHECK),))
 
     # -- sealing ----------------------------------------------------------------------------
 
@@ -244,14 +251,14 @@ class SQLiteMppsStore(MppsStore):
     def _seal(self, value, *context: str) -> bytes:
         return self._sealer.seal(json.dumps(value, separators=(",", ":")), *context)
 
-    def _open(self, sealed: bytes, *context: str) -> str:
+    def _open(self, sealed, *context: str) -> str:
         try:
-            return self._sealer.open(sealed, *context)
+            return self._sealer.open(bytes(sealed), *context)
         except SealError:
             raise StoreError(f"{self._what}: a sealed value does not open with this site secret: the store was "
-                             "written with another secret, or the file was altered") from None
+                             "written with another secret, or it was altered") from None
 
-    def _unseal(self, sealed: bytes, *context: str):
+    def _unseal(self, sealed, *context: str):
         return json.loads(self._open(sealed, *context))
 
     def _kept(self, row) -> Kept:
@@ -263,143 +270,121 @@ class SQLiteMppsStore(MppsStore):
     def _delivery(row) -> Delivery:
         return Delivery(*row)
 
-    # -- transactions -----------------------------------------------------------------------
-
-    def _write(self, work: Callable[[sqlite3.Connection], object]):
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            return result
-
-    def _insert_message(self, db, uid: str, number: int, kind: str, message: dict, now: float) -> None:
-        db.execute("INSERT INTO mpps_message VALUES (?, ?, ?, ?, ?)",
-                   (uid, number, kind, now, self._seal(message, "mpps_message", uid, str(number), "dataset")))
+    def _insert_message(self, ex, uid: str, number: int, kind: str, message: dict, now: float) -> None:
+        ex("INSERT INTO mpps_message VALUES (%s, %s, %s, %s, %s)",
+           (uid, number, kind, now, self._seal(message, "mpps_message", uid, str(number), "dataset")))
 
     # -- the interface ----------------------------------------------------------------------
 
     def create(self, peer_uid: str, kept: Kept, destinations=()) -> None:
         now = time.time()
         step = replace(kept.step, messages=1, created=now, updated=now)
+        ref = self._ref(peer_uid)
 
-        def work(db):
-            try:
-                db.execute(f"INSERT INTO mpps ({_STEP_COLUMNS}, peer_ref, dataset, scheduled) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           (step.uid, step.status, step.calling_aet, step.rule, step.set_rule, step.series,
-                            step.instances, step.messages, step.created, step.updated, self._ref(peer_uid),
-                            self._seal(kept.dataset, "mpps", step.uid, "dataset"),
-                            self._seal(kept.scheduled, "mpps", step.uid, "scheduled")))
-            except sqlite3.IntegrityError:
-                raise DuplicateStep("a step with this SOP Instance UID is kept already") from None
-            self._insert_message(db, step.uid, 0, "N-CREATE", kept.dataset, now)
-            db.executemany("INSERT OR IGNORE INTO mpps_delivery VALUES (?, ?, ?, 0, NULL, NULL, NULL, 0)",
-                           [(step.uid, destination, route) for destination, route in destinations])
+        def work(ex):
+            if ex("SELECT 1 FROM mpps WHERE uid = %s OR peer_ref = %s", (step.uid, ref)).fetchone():
+                raise DuplicateStep("a step with this SOP Instance UID is kept already")
+            ex(f"INSERT INTO mpps ({_STEP_COLUMNS}, peer_ref, dataset, scheduled) "
+               "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+               (step.uid, step.status, step.calling_aet, step.rule, step.set_rule, step.series,
+                step.instances, step.messages, step.created, step.updated, ref,
+                self._seal(kept.dataset, "mpps", step.uid, "dataset"),
+                self._seal(kept.scheduled, "mpps", step.uid, "scheduled")))
+            self._insert_message(ex, step.uid, 0, "N-CREATE", kept.dataset, now)
+            ex.many("INSERT INTO mpps_delivery VALUES (%s, %s, %s, 0, NULL, NULL, NULL, 0) ON CONFLICT DO NOTHING",
+                    [(step.uid, destination, route) for destination, route in destinations])
 
-        self._write(work)
+        self._backend.run(work)
 
-    def _select(self, db, where: str, value) -> Kept | None:
-        row = db.execute(f"SELECT {_STEP_COLUMNS}, dataset, scheduled FROM mpps WHERE {where} = ?", (value,)).fetchone()
+    def _select(self, ex, where: str, value) -> Kept | None:
+        row = ex(f"SELECT {_STEP_COLUMNS}, dataset, scheduled FROM mpps WHERE {where} = %s", (value,)).fetchone()
         return self._kept(row) if row else None
 
     def find(self, peer_uid: str) -> Kept | None:
-        with self._lock:
-            return self._select(self._db, "peer_ref", self._ref(peer_uid))
+        return self._backend.run(lambda ex: self._select(ex, "peer_ref", self._ref(peer_uid)))
 
     def known(self, peer_uid: str) -> bool:
-        with self._lock:
-            row = self._db.execute("SELECT 1 FROM mpps WHERE peer_ref = ?", (self._ref(peer_uid),)).fetchone()
-        return row is not None
+        return self._backend.run(
+            lambda ex: ex("SELECT 1 FROM mpps WHERE peer_ref = %s", (self._ref(peer_uid),)).fetchone()) is not None
 
     def get(self, uid: str) -> Kept | None:
-        with self._lock:
-            return self._select(self._db, "uid", uid)
+        return self._backend.run(lambda ex: self._select(ex, "uid", uid))
 
     def update(self, peer_uid: str, change) -> tuple[Kept, list[Delivery]]:
         ref = self._ref(peer_uid)
 
-        def work(db):
-            current = self._select(db, "peer_ref", ref)
-            if current is None:
+        def work(ex):
+            # Locked until the transaction ends: two nodes' N-SETs of one step go one after the other.
+            row = ex(f"SELECT {_STEP_COLUMNS}, dataset, scheduled FROM mpps WHERE peer_ref = %s"
+                     + (" FOR UPDATE" if ex.postgres else ""), (ref,)).fetchone()
+            if row is None:
                 raise UnknownStep("no step is kept with this SOP Instance UID")
+            current = self._kept(row)
             new, message = change(current)
             now = time.time()
             step = replace(new.step, uid=current.step.uid, messages=current.step.messages + 1,
                            created=current.step.created, updated=now)
-            db.execute("UPDATE mpps SET status = ?, set_rule = ?, series = ?, instances = ?, messages = ?, "
-                       "updated = ?, dataset = ? WHERE uid = ?",
-                       (step.status, step.set_rule, step.series, step.instances, step.messages, step.updated,
-                        self._seal(new.dataset, "mpps", step.uid, "dataset"), step.uid))
-            self._insert_message(db, step.uid, current.step.messages, "N-SET", message, now)
-            deliveries = db.execute("SELECT * FROM mpps_delivery WHERE uid = ? ORDER BY destination",
-                                    (step.uid,)).fetchall()
+            ex("UPDATE mpps SET status = %s, set_rule = %s, series = %s, instances = %s, messages = %s, "
+               "updated = %s, dataset = %s WHERE uid = %s",
+               (step.status, step.set_rule, step.series, step.instances, step.messages, step.updated,
+                self._seal(new.dataset, "mpps", step.uid, "dataset"), step.uid))
+            self._insert_message(ex, step.uid, current.step.messages, "N-SET", message, now)
+            deliveries = ex(f"SELECT {_DELIVERY_COLUMNS} FROM mpps_delivery WHERE uid = %s ORDER BY destination",
+                            (step.uid,)).fetchall()
             return Kept(step, new.dataset, current.scheduled), [self._delivery(r) for r in deliveries]
 
-        return self._write(work)
+        return self._backend.run(work)
 
     def steps(self, status: str | None = None, limit: int = 500) -> list[Step]:
-        query = f"SELECT {_STEP_COLUMNS} FROM mpps" + (" WHERE status = ?" if status else "") + \
-            " ORDER BY updated DESC, uid LIMIT ?"
-        with self._lock:
-            rows = self._db.execute(query, (status, limit) if status else (limit,)).fetchall()
+        query = f"SELECT {_STEP_COLUMNS} FROM mpps" + (" WHERE status = %s" if status else "") + \
+            " ORDER BY updated DESC, uid LIMIT %s"
+        rows = self._backend.run(lambda ex: ex(query, (status, limit) if status else (limit,)).fetchall())
         return [Step(*row) for row in rows]
 
     def messages(self, uid: str, start: int = 0) -> list[tuple[int, str, dict]]:
-        with self._lock:
-            rows = self._db.execute("SELECT number, kind, dataset FROM mpps_message WHERE uid = ? AND number >= ? "
-                                    "ORDER BY number", (uid, start)).fetchall()
+        rows = self._backend.run(lambda ex: ex(
+            "SELECT number, kind, dataset FROM mpps_message WHERE uid = %s AND number >= %s ORDER BY number",
+            (uid, start)).fetchall())
         return [(number, kind, self._unseal(sealed, "mpps_message", uid, str(number), "dataset"))
                 for number, kind, sealed in rows]
 
     def deliveries(self, uid: str | None = None, unqueued: bool = False) -> list[Delivery]:
-        query = "SELECT d.* FROM mpps_delivery d JOIN mpps m ON m.uid = d.uid WHERE 1"
+        columns = ", ".join(f"d.{c.strip()}" for c in _DELIVERY_COLUMNS.split(","))
+        query = f"SELECT {columns} FROM mpps_delivery d JOIN mpps m ON m.uid = d.uid WHERE TRUE"
         args: list = []
         if uid is not None:
-            query += " AND d.uid = ?"
+            query += " AND d.uid = %s"
             args.append(uid)
         if unqueued:
             query += " AND d.queued < m.messages"
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY d.uid, d.destination", args).fetchall()
+        rows = self._backend.run(lambda ex: ex(query + " ORDER BY d.uid, d.destination", args).fetchall())
         return [self._delivery(r) for r in rows]
 
     def queued(self, uid: str, destination: str, messages: int) -> None:
-        with self._lock:
-            self._db.execute("UPDATE mpps_delivery SET queued = MAX(queued, ?) WHERE uid = ? AND destination = ?",
-                             (messages, uid, destination))
+        self._backend.run(lambda ex: ex(
+            "UPDATE mpps_delivery SET queued = GREATEST(queued, %s) WHERE uid = %s AND destination = %s",
+            (messages, uid, destination)))
 
     def sending(self, uid: str, destination: str, number: int | None) -> None:
-        with self._lock:
-            self._db.execute("UPDATE mpps_delivery SET in_flight = ? WHERE uid = ? AND destination = ?",
-                             (number, uid, destination))
+        self._backend.run(lambda ex: ex("UPDATE mpps_delivery SET in_flight = %s WHERE uid = %s AND destination = %s",
+                                        (number, uid, destination)))
 
     def delivered(self, uid: str, destination: str, number: int, peer_uid: str | None = None,
                   rule: str | None = None) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE mpps_delivery SET delivered = ?, in_flight = NULL, peer_uid = COALESCE(?, peer_uid), "
-                "rule = COALESCE(?, rule) WHERE uid = ? AND destination = ? AND delivered = ?",
-                (number + 1, peer_uid, rule, uid, destination, number))
+        self._backend.run(lambda ex: ex(
+            "UPDATE mpps_delivery SET delivered = %s, in_flight = NULL, peer_uid = COALESCE(%s, peer_uid), "
+            "rule = COALESCE(%s, rule) WHERE uid = %s AND destination = %s AND delivered = %s",
+            (number + 1, peer_uid, rule, uid, destination, number)))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._backend.close()
 
 
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def open_mpps_store(location: str | Path, keys: Keys) -> MppsStore:
-    """A store from its configured location (a file path means SQLite)."""
-    from .locations import is_url, without_password
-
-    text = str(location)
-    if is_url(text):
-        raise StoreError(f"MPPS store {without_password(text)}: the MPPS store is kept in SQLite only "
-                         "(PostgreSQL: not yet); set Coercion.MppsDatabase to a file path")
-    return SQLiteMppsStore(text, keys)
+def open_mpps_store(location: str | Path, keys: Keys, password_file: str | None = None) -> MppsStore:
+    """A store from its configured location (a file path: SQLite; a postgresql:// URL:
+    PostgreSQL, its password from ``password_file``)."""
+    return SealedMppsStore(location, keys, password_file)

@@ -30,7 +30,7 @@ def _reason(exc: Exception) -> str:
 
     if isinstance(exc, psycopg.OperationalError) and not getattr(exc, "sqlstate", None):
         first = str(exc).strip().splitlines()
-        return first[-1] if first else type(exc).__name__
+        return first[0].strip() if first else type(exc).__name__
     state = getattr(exc, "sqlstate", None)
     return f"{type(exc).__name__}" + (f" (SQLSTATE {state})" if state else "")
 
