@@ -10,8 +10,9 @@ PIXEL_DEBIAN_PACKAGES="tesseract-ocr tesseract-ocr-eng libtesseract-dev liblepto
 DEBIAN_PACKAGES="python3.11 python3.11-venv python3.11-dev orthanc orthanc-python orthanc-dicomweb dcmtk $PIXEL_DEBIAN_PACKAGES"
 # Needed by the tests only: dciodvfy, the validator tests/test_valid_output.py runs; the fonts
 # tests/pixelimages.py renders burned-in text with; PostgreSQL, whose initdb makes the
-# throw-away servers of tests/pgcluster.py (its system service is not started: see below).
-TEST_DEBIAN_PACKAGES="dicom3tools fonts-dejavu-core fonts-urw-base35 postgresql"
+# throw-away servers of tests/pgcluster.py (its system service is not started: see below), and
+# Orthanc's PostgreSQL index for the two-node tests (tests/integration/test_cluster.py).
+TEST_DEBIAN_PACKAGES="dicom3tools fonts-dejavu-core fonts-urw-base35 postgresql orthanc-postgresql"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else

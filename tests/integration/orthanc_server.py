@@ -115,11 +115,15 @@ class OrthancServer(OrthancREST):
     http_port: int = 0
     dicom_port: int = 0
     process: subprocess.Popen | None = None
+    coercion: dict = field(default_factory=dict)  # more settings of the Coercion section
+    storage: Path | None = None  # default: root/storage (a cluster's nodes share one)
+    linkage_db: str | Path | None = None  # default: root/linkage.sqlite (a postgresql:// URL for a cluster)
+    environment: dict = field(default_factory=dict)  # more environment variables for Orthanc
 
     def __post_init__(self):
         self.http_port = self.http_port or free_port()
         self.dicom_port = self.dicom_port or free_port()
-        self.storage = self.root / "storage"
+        self.storage = self.storage or self.root / "storage"
         self.rules_dir = self.root / "rules"
         self.rules_dir.mkdir(parents=True, exist_ok=True)
         (self.rules_dir / "rules.yaml").write_text(self.rules)
@@ -127,7 +131,7 @@ class OrthancServer(OrthancREST):
         self.secret_file.write_bytes(SECRET)
         (self.root / "linkage.token").write_text(TOKEN + "\n")
         (self.root / "admin.token").write_text(ADMIN_TOKEN + "\n")
-        self.linkage_db = self.root / "linkage.sqlite"
+        self.linkage_db = self.linkage_db or self.root / "linkage.sqlite"
         self.log_path = self.root / "orthanc.log"
         config = json.loads((REPO / "orthanc.json").read_text())
         # The SCPs of the example configuration are for a site: a test asks for those it needs.
@@ -141,6 +145,7 @@ class OrthancServer(OrthancREST):
         config["Coercion"]["LinkageTokenFile"] = str(self.root / "linkage.token")
         if self.admin_token:
             config["Coercion"]["AdminTokenFile"] = str(self.root / "admin.token")
+        config["Coercion"].update(self.coercion)
         config.update(self.settings)
         self.config = self.root / "orthanc.json"
         self.config.write_text(json.dumps(config, indent=2))
@@ -158,7 +163,7 @@ class OrthancServer(OrthancREST):
         ]
 
     def start(self, timeout: float = 30) -> "OrthancServer":
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COERCION_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COERCION_")} | self.environment
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=env)
         STARTED.append(self.process)

@@ -7,8 +7,10 @@ them through the rules for what Orthanc sends, and retries.
 
 from __future__ import annotations
 
+import calendar
 import json
 import threading
+import time
 
 import orthanc
 
@@ -87,14 +89,49 @@ def wake_forwards() -> None:
 
 
 def forward_worker() -> None:
+    swept = 0.0
     while True:
         _forward_wakeup.wait(timeout=1.0)
         _forward_wakeup.clear()
         try:
+            if time.monotonic() - swept >= _SWEEP_SECONDS:
+                swept = time.monotonic()
+                _sweep_waiting()
             for row in state.forwards.take_due():
                 _send_forward(row)
         except Exception:
             log_failure("forwarding worker")
+
+
+_SWEEP_SECONDS = 10
+
+
+def _sweep_waiting() -> None:
+    """Make due the waiting forwards of series and studies that no Orthanc will declare stable:
+    their instances came in through a node that stopped before they were stable (several nodes
+    on one database) or before this node restarted (Orthanc keeps stability in memory). The
+    index says when one last changed: quiet for twice StableAge, it is stable."""
+    waiting = state.forwards.list(state="waiting")
+    if not waiting:
+        return
+    now = _orthanc_time(orthanc.RestApiGet("/tools/now").decode().strip('"\n '))
+    for row in waiting:
+        folder = {"Series": "series", "Study": "studies"}.get(row["level"])
+        if folder is None:
+            continue
+        try:
+            resource = json.loads(orthanc.RestApiGet(f"/{folder}/{row['resource']}"))
+        except Exception:  # gone: the send finds it so and says why
+            continue
+        last = resource.get("LastUpdate")
+        if last and now - _orthanc_time(last) >= 2 * state.stable_age and \
+                state.forwards.stable(row["level"], row["resource"]):
+            _forward_wakeup.set()
+
+
+def _orthanc_time(text: str) -> float:
+    """Seconds of an Orthanc time stamp (YYYYMMDDTHHMMSS, as /tools/now and LastUpdate give it)."""
+    return calendar.timegm(time.strptime(text[:15], "%Y%m%dT%H%M%S"))
 
 
 def _send_forward(row: dict) -> None:

@@ -19,7 +19,7 @@ import orthanc
 from ..engine.quiet import quiet_pydicom
 from ..rules import RuleError, RuleSet, Transaction
 from ..service import FIND, CoercionService, Settings, safe_message
-from ..stores.forwards import ForwardQueue
+from ..stores.forwards import LEASE_SECONDS, ForwardQueue
 from .find import find_settings, on_find
 from .ingest import on_cstore_instance, on_http_request, on_received_instance
 from .mpps import start_mpps
@@ -66,6 +66,7 @@ def start() -> None:
         config = json.loads(orthanc.GetConfiguration())
         state.orthanc_aet = config.get("DicomAet", "ORTHANC")
         state.scu_timeout = int(config.get("DicomScuTimeout", 10))
+        state.stable_age = int(config.get("StableAge", 60))
         for value in (config.get("DicomModalities") or {}).values():
             if isinstance(value, list) and len(value) >= 2:
                 state.modality_hosts[value[0]] = value[1]
@@ -108,8 +109,11 @@ def start() -> None:
         # leases apart by node name: Coercion.NodeName, else host, AE title and DICOM port.
         node = (config.get("Coercion") or {}).get("NodeName") or \
             f"{socket.gethostname()}:{config.get('DicomAet', 'ORTHANC')}:{config.get('DicomPort', 4242)}"
+        lease = (config.get("Coercion") or {}).get("ForwardLeaseSeconds", LEASE_SECONDS)
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or lease < 4:
+            raise ValueError("Coercion.ForwardLeaseSeconds must be a number of seconds, at least 4")
         state.forwards = ForwardQueue(state.service.settings.forwards_database, str(node),
-                                      state.service.settings.database_password_file)
+                                      state.service.settings.database_password_file, lease)
     except Exception as exc:  # StoreError: an unusable file or location
         _stop_orthanc(str(exc))
         return

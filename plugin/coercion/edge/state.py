@@ -22,6 +22,7 @@ class EdgeState:
     service: CoercionService | None = None
     orthanc_aet: str = "ORTHANC"
     scu_timeout: int = 10  # Orthanc's DicomScuTimeout
+    stable_age: int = 60  # Orthanc's StableAge
     modality_hosts: dict = field(default_factory=dict)  # AE title -> the host DicomModalities gives it
     sends: SendJobs = field(default_factory=SendJobs)  # coerced send jobs of this process
     forwards: ForwardQueue | None = None

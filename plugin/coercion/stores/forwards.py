@@ -27,7 +27,6 @@ from .backends import open_backend
 
 MAX_RETRY_INTERVAL = 3600
 LEASE_SECONDS = 120  # how long a node's hold on a forward it sends lasts without renewal
-RENEW_SECONDS = 30  # how often a node renews the leases of what it sends
 
 SCHEMA_VERSION = 2  # 0: the tables of 1, before schemas were versioned; 2: leases
 
@@ -95,10 +94,13 @@ _COLUMNS = ("id, route, destination, level, resource, state, attempts, retries, 
 
 
 class ForwardQueue:
-    def __init__(self, location: str | Path, node: str | None = None, password_file: str | None = None):
+    def __init__(self, location: str | Path, node: str | None = None, password_file: str | None = None,
+                 lease_seconds: float = LEASE_SECONDS):
         """``location``: an SQLite file or a postgresql:// URL; ``node``: this Orthanc's name in
-        the leases (default: host and process)."""
+        the leases (default: host and process); ``lease_seconds``: how long a node's hold on
+        what it sends lasts unrenewed (renewed every quarter of it)."""
         self.path = str(location)
+        self.lease_seconds = lease_seconds
         self.node = node or f"{socket.gethostname()}:{os.getpid()}"
 
         def create(ex):
@@ -172,7 +174,7 @@ class ForwardQueue:
                 " LIMIT %s FOR UPDATE SKIP LOCKED", (now, limit)).fetchall()]
             for forward_id in ids:
                 ex("UPDATE forward SET state='sending', owner=%s, lease_until=%s, updated=%s WHERE id=%s",
-                   (self.node, now + LEASE_SECONDS, now, forward_id))
+                   (self.node, now + self.lease_seconds, now, forward_id))
             return [_as_dict(row) for row in (ex(f"SELECT {_COLUMNS} FROM forward WHERE id=%s", (i,)).fetchone()
                                                for i in ids)]
 
@@ -185,14 +187,14 @@ class ForwardQueue:
         """Extend the leases of what this node is sending."""
         now = time.time() if now is None else now
         return self._run(lambda ex: ex("UPDATE forward SET lease_until=%s WHERE state='sending' AND owner=%s",
-                                       (now + LEASE_SECONDS, self.node)).rowcount)
+                                       (now + self.lease_seconds, self.node)).rowcount)
 
     def _keep_leases(self) -> None:
         if self._keeper is not None and self._keeper.is_alive():
             return
 
         def keep():
-            while not self._closing.wait(RENEW_SECONDS):
+            while not self._closing.wait(self.lease_seconds / 4):
                 try:
                     if not self.renew():
                         return  # nothing held: the next take starts another keeper

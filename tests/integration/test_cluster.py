@@ -1,0 +1,184 @@
+"""Two Orthancs, one archive: both nodes on one throw-away PostgreSQL server (tests/pgcluster.py)
+for Orthanc's own index (Debian's orthanc-postgresql) and for every store of the plugin, over
+one shared storage folder; studies sent through both nodes at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from coercion import Keys
+from coercion.stores.linkage import open_store
+
+from factory import encode, make_ct
+from orthanc_server import ADMIN, COERCED_STATUSES, SECRET, OrthancServer, StoreSCP, needs_orthanc, store_statuses, storescu
+from pgcluster import PASSWORD, USER
+
+INDEX_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so")
+pytestmark = [needs_orthanc, pytest.mark.skipif(not INDEX_PLUGIN.exists() and not __import__("os").environ.get("CI"),
+                                                reason="Debian's orthanc-postgresql is not installed")]
+KEYS = Keys(SECRET)
+RULES = """
+- name: research
+  dimse: C_STORE_RQ
+  role: SCU
+  uri: "deidentify:RetainPatientIDHashOption"
+  forward:
+    to: [STORESCP]
+    when: stable-study
+"""
+PATIENTS = 6
+INSTANCES = 3  # per study; each patient has one study through each node
+
+
+def new_uid() -> str:
+    return f"2.25.{uuid.uuid4().int}"
+
+
+@pytest.fixture(scope="module")
+def cluster(postgres, tmp_path_factory):
+    index = postgres.create_database("orthanc_index")
+    coercion = postgres.create_database("coercion")
+    root = tmp_path_factory.mktemp("cluster")
+    peer = StoreSCP(root / "peer")
+    shared = root / "shared-storage"
+    nodes = []
+    for name in ("node-a", "node-b"):
+        nodes.append(OrthancServer(
+            root / name, rules=RULES, modalities={"STORESCP": peer.port}, storage=shared, linkage_db=coercion,
+            coercion={"DatabasePasswordFile": str(postgres.password_file), "NodeName": name,
+                      "ForwardLeaseSeconds": 6},
+            environment={"ORTHANC_PG_PASSWORD": PASSWORD},
+            settings={
+                "Plugins": ["/usr/share/orthanc/plugins/libOrthancPython.so", str(INDEX_PLUGIN)],
+                "PostgreSQL": {"EnableIndex": True, "EnableStorage": False, "Host": "127.0.0.1",
+                               "Port": postgres.port, "Database": "orthanc_index", "Username": USER,
+                               "Password": "${ORTHANC_PG_PASSWORD}", "Lock": False},
+                "StableAge": 2,
+            }))
+    for node in nodes:
+        node.start(timeout=60)
+    yield nodes, peer, coercion, postgres
+    for node in nodes:
+        node.stop()
+    peer.stop()
+    del index
+
+
+def study_files(folder: Path, patient: int, node: str) -> list[tuple[Path, pydicom.Dataset]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    study = new_uid()
+    series = new_uid()
+    files = []
+    for _ in range(INSTANCES):
+        ds = make_ct(patient_id=f"MRN-CLUSTER-{patient}", patient_name=f"Cluster^Patient{patient}",
+                     study_uid=study, series_uid=series, sop_uid=new_uid())
+        path = folder / f"{patient}-{node}-{ds.SOPInstanceUID}.dcm"
+        path.write_bytes(encode(ds))
+        files.append((path, ds))
+    return files
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_both_nodes_ingest_at_once_one_pseudonym_per_patient_each_study_forwarded_once(cluster, tmp_path):
+    nodes, peer, coercion, postgres = cluster
+    sent = {node.root.name: [] for node in nodes}
+    for patient in range(PATIENTS):
+        for node in nodes:
+            sent[node.root.name] += study_files(tmp_path / "in", patient, node.root.name)
+    results = {}
+
+    def send(node):
+        results[node.root.name] = store_statuses(storescu(node, "MODALITY", *[p for p, _ in sent[node.root.name]]))
+
+    threads = [threading.Thread(target=send, args=(node,)) for node in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for node in nodes:
+        assert len(results[node.root.name]) == PATIENTS * INSTANCES
+        assert all(status in COERCED_STATUSES for status in results[node.root.name])
+    everything = [ds for files in sent.values() for _, ds in files]
+
+    # One index: both nodes see every instance, coerced only, one patient per pseudonym.
+    for node in nodes:
+        assert node.instance_count() == len(everything)
+        patients = node.get("/patients").json()
+        assert len(patients) == PATIENTS
+    pseudonyms = {KEYS.patient_id(f"MRN-CLUSTER-{p}", "HOSPITAL_A") for p in range(PATIENTS)}
+    found = {node.get(f"/patients/{pid}").json()["MainDicomTags"]["PatientID"] for pid in patients}
+    assert found == pseudonyms
+
+    # One linkage store: what both nodes recorded adds up.
+    store = open_store(coercion, KEYS, str(postgres.password_file))
+    try:
+        for patient in range(PATIENTS):
+            (link,) = store.lookup(KEYS.patient_id(f"MRN-CLUSTER-{patient}", "HOSPITAL_A"))
+            assert link.patient_id == f"MRN-CLUSTER-{patient}" and link.instance_count == 2 * INSTANCES
+    finally:
+        store.close()
+
+    # Every study forwarded once, by one node or the other: every instance once at the peer.
+    wait_for(lambda: len(peer.received()) >= len(everything), 90, "the forwards")
+    time.sleep(3)  # anything sent twice would arrive now
+    received = [pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in peer.received()]
+    assert sorted(received) == sorted(KEYS.uid(ds.SOPInstanceUID) for ds in everything)
+    # One queue: both nodes list the same forwards, one per study, each sent by one node.
+    listed = [node.get("/coercion/forwards", headers=ADMIN).json() for node in nodes]
+    assert listed[0] == listed[1]
+    assert sorted(f["state"] for f in listed[0]) == ["sent"] * (2 * PATIENTS)
+
+
+def _orthanc_pid(server) -> int:
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+    return int(children[0])
+
+
+def test_a_node_killed_after_ingest_leaves_its_forwards_to_the_other(cluster, tmp_path):
+    import os
+    import signal
+
+    nodes, peer, coercion, postgres = cluster
+    survivor, victim = nodes
+    before = {p.name for p in peer.received()}
+    doomed = [f for patient in range(PATIENTS, PATIENTS + 3) for f in study_files(tmp_path / "in", patient, "b")]
+    statuses = store_statuses(storescu(victim, "MODALITY", *[p for p, _ in doomed]))
+    assert statuses == [statuses[0]] * len(doomed) and statuses[0] in COERCED_STATUSES  # acknowledged: stored
+    os.kill(_orthanc_pid(victim), signal.SIGKILL)  # before its studies are stable: their forwards wait
+    victim.process.wait(30)
+    more = [f for patient in range(PATIENTS + 3, PATIENTS + 5) for f in study_files(tmp_path / "in", patient, "a")]
+    assert all(s in COERCED_STATUSES for s in store_statuses(storescu(survivor, "MODALITY", *[p for p, _ in more])))
+    everything = doomed + more
+
+    # Nothing lost, nothing stored unmodified: the survivor's index holds every acknowledged
+    # instance, coerced.
+    for _, ds in everything:
+        assert survivor.lookup(ds.SOPInstanceUID) is None and survivor.lookup(KEYS.uid(ds.SOPInstanceUID))
+    # The survivor sends what the dead node had armed (once their studies are quiet in the
+    # index), and its own: every instance once.
+    wanted = {KEYS.uid(ds.SOPInstanceUID) for _, ds in everything}
+
+    def arrived():
+        return {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID
+                for p in peer.received() if p.name not in before}
+
+    wait_for(lambda: arrived() >= wanted, 90, "the dead node's forwards")
+    time.sleep(3)
+    fresh = [pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in peer.received() if p.name not in before]
+    assert sorted(fresh) == sorted(wanted)  # nothing sent twice
+    states = [f["state"] for f in survivor.get("/coercion/forwards", headers=ADMIN).json()]
+    assert states.count("sent") == 2 * PATIENTS + 5 and set(states) == {"sent"}
