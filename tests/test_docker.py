@@ -60,3 +60,28 @@ def test_the_rules_the_image_mounts_load():
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     source = next(v.split(":")[0] for v in compose["services"]["orthanc"]["volumes"] if "/etc/coercion/rules" in v)
     assert load_rules((DOCKER / source).resolve()).rules
+
+
+def test_the_cluster_compose_file_agrees_with_its_configuration():
+    compose = yaml.safe_load((DOCKER / "compose.cluster.yaml").read_text())
+    config = json.loads((DOCKER / "cluster.json").read_text())
+    init = (DOCKER / "postgres-init.sh").read_text()
+    nodes = [compose["services"][name] for name in ("orthanc-a", "orthanc-b")]
+    url = config["Coercion"]["LinkageDatabase"]
+    assert "Password" not in config["PostgreSQL"] and ":" not in url.removeprefix("postgresql://").split("@")[0]
+    for node in nodes:
+        mounts = dict(volume.split(":")[:2][::-1] for volume in node["volumes"])
+        assert mounts["/etc/orthanc/coercion.json"] == "./cluster.json"  # in place of the single node's
+        assert mounts[config["StorageDirectory"]] == "shared-storage"  # one storage for both
+        secrets = {f"/run/secrets/{s if isinstance(s, str) else s['target']}" for s in node["secrets"]}
+        assert {config["Coercion"][key] for key in ("SecretFile", "DatabasePasswordFile", "LinkageTokenFile",
+                                                     "AdminTokenFile")} <= secrets
+        assert "/run/secrets/ORTHANC__POSTGRESQL__PASSWORD" in secrets  # Orthanc's index, from the same secret
+        assert all(port.startswith("127.0.0.1:") for port in node["ports"])
+    assert len({port for node in nodes for port in node["ports"]}) == 4
+    # The users and databases the URLs name are the ones PostgreSQL's first start creates.
+    assert f"CREATE USER {config['PostgreSQL']['Username']} " in init
+    assert f"CREATE DATABASE {config['PostgreSQL']['Database']} " in init
+    user, database = url.removeprefix("postgresql://").split("@")[0], url.rsplit("/", 1)[1]
+    assert f"CREATE USER {user} " in init and f"CREATE DATABASE {database} " in init
+    assert url.split("@")[1].startswith("postgres:")  # the compose service
