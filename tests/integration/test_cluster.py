@@ -16,7 +16,7 @@ from coercion import Keys
 from coercion.stores.linkage import open_store
 
 from factory import encode, make_ct
-from orthanc_server import ADMIN, COERCED_STATUSES, SECRET, OrthancServer, StoreSCP, needs_orthanc, store_statuses, storescu
+from orthanc_server import ADMIN, COERCED_STATUSES, TOKEN, SECRET, OrthancServer, StoreSCP, needs_orthanc, store_statuses, storescu
 from pgcluster import PASSWORD, USER
 
 INDEX_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so")
@@ -123,6 +123,12 @@ def test_both_nodes_ingest_at_once_one_pseudonym_per_patient_each_study_forwarde
     found = {node.get(f"/patients/{pid}").json()["MainDicomTags"]["PatientID"] for pid in patients}
     assert found == pseudonyms
 
+    # Re-identification on either node, whichever received the patient.
+    for node in nodes:
+        answer = node.get(f"/coercion/linkage/{KEYS.patient_id('MRN-CLUSTER-0', 'HOSPITAL_A')}",
+                          headers={"Authorization": f"Bearer {TOKEN}"})
+        assert answer.status_code == 200 and "MRN-CLUSTER-0" in answer.text
+
     # One linkage store: what both nodes recorded adds up.
     store = open_store(coercion, KEYS, str(postgres.password_file))
     try:
@@ -210,3 +216,34 @@ def test_a_node_killed_in_the_middle_of_ingest_loses_nothing_and_sends_nothing_t
     assert set(fresh) >= wanted  # nothing lost (an instance stored unacknowledged may come too)
     states = [f["state"] for f in survivor.get("/coercion/forwards", headers=ADMIN).json()]
     assert set(states) == {"sent"}
+
+
+def test_an_unreachable_database_stops_the_plugin_with_the_url_and_no_password(tmp_path, postgres):
+    server = OrthancServer(tmp_path / "node", rules=RULES, linkage_db="postgresql://coercion@127.0.0.1:1/coercion",
+                           coercion={"DatabasePasswordFile": str(postgres.password_file)})
+    with pytest.raises(RuntimeError, match="exited with 78"):
+        server.start()
+    assert "refusing to start: linkage store postgresql://coercion@127.0.0.1:1/coercion cannot be opened" in server.log()
+    assert PASSWORD not in server.log()
+
+
+def test_a_database_lost_while_running_refuses_matched_instances_then_recovers(tmp_path, postgres):
+    """Orthanc's own index in SQLite here (its PostgreSQL plugin does not outlive its database):
+    the plugin's stores on PostgreSQL, which goes away and comes back."""
+    url = postgres.create_database("coercion_lost")
+    server = OrthancServer(tmp_path / "node", rules=RULES.split("  forward:")[0], linkage_db=url,
+                           coercion={"DatabasePasswordFile": str(postgres.password_file)}).start()
+    try:
+        first, second, third = (study_files(tmp_path / "in", patient, "x")[0] for patient in (300, 301, 302))
+        assert store_statuses(storescu(server, "MODALITY", first[0]))[0] in COERCED_STATUSES
+        postgres.stop_server()
+        try:
+            (status,) = store_statuses(storescu(server, "MODALITY", second[0]))
+            assert not status.startswith(("Success", "Warning"))  # refused: it could not be linked
+            assert server.lookup(second[1].SOPInstanceUID) is None and server.lookup(KEYS.uid(second[1].SOPInstanceUID)) is None
+        finally:
+            postgres.start()
+        assert store_statuses(storescu(server, "MODALITY", third[0]))[0] in COERCED_STATUSES  # back
+        assert server.lookup(KEYS.uid(third[1].SOPInstanceUID))
+    finally:
+        server.stop()
