@@ -34,7 +34,9 @@ def _free_port() -> int:
 
 
 class PostgresCluster:
-    def __init__(self):
+    def __init__(self, fsync: bool = False):
+        """``fsync``: as a production server (the tests do without: faster, nothing to keep)."""
+        self.fsync = fsync
         self.bin = binaries()
         if self.bin is None:
             raise RuntimeError("PostgreSQL is not installed (Debian: postgresql; plugin/scripts/test.sh installs it)")
@@ -63,7 +65,8 @@ class PostgresCluster:
         subprocess.run([*self._as, str(self.bin / tool), *args], check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60"
+        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=60"
+                   + ("" if self.fsync else " -c fsync=off"))
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
 
     def stop_server(self) -> None:

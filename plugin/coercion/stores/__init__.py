@@ -4,8 +4,9 @@
 pseudonym it was given; the originals sealed by ``sealing``), ``forwards`` (the forwarding
 queue of routes), ``mpps`` (performed procedure steps, their messages sealed, and what each
 destination has had). Embedded SQLite files by default, owner-only, with versioned schemas
-(``sqlitefiles``).
+(``sqlitefiles``); PostgreSQL where a location is a ``postgresql://`` URL (``locations``,
+``postgres``, ``backends``: several Orthancs on one database).
 
-May import: the standard library, ``cryptography``, the engine, and this subpackage; never
+May import: the standard library, ``cryptography``, ``psycopg``, the engine, and this subpackage; never
 ``orthanc``.
 """
