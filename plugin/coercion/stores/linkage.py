@@ -111,7 +111,21 @@ _TABLES = [
 _KEY_CHECK = ("store_key", "1", "key_check")
 
 
-class SQLiteLinkageStore(LinkageStore):
+class _SealedLinks:
+    """How both backends seal and open the originals (``_sealer``, ``_what`` set by the store)."""
+
+    def _seal_link(self, pseudonym: str, rule: str, column: str, value: str) -> bytes:
+        return self._sealer.seal(value, "patient_link", pseudonym, rule, column)
+
+    def _open(self, sealed, *context: str) -> str:
+        try:
+            return self._sealer.open(bytes(sealed), *context)
+        except SealError:
+            raise StoreError(f"{self._what}: a sealed value does not open with this site secret: the store was "
+                             "written with another secret, or it was altered") from None
+
+
+class SQLiteLinkageStore(_SealedLinks, LinkageStore):
     """An embedded SQLite file in WAL mode: safe across threads (one lock) and processes.
 
     Opening creates the file owner-only, migrates an earlier schema in place and checks that
@@ -180,18 +194,6 @@ class SQLiteLinkageStore(LinkageStore):
                              "pages from being cleared; stop the other users of the file and open it again")
         self._db.execute("UPDATE store_key SET scrub_pending = 0")
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    # -- sealing ----------------------------------------------------------------------------
-
-    def _seal_link(self, pseudonym: str, rule: str, column: str, value: str) -> bytes:
-        return self._sealer.seal(value, "patient_link", pseudonym, rule, column)
-
-    def _open(self, sealed: bytes, *context: str) -> str:
-        try:
-            return self._sealer.open(sealed, *context)
-        except SealError:
-            raise StoreError(f"{self._what}: a sealed value does not open with this site secret: the store was "
-                             "written with another secret, or the file was altered") from None
 
     # -- the interface ----------------------------------------------------------------------
 
@@ -266,7 +268,7 @@ _PG_TABLES = [
 ]
 
 
-class PostgresLinkageStore(LinkageStore):
+class PostgresLinkageStore(_SealedLinks, LinkageStore):
     """The linkage store in PostgreSQL, shared by several Orthancs: a pseudonym recorded on one
     node is found on every other. The originals are sealed as in the SQLite store."""
 
@@ -286,7 +288,7 @@ class PostgresLinkageStore(LinkageStore):
             self._db.close()
             raise StoreError(f"{self._what}: its key check is missing (the table was altered)")
         try:
-            self._open(bytes(row[0]), *_KEY_CHECK)
+            self._open(row[0], *_KEY_CHECK)
         except StoreError:
             self._db.close()
             raise
@@ -295,9 +297,6 @@ class PostgresLinkageStore(LinkageStore):
         for statement in _PG_TABLES:
             cursor.execute(statement)
         cursor.execute("INSERT INTO linkage_key VALUES (1, %s)", (self._sealer.seal("key check", *_KEY_CHECK),))
-
-    _seal_link = SQLiteLinkageStore._seal_link
-    _open = SQLiteLinkageStore._open
 
     def record(self, pseudonym: str, issuer: str, patient_id: str, rule: str, count: int = 1) -> None:
         now = time.time()
@@ -314,9 +313,8 @@ class PostgresLinkageStore(LinkageStore):
                            "FROM patient_link WHERE pseudonym = %s ORDER BY first_seen, rule", (pseudonym,))
             return cursor.fetchall()
 
-        return [Link(pseudonym, self._open(bytes(issuer), "patient_link", pseudonym, rule, "issuer"),
-                     self._open(bytes(patient_id), "patient_link", pseudonym, rule, "patient_id"), rule, first, last,
-                     count)
+        return [Link(pseudonym, self._open(issuer, "patient_link", pseudonym, rule, "issuer"),
+                     self._open(patient_id, "patient_link", pseudonym, rule, "patient_id"), rule, first, last, count)
                 for pseudonym, rule, issuer, patient_id, first, last, count in self._db.run(work)]
 
     def record_uids(self, pairs) -> None:
@@ -334,7 +332,7 @@ class PostgresLinkageStore(LinkageStore):
             return cursor.fetchall()
 
         rows = self._db.run(work) if wanted else []
-        return {pseudonym: self._open(bytes(original), "uid_link", pseudonym, "original") for pseudonym, original in rows}
+        return {pseudonym: self._open(original, "uid_link", pseudonym, "original") for pseudonym, original in rows}
 
     def close(self) -> None:
         self._db.close()
