@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from .backends import open_backend
+from .backends import open_backend, postgres_ddl
 
 MAX_RETRY_INTERVAL = 3600
 LEASE_SECONDS = 120  # how long a node's hold on a forward it sends lasts without renewal
@@ -56,29 +56,14 @@ _SCHEMA = [
 ]
 _LEASES = ["ALTER TABLE forward ADD COLUMN owner TEXT", "ALTER TABLE forward ADD COLUMN lease_until REAL"]
 
-# PostgreSQL, version 2 at once.
+# PostgreSQL, version 2 at once: the same table (ids from a sequence), indexes and leases.
 _PG_SCHEMA = [
-    """CREATE TABLE forward (
-        id BIGSERIAL PRIMARY KEY,
-        route TEXT NOT NULL,
-        destination TEXT NOT NULL,
-        level TEXT NOT NULL,
-        resource TEXT NOT NULL,
-        state TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        retries INTEGER NOT NULL,
-        retry_interval INTEGER NOT NULL,
-        next_attempt DOUBLE PRECISION,
-        last_error TEXT,
-        job TEXT,
-        created DOUBLE PRECISION NOT NULL,
-        updated DOUBLE PRECISION NOT NULL,
-        owner TEXT,
-        lease_until DOUBLE PRECISION
-    )""",
-    _SCHEMA[1].replace("IF NOT EXISTS ", ""),
-    _SCHEMA[2].replace("IF NOT EXISTS ", ""),
+    postgres_ddl(_SCHEMA[0]).replace("IF NOT EXISTS ", "").replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY"),
+    *(statement.replace("IF NOT EXISTS ", "") for statement in _SCHEMA[1:]),
+    *(postgres_ddl(statement) for statement in _LEASES),
 ]
+
+
 def _to_version_1(ex) -> None:
     for statement in _SCHEMA:
         ex(statement)
