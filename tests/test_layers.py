@@ -17,9 +17,10 @@ ALLOWED = {
     "rules": {"engine"},
     "service": {"engine", "stores", "rules"},
     "exchanges": {"engine", "stores", "rules", "service"},
-    "edge": {"engine", "stores", "rules", "service", "exchanges"},
+    "edge": {"engine", "stores", "rules", "service", "exchanges", "checks"},
+    "checks": {"engine", "rules"},
     "serve": {"engine", "rules", "stores"},  # stores: where a store lives (a path or a URL)
-    "cli": {"engine", "serve"},
+    "cli": {"engine", "serve", "checks"},
     "__init__": {"engine"},
 }
 # Third-party modules only some layers may use.

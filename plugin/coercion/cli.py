@@ -312,8 +312,42 @@ def deidentify_command(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def check_rules_command(args: argparse.Namespace) -> int:
+    import json
+
+    from .checks import exit_status
+    from .checks import check_rules as check
+
+    config_path = Path(args.config)
+    config: dict = {}
+    if config_path.exists():
+        try:
+            config = json.loads(config_path.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"coercion: the configuration {config_path} cannot be read: {exc}", file=sys.stderr)
+            return 2
+    elif args.config != "orthanc.json":
+        print(f"coercion: the configuration {config_path} does not exist", file=sys.stderr)
+        return 2
+    directory = args.directory or (config.get("Coercion") or {}).get("RulesDirectory")
+    if not directory:
+        print("coercion: name the rules folder (DIR) or a configuration with Coercion.RulesDirectory", file=sys.stderr)
+        return 2
+    if not args.directory and not Path(directory).is_absolute():
+        directory = str(config_path.parent / directory)  # as `coercion serve` resolves it
+    findings = check(directory, config)
+    for finding in findings:
+        print(finding)
+    errors = sum(f.level == "error" for f in findings)
+    print(f"{directory}: {errors} error(s), {len(findings) - errors} warning(s)", file=sys.stderr)
+    return exit_status(findings)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .engine.implementation import VERSION
+
     parser = argparse.ArgumentParser(prog="coercion", description="De-identifying DICOM coercion")
+    parser.add_argument("--version", action="version", version=f"coercion {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
     deid = sub.add_parser(
         "deidentify",
@@ -334,6 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
                       "(the format of rules/pixel-regions.yaml)")
     deid.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
     deid.set_defaults(func=deidentify_command)
+    check = sub.add_parser(
+        "check-rules", help="check rules against an Orthanc configuration",
+        description="Load the rules folder and check it against orthanc.json: errors (rules that do not load) "
+        "and warnings (rules that can never match, outgoing rules for unknown modalities, peers that may C-GET "
+        "around the rules). Exit status 0: nothing found; 1: warnings; 2: errors.")
+    check.add_argument("directory", nargs="?", metavar="DIR",
+                       help="the rules folder (default: Coercion.RulesDirectory of the configuration)")
+    check.add_argument("--config", default="orthanc.json", help="the Orthanc configuration (default orthanc.json)")
+    check.set_defaults(func=check_rules_command)
     from .serve import add_parser as add_serve_parser
 
     add_serve_parser(sub)  # light: what `serve` checks is imported when it runs

@@ -17,8 +17,9 @@ import sys
 import orthanc
 
 from ..engine.quiet import quiet_pydicom
-from ..rules import RuleError, RuleSet, Transaction
+from ..rules import RuleError, RuleSet
 from ..service import FIND, CoercionService, Settings, safe_message
+from ..checks import check_ruleset
 from ..stores.forwards import LEASE_SECONDS, ForwardQueue
 from .find import find_settings, on_find
 from .ingest import on_cstore_instance, on_http_request, on_received_instance
@@ -125,7 +126,7 @@ def start() -> None:
     orthanc.LogWarning(
         f"coercion: {len(state.service.ruleset.rules)} rule(s) active from {state.service.settings.rules_directory}"
     )
-    _warn_about_c_get(config)
+    _warn_about_rules(config)
     try:
         start_worklists(config)
     except Exception as exc:  # bad settings, or another plugin answers worklists already
@@ -134,15 +135,8 @@ def start() -> None:
     start_mpps(config)
 
 
-def _warn_about_c_get(config: dict) -> None:
-    """C-GET retrieves bypass the rules (no plugin hook): say so for each peer they concern."""
-    outgoing = [r for r in state.service.ruleset.rules if r.dimse == "C_STORE_RQ" and r.role == "SCP"]
-    for name, value in (config.get("DicomModalities") or {}).items():
-        if isinstance(value, list) and len(value) >= 3:
-            value = {"AET": value[0], "Host": value[1]}
-        if not isinstance(value, dict) or value.get("AllowGet") is False:
-            continue
-        peer = Transaction("C_STORE_RQ", "SCP", state.orthanc_aet, value.get("AET"), value.get("Host"))
-        if any(r.matches_peers(peer) for r in outgoing):
-            orthanc.LogWarning(f"coercion: modality {name!r} may C-GET, and C-GET retrieves do not go through the "
-                               "rules: set \"AllowGet\": false for it in DicomModalities")
+def _warn_about_rules(config: dict) -> None:
+    """What the rules will not do with this configuration (checks.py): a rule that can never
+    match, an outgoing rule for an unknown modality, a peer that may C-GET around the rules."""
+    for finding in check_ruleset(state.service.ruleset, config):
+        orthanc.LogWarning(f"coercion: {finding.message}")

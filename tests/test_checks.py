@@ -1,0 +1,94 @@
+"""Rule checks and `coercion check-rules`: errors, warnings, exit statuses; `coercion --version`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from coercion.checks import ERROR, WARNING, check_rules, exit_status
+from coercion.engine.implementation import VERSION
+
+CONFIG = {
+    "DicomAet": "ORTHANC",
+    "DicomAlwaysAllowStore": False,
+    "DicomModalities": {
+        "research-ct": {"AET": "RESEARCH_CT", "Host": "10.0.0.5", "Port": 104, "AllowGet": False},
+        "viewer": ["VIEWER", "10.0.0.6", 104],  # may C-GET (AllowGet not false)
+    },
+}
+
+
+def write(folder, text):
+    folder.mkdir(exist_ok=True)
+    (folder / "rules.yaml").write_text(text)
+    return folder
+
+
+def test_a_clean_rule_set_has_no_finding(tmp_path):
+    rules = write(tmp_path / "rules", "- {name: in, dimse: C_STORE_RQ, role: SCU, sending-aet: [RESEARCH_CT], "
+                                      "uri: 'deidentify:'}\n"
+                                      "- {name: out, dimse: C_STORE_RQ, role: SCP, receiving-aet: [RESEARCH_CT], "
+                                      "uri: 'deidentify:'}\n")
+    assert check_rules(rules, CONFIG) == []
+
+
+def test_rules_that_cannot_work_with_this_configuration_are_warned_about(tmp_path):
+    rules = write(tmp_path / "rules", "- {name: stranger, dimse: C_STORE_RQ, role: SCU, sending-aet: ['SITE_.*'], "
+                                      "uri: 'deidentify:'}\n"
+                                      "- {name: nowhere, dimse: C_STORE_RQ, role: SCP, receiving-aet: [GONE], "
+                                      "uri: 'deidentify:'}\n"
+                                      "- {name: viewers, dimse: C_STORE_RQ, role: SCP, receiving-aet: [VIEWER], "
+                                      "uri: 'deidentify:'}\n")
+    findings = check_rules(rules, CONFIG)
+    assert [f.level for f in findings] == [WARNING] * 3
+    text = "\n".join(map(str, findings))
+    assert "rule 'stranger': can never match" in text
+    assert "rule 'nowhere': names no modality" in text
+    assert "rule 'viewers': modality 'viewer' may C-GET" in text
+    assert str(rules / "rules.yaml") in text
+    assert exit_status(findings) == 1
+    # With DicomAlwaysAllowStore, Orthanc lets any caller in: the first rule can match.
+    assert len(check_rules(rules, {**CONFIG, "DicomAlwaysAllowStore": True})) == 2
+
+
+def test_rules_that_do_not_load_are_errors(tmp_path):
+    rules = write(tmp_path / "rules", "- {name: bad, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:NoSuchOption'}\n")
+    (finding,) = check_rules(rules, CONFIG)
+    assert finding.level == ERROR and "rule 'bad': field 'uri'" in finding.message
+    assert exit_status([finding]) == 2
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "coercion.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("rules,status", [
+    ("- {name: in, dimse: C_STORE_RQ, role: SCU, sending-aet: [RESEARCH_CT], uri: 'deidentify:'}\n", 0),
+    ("- {name: in, dimse: C_STORE_RQ, role: SCU, sending-aet: [NOBODY], uri: 'deidentify:'}\n", 1),
+    ("- {name: in, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:Nope'}\n", 2),
+])
+def test_the_cli_prints_findings_with_an_exit_status(tmp_path, rules, status):
+    write(tmp_path / "rules", rules)
+    (tmp_path / "orthanc.json").write_text(json.dumps({**CONFIG, "Coercion": {"RulesDirectory": "rules"}}))
+    result = run("check-rules", "--config", str(tmp_path / "orthanc.json"))
+    assert result.returncode == status, result.stderr
+    assert ("warning:" in result.stdout) == (status == 1) and ("error:" in result.stdout) == (status == 2)
+    assert "error(s)" in result.stderr
+    explicit = run("check-rules", str(tmp_path / "rules"), "--config", str(tmp_path / "orthanc.json"))
+    assert explicit.returncode == status
+
+
+def test_the_cli_checks_the_repositorys_own_rules_and_configuration():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    result = run("check-rules", cwd=repo)
+    assert result.returncode in (0, 1), result.stdout + result.stderr  # the example rules load
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"coercion {VERSION}"
