@@ -97,3 +97,29 @@ def _write(server, data: bytes):
     path = server.root / f"{uuid.uuid4().hex}.dcm"
     path.write_bytes(data)
     return path
+
+
+def test_get_coercion_lists_the_api_as_the_readme_does(tmp_path):
+    import re
+    from pathlib import Path
+
+    server = OrthancServer(tmp_path / "index").start()
+    try:
+        answer = server.get("/coercion")
+        assert answer.status_code == 200
+        listed = answer.json()
+        assert listed["version"] and {"method": "GET", "path": "/coercion/rules", "credential": None} .items() <= \
+            next(r for r in listed["routes"] if r["path"] == "/coercion/rules").items()
+        assert server.post("/coercion", b"").status_code == 405
+        missing = server.get("/coercion/nothing-here")
+        assert missing.status_code == 404 and "GET /coercion lists them" in missing.json()["error"]
+    finally:
+        server.stop()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("## The REST API under /coercion", 1)[1].split("\n\n", 2)[1]
+    def generic(text):
+        return re.sub(r"\{[^}]+\}", "{}", text.replace("NAME", "{}").replace("deidentify:...", "{}"))
+
+    documented = generic(" ".join(re.findall(r"`([^`]*)`", table)))
+    for route in listed["routes"]:
+        assert generic(route["path"]) in documented, route["path"]

@@ -55,6 +55,40 @@ def _granted(output, request: dict, kind: str, route: str, event: str) -> bool:
     return False
 
 
+# The API, for GET /coercion (README.md's table says the same; tests/test_checks.py compares).
+API = (
+    ("GET", "/coercion", None, "this list and the version"),
+    ("GET", "/coercion/rules", None, "the active rules, their files, when they were loaded, the last load error"),
+    ("POST", "/coercion/rules/reload", "administration", "reload the rules atomically"),
+    ("POST", "/coercion/preview/rule/{name}", "administration", "a DICOM file coerced by a rule, nothing stored"),
+    ("POST", "/coercion/preview/uri/{uri}", "administration", "a DICOM file coerced by a URI, nothing stored"),
+    ("GET", "/coercion/stats", None, "per rule: matched, coerced, rejected, discarded, bytes, seconds"),
+    ("GET", "/coercion/sends", None, "the coerced send jobs of this process"),
+    ("GET", "/coercion/sends/{id}", None, "one send job"),
+    ("GET", "/coercion/forwards", None, "the forwarding queue (?state=...)"),
+    ("GET", "/coercion/forwards/{id}", None, "one forward"),
+    ("POST", "/coercion/forwards/{id}/retry", "administration", "make a forward due now"),
+    ("GET", "/coercion/mpps", "administration", "the kept MPPS steps"),
+    ("GET", "/coercion/mpps/{uid}", "administration", "one kept step"),
+    ("GET", "/coercion/worklists", "administration", "the worklist items"),
+    ("POST", "/coercion/worklists", "administration", "add a worklist item"),
+    ("GET", "/coercion/worklists/{id}", "administration", "one worklist item"),
+    ("DELETE", "/coercion/worklists/{id}", "administration", "remove a worklist item"),
+    ("GET", "/coercion/linkage/{pseudonym}", "re-identification", "the originals behind a pseudonymous patient ID"),
+)
+
+
+def on_rest_index(output, uri, **request):
+    """GET /coercion: what the API offers (no value, nothing of a patient)."""
+    from ..engine.implementation import VERSION
+
+    if request["method"] != "GET":
+        return output.SendMethodNotAllowed("GET")
+    return answer_json(output, {"version": VERSION, "routes": [
+        {"method": method, "path": path, "credential": credential, "answer": answer}
+        for method, path, credential, answer in API]})
+
+
 def on_rest(output, uri, **request):
     method = request["method"]
     route = request["groups"][0] if request.get("groups") else ""
@@ -159,7 +193,7 @@ def on_rest(output, uri, **request):
             if not links:
                 return _error(output, 404, "no patient is linked to this pseudonym")
             return answer_json(output, {"pseudonym": match.group(1), "links": links})
-        return _error(output, 404, f"no such route: /coercion/{route} ({method}); see GET /coercion/rules")
+        return _error(output, 404, f"no such route: /coercion/{route} ({method}); GET /coercion lists them")
     except Exception as exc:  # never leak a traceback with values to the client
         log_failure("REST error")
         return _error(output, 500, f"internal error: {type(exc).__name__}")

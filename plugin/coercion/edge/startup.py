@@ -26,7 +26,7 @@ from .ingest import on_cstore_instance, on_http_request, on_received_instance
 from .mpps import start_mpps
 from .outgoing import on_modality_store, on_move
 from .query import on_modality_query, on_query_read
-from .rest import on_rest
+from .rest import on_rest, on_rest_index
 from .routes import on_change, start_forward_worker
 from .state import state
 from .worklist import start_worklists
@@ -80,6 +80,7 @@ def start() -> None:
     orthanc.RegisterIncomingHttpRequestFilter(on_http_request)
     orthanc.RegisterReceivedInstanceCallback(on_received_instance)
     orthanc.RegisterIncomingCStoreInstanceFilter(on_cstore_instance)
+    orthanc.RegisterRestCallback("/coercion", on_rest_index)
     orthanc.RegisterRestCallback("/coercion/(.*)", on_rest)
     if any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in state.service.ruleset.rules):
         # Both replace Orthanc's own: without outgoing rules, Orthanc's route and C-MOVE SCP stay.
