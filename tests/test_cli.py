@@ -51,7 +51,7 @@ def test_folder_in_same_relative_paths_out(tree, secret_file, tmp_path):
     out = tmp_path / "out"
     result = cli("deidentify", "--uri", "deidentify:RetainPatientIDHashOption", "--secret-file", secret_file,
                  tree, "--out", out, "--jobs", "2")
-    assert result.returncode == 1  # two inputs failed
+    assert result.returncode == 1  # broken.dcm failed (notes.txt is skipped)
     for i in range(3):
         ds = pydicom.dcmread(out / "study1" / "series1" / f"IM{i:04d}")
         assert ds.PatientID == Keys(SECRET).patient_id("MRN0012345", "HOSPITAL_A")
@@ -59,10 +59,23 @@ def test_folder_in_same_relative_paths_out(tree, secret_file, tmp_path):
     assert (out / "study2" / "ct.dcm").exists()
     assert not (out / "study2" / "notes.txt").exists() and not (out / "study2" / "broken.dcm").exists()
     lines = result.stderr.splitlines()
-    assert any("notes.txt" in line and "not a DICOM file" in line for line in lines)
+    assert any("notes.txt" in line and "skipped: not a DICOM file" in line for line in lines)
     assert any("broken.dcm" in line and "truncated" in line for line in lines)
     summary = lines[-1]
-    assert "4 files de-identified" in summary and "2 failed" in summary and " s " in summary and "MB" in summary
+    assert "4 files de-identified" in summary and "1 failed, 1 skipped" in summary and " s " in summary and "MB" in summary
+
+
+def test_files_that_are_not_dicom_are_skipped_unless_strict(tmp_path, secret_file):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.dcm").write_bytes(encode(make_ct()))
+    (folder / "README.txt").write_text("not dicom\n")
+    result = cli("deidentify", "--uri", "deidentify:", "--secret-file", secret_file, folder, "--out", tmp_path / "o")
+    assert result.returncode == 0, result.stderr  # every DICOM file succeeded
+    assert "0 failed, 1 skipped" in result.stderr.splitlines()[-1]
+    strict = cli("deidentify", "--uri", "deidentify:", "--secret-file", secret_file, folder, "--out", tmp_path / "p",
+                 "--strict")
+    assert strict.returncode == 1 and "1 failed, 0 skipped" in strict.stderr.splitlines()[-1]
 
 
 def test_success_exits_zero_and_inputs_stay_untouched(tmp_path, secret_file):

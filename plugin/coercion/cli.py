@@ -1,6 +1,6 @@
 """The ``coercion`` command line.
 
-    coercion deidentify --uri URI --secret-file FILE INPUT... --out DIR [--jobs N]
+    coercion deidentify --uri URI --secret-file FILE INPUT... --out DIR [--jobs N] [--strict]
         [--pixel-text all|identifying] [--pixel-regions FILE]
 """
 
@@ -74,11 +74,13 @@ class Result:
     error: str = ""
 
 
-def _collect(inputs: list[str], out: Path) -> tuple[list[Job], list[Job], list[Result]]:
+def _collect(inputs: list[str], out: Path) -> tuple[list[Job], list[Job], list[Result], list[Result]]:
     """The DICOM files under the inputs, each with its output path, the DICOMDIRs among them
-    (not instances: rebuilt, never de-identified or copied), and non-DICOM files as failures."""
+    (not instances: rebuilt, never de-identified or copied), inputs that do not exist
+    (failures), and files that are not DICOM (skipped)."""
     jobs: list[Job] = []
     dicomdirs: list[Job] = []
+    missing: list[Result] = []
     skipped: list[Result] = []
     out_resolved = out.resolve()
     for raw in inputs:
@@ -95,7 +97,7 @@ def _collect(inputs: list[str], out: Path) -> tuple[list[Job], list[Job], list[R
         elif root.is_file():
             pairs = [(root, Path(root.name))]
         else:
-            skipped.append(Result(raw, False, 0, "no such file or folder"))
+            missing.append(Result(raw, False, 0, "no such file or folder"))
             continue
         for src, rel in pairs:
             kind = _sort(src)
@@ -104,8 +106,8 @@ def _collect(inputs: list[str], out: Path) -> tuple[list[Job], list[Job], list[R
             elif kind == "dicomdir":
                 dicomdirs.append(Job(src, out / rel, str(src)))
             else:
-                skipped.append(Result(str(src), False, 0, "not a DICOM file"))
-    return jobs, dicomdirs, skipped
+                skipped.append(Result(str(src), False, 0, "skipped: not a DICOM file"))
+    return jobs, dicomdirs, missing, skipped
 
 
 _worker = None
@@ -256,7 +258,9 @@ def deidentify_command(args: argparse.Namespace) -> int:
             return 2
         pixels = PixelSettings(args.pixel_text or "all", regions)
     out = Path(args.out)
-    jobs, dicomdirs, failures = _collect(args.inputs, out)
+    jobs, dicomdirs, failures, skipped = _collect(args.inputs, out)
+    if args.strict:  # a file that is not DICOM is a failure too
+        failures, skipped = failures + skipped, []
     seen: dict[Path, str] = {}
     for job in jobs + dicomdirs:
         if job.dst in seen:
@@ -264,7 +268,7 @@ def deidentify_command(args: argparse.Namespace) -> int:
                   f"{job.dst}; give them in separate runs", file=sys.stderr)
             return 2
         seen[job.dst] = job.display
-    for failure in failures:
+    for failure in failures + skipped:
         print(f"{failure.display}: {failure.error}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -305,7 +309,7 @@ def deidentify_command(args: argparse.Namespace) -> int:
     size = sum(r.size for r in done)
     print(
         f"{len(done)} files de-identified, {size / 1e6:.1f} MB, {elapsed:.2f} s "
-        f"({len(done) / elapsed if elapsed > 0 else 0:.0f} files/s), {failed} failed"
+        f"({len(done) / elapsed if elapsed > 0 else 0:.0f} files/s), {failed} failed, {len(skipped)} skipped"
         + (f", {rebuilt} DICOMDIR rebuilt" if rebuilt else ""),
         file=sys.stderr,
     )
@@ -360,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     deid.add_argument("--out", required=True, help="output folder")
     deid.add_argument("--jobs", "-j", type=int, default=1, help="worker processes (default 1)")
     deid.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    deid.add_argument("--strict", action="store_true",
+                      help="count files that are not DICOM as failures (default: skipped, exit status 0)")
     deid.add_argument("--pixel-text", choices=("all", "identifying"),
                       help="with CleanPixelDataOption: mask every text region (all, the default) or only text "
                       "that identifies (identifying)")
