@@ -190,6 +190,21 @@ def legible(words: list[str], pixels: np.ndarray, lines=None) -> list[str]:
     return [w for w in words if w.upper().replace("^", "") in text]
 
 
+def cine(count: int = 40, moving: bool = False, rgb: bool = False, name_in: range = range(20, 25)) -> list[Picture]:
+    """A 640x480 cine loop over changing speckle with fixed text, a clock that ticks every 10
+    frames, a name in the frames ``name_in`` only and, if ``moving``, a caption that moves."""
+    pictures = []
+    for index in range(count):
+        p = burned_in(ultrasound(seed=index), rgb=rgb)
+        p.draw((500, 40), f"12:00:{index // 10:02d}", 16)
+        if index in name_in:
+            p.draw((300, 240), "SMITH^JOHN", 20)
+        if moving:
+            p.draw((40 + 8 * index, 420), "Acc 778899", 14)
+        pictures.append(p)
+    return pictures
+
+
 def cine_picture(index: int, width: int = 800, height: int = 600, _backgrounds: dict = {}) -> Picture:
     """Frame ``index`` of a long RGB ultrasound cine (smooth speckle, as probes show it), with
     the patient's name, ID and birth date, a clock that ticks every 100 frames, and a name that

@@ -183,23 +183,8 @@ class CountingFinder(TextFinder):
         return super().lines(mask, within)
 
 
-def cine(count: int = 40, moving: bool = False, rgb: bool = False):
-    """A cine loop over changing speckle with fixed text, a clock that ticks every 10 frames,
-    a name that appears in frames 20 to 24 only and, if ``moving``, a caption that moves."""
-    pictures = []
-    for index in range(count):
-        picture = pi.burned_in(pi.ultrasound(seed=index), rgb=rgb)
-        picture.draw((500, 40), f"12:00:{index // 10:02d}", 16)
-        if 20 <= index < 25:
-            picture.draw((300, 240), "DOE JANE", 20)
-        if moving:
-            picture.draw((40 + 8 * index, 420), "Acc 778899", 14)
-        pictures.append(picture)
-    return pictures
-
-
 def test_every_frame_of_a_cine_is_cleaned_and_text_that_stays_put_is_read_once():
-    pictures = cine()
+    pictures = pi.cine()
     finder = CountingFinder()
     deid = deidentifier()
     deid._pixels = PixelCleaner(PixelSettings(), finder)
@@ -214,7 +199,7 @@ def test_every_frame_of_a_cine_is_cleaned_and_text_that_stays_put_is_read_once()
 
 @pytest.mark.parametrize("rgb", (False, True), ids=("grey", "colour"))
 def test_moving_text_is_followed_frame_by_frame(rgb):
-    pictures = cine(24, moving=True, rgb=rgb)
+    pictures = pi.cine(24, moving=True, rgb=rgb)
     out = frames_of(cleaned(pi.dataset([p.pixels for p in pictures], pi.US_MULTIFRAME)))
     for picture, frame in zip(pictures, out):
         assert_masked(picture, picture.pixels, frame, 6)
@@ -222,7 +207,7 @@ def test_moving_text_is_followed_frame_by_frame(rgb):
 
 @pytest.mark.parametrize("rgb", (False, True), ids=("grey", "colour"))
 def test_a_jpeg_cine_is_cleaned_frame_by_frame(rgb):
-    pictures = cine(24, moving=True, rgb=rgb)
+    pictures = pi.cine(24, moving=True, rgb=rgb)
     ds = pi.dataset([p.pixels for p in pictures], pi.US_MULTIFRAME, syntax=JPEGBaseline8Bit)
     before = frames_of(pydicom.dcmread(io.BytesIO(pi.encode(ds))))
     out = cleaned(ds)
