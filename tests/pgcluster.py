@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 USER = "coercion"
@@ -89,7 +88,3 @@ class PostgresCluster:
         except subprocess.CalledProcessError:
             pass
         shutil.rmtree(self.root, ignore_errors=True)
-        # The server may leave the log owned by postgres: removed as root above.
-        deadline = time.monotonic() + 5
-        while self.root.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)

@@ -48,11 +48,12 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN
 _COPY_LIMIT = 64 * 1024 * 1024
 
 
-class _View:
-    """A read-only file over a buffer, read in place (for pydicom's readers)."""
+class BufferFile:
+    """A read-only file over a buffer, read in place (for pydicom's readers and frame
+    generator: a BytesIO would copy the whole buffer)."""
 
-    def __init__(self, buffer: memoryview):
-        self._buffer, self._pos = buffer, 0
+    def __init__(self, buffer):
+        self._buffer, self._pos = memoryview(buffer), 0
         self.name = "<memory>"
 
     def read(self, size: int = -1) -> bytes:
@@ -81,7 +82,7 @@ def _reader(buf: memoryview):
         return DicomBytesIO(whole)
     if len(buf) < _COPY_LIMIT:
         return DicomBytesIO(buf)
-    return DicomFileLike(_View(buf))
+    return DicomFileLike(BufferFile(buf))
 
 
 class DicomError(ValueError):

@@ -35,7 +35,7 @@ class Executor:
 def postgres_ddl(statement: str) -> str:
     """A CREATE statement written for SQLite, as PostgreSQL reads it."""
     return (statement.replace(" BLOB", " BYTEA").replace(" REAL", " DOUBLE PRECISION")
-            .replace(") WITHOUT ROWID", ")").replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY"))
+            .replace(") WITHOUT ROWID", ")"))
 
 
 class SQLiteBackend:

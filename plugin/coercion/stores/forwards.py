@@ -118,10 +118,6 @@ class ForwardQueue:
             self._backend.close()
             raise
 
-    @property
-    def _db(self):  # the embedded connection (tests)
-        return self._backend.db
-
     def _run(self, work):
         return self._backend.run(work)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.pseudonyms import Keys
-from .sealing import Sealer, SealError
+from .sealing import Sealer, open_in_store
 from .sqlitefiles import (
     StoreError,
     closed_on_failure,
@@ -118,11 +118,7 @@ class _SealedLinks:
         return self._sealer.seal(value, "patient_link", pseudonym, rule, column)
 
     def _open(self, sealed, *context: str) -> str:
-        try:
-            return self._sealer.open(bytes(sealed), *context)
-        except SealError:
-            raise StoreError(f"{self._what}: a sealed value does not open with this site secret: the store was "
-                             "written with another secret, or it was altered") from None
+        return open_in_store(self._sealer, self._what, sealed, *context)
 
 
 class SQLiteLinkageStore(_SealedLinks, LinkageStore):

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..engine.pseudonyms import Keys
 from .backends import open_backend, postgres_ddl
-from .sealing import Sealer, SealError
+from .sealing import Sealer, open_in_store
 from .sqlitefiles import StoreError
 
 __all__ = ["Delivery", "DuplicateStep", "Kept", "MppsStore", "SealedMppsStore", "Step", "StoreError",
@@ -252,11 +252,7 @@ class SealedMppsStore(MppsStore):
         return self._sealer.seal(json.dumps(value, separators=(",", ":")), *context)
 
     def _open(self, sealed, *context: str) -> str:
-        try:
-            return self._sealer.open(bytes(sealed), *context)
-        except SealError:
-            raise StoreError(f"{self._what}: a sealed value does not open with this site secret: the store was "
-                             "written with another secret, or it was altered") from None
+        return open_in_store(self._sealer, self._what, sealed, *context)
 
     def _unseal(self, sealed, *context: str):
         return json.loads(self._open(sealed, *context))

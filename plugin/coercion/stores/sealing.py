@@ -52,3 +52,15 @@ class Sealer:
 def _associated(context: tuple[str, ...]) -> bytes:
     # NUL cannot occur in table or column names nor in pseudonyms: the join is unambiguous.
     return "\x00".join(context).encode("utf-8")
+
+
+def open_in_store(sealer: Sealer, what: str, sealed, *context: str) -> str:
+    """``sealer.open`` for a store named ``what``: a value that does not open is a StoreError
+    naming the store (never the value)."""
+    from .sqlitefiles import StoreError
+
+    try:
+        return sealer.open(bytes(sealed), *context)
+    except SealError:
+        raise StoreError(f"{what}: a sealed value does not open with this site secret: the store was "
+                         "written with another secret, or it was altered") from None

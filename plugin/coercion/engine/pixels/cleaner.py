@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from pydicom.uid import UID, JPEGBaseline8Bit, JPEGExtended12Bit
@@ -47,7 +47,6 @@ class CleanPlan:
     ocr: bool = True
     signature: str | None = None
     identifiers: object = None  # clean.Identifiers, for "identifying"
-    frames_read: int = field(default=0)  # frames Tesseract read (in part or whole)
 
 
 class PixelCleaner:
@@ -146,7 +145,6 @@ class PixelCleaner:
                 yield write(source, frame, found.result())
         if count != fmt.frames:
             raise fr.PixelError("the pixel data holds fewer frames than Number of Frames says")
-        plan.frames_read = reader.read
 
     def _native(self, plan, value, fmt, palette):
         size = fmt.frame_bytes
@@ -278,7 +276,6 @@ class _FrameReader:
         self.fixed = [b.padded(0, fmt.columns, fmt.rows) for b in plan.fixed]
         self.previous: np.ndarray | None = None
         self.found: list[Box] = []
-        self.read = 0
 
     def boxes(self, mask: np.ndarray | None, channels: list[np.ndarray]) -> list[Box]:
         """The boxes to mask in a frame whose foreground is ``mask`` (None: no OCR), of the
@@ -320,7 +317,6 @@ class _FrameReader:
         return region
 
     def _find(self, finder: TextFinder, mask: np.ndarray, channels, region: Box | None) -> list[Box]:
-        self.read += 1
         height, width = mask.shape[1:]
         lines = finder.lines(mask, region)
         if self.cleaner.settings.text == "identifying":

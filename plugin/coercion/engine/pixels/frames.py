@@ -187,34 +187,14 @@ def mask_array(frame: np.ndarray, boxes: list[Box], values: list) -> np.ndarray:
 # -- reading the frames -------------------------------------------------------------------
 
 
-class _Reader:
-    """A read-only file over a buffer (pydicom's frame generator reads files; a BytesIO would
-    copy the whole encapsulated pixel data)."""
-
-    def __init__(self, buffer):
-        self._buffer, self._pos = memoryview(buffer), 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._buffer) if size is None or size < 0 else min(self._pos + size, len(self._buffer))
-        data = bytes(self._buffer[self._pos:end])
-        self._pos = end
-        return data
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: len(self._buffer)}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-
 def encapsulated_frames(value, frames: int) -> Iterator[bytes]:
     """The compressed frames of encapsulated pixel data (fragments joined)."""
     from pydicom.encaps import generate_frames
 
+    from ..dicomio import BufferFile
+
     try:
-        yield from generate_frames(_Reader(value), number_of_frames=frames)
+        yield from generate_frames(BufferFile(value), number_of_frames=frames)
     except (ValueError, struct.error) as exc:
         raise PixelError(f"the encapsulated pixel data cannot be split into its frames ({type(exc).__name__})") \
             from None
