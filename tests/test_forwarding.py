@@ -134,14 +134,14 @@ def test_a_queue_of_version_0_is_adopted_with_its_forwards(tmp_path):
     assert [r["resource"] for r in queue.take_due()] == ["s-1"]
     queue.close()
     with raw(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (forwards.SCHEMA_VERSION,) == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (forwards.SCHEMA_VERSION,) == (3,)
 
 
 def test_a_queue_of_a_newer_version_or_not_a_database_is_refused_by_name(tmp_path):
     newer = tmp_path / "newer.sqlite"
     with raw(newer) as db:
-        db.execute("PRAGMA user_version = 3")
-    with pytest.raises(StoreError, match=f"forwarding queue {newer} has schema version 3"):
+        db.execute("PRAGMA user_version = 4")
+    with pytest.raises(StoreError, match=f"forwarding queue {newer} has schema version 4"):
         ForwardQueue(newer)
     garbage = tmp_path / "garbage.sqlite"
     garbage.write_bytes(b"not a database" * 100)
@@ -241,3 +241,121 @@ def test_a_node_renews_what_it_sends_and_takes_its_own_back_at_restart(store_loc
         assert restarted.get(theirs["id"])["state"] == "sending"
     restarted.close()
     second.close()
+
+
+# -- the change log: routed once, in order, with what it arms -----------------------------------
+
+
+class ChangeLog:
+    """Orthanc's change log as the routing reads it: NewInstance changes arm a study's forward,
+    StableStudy changes make it due; each change has the time it was logged."""
+
+    def __init__(self):
+        self.changes: list[tuple[int, str, str, float]] = []  # (seq, type, study, time)
+        self.read: list[int] = []  # the sequence numbers handled, by every reader
+
+    def add(self, kind: str, study: str, when: float | None = None) -> None:
+        self.changes.append((len(self.changes) + 1, kind, study, time.time() if when is None else when))
+
+    def place(self, since):
+        return max([seq for seq, _, _, when in self.changes if since is None or when < since], default=0)
+
+    def process(self, since, arming, fail_at=None, limit=2):
+        reached = since
+        for seq, kind, study, _ in self.changes[since:since + limit]:
+            if seq == fail_at:
+                raise RuntimeError("the node stopped mid-batch")
+            if kind == "NewInstance":
+                arming.arm("r", "d", "Study", study, False, 3, 10)
+            else:
+                arming.stable("Study", study)
+            self.read.append(seq)
+            reached = seq
+        return reached if reached > since else None
+
+
+def test_changes_are_routed_in_order_once_from_when_routes_were_followed(store_location):
+    log = ChangeLog()
+    log.add("NewInstance", "before", when=100)  # logged before routes were followed: not routed
+    queue = open_queue(store_location)
+    queue.follow_changes(since=200)
+    log.add("NewInstance", "s-1", when=201)  # logged before the routing worker first ran: routed
+    for kind, study in [("NewInstance", "s-1"), ("NewInstance", "s-2"), ("StableStudy", "s-1"),
+                        ("NewInstance", "s-3")]:
+        log.add(kind, study)
+    while queue.route_changes(log.place, log.process):
+        pass
+    assert log.read == [2, 3, 4, 5, 6]
+    assert {r["resource"]: r["state"] for r in queue.list()} == {"s-1": "pending", "s-2": "waiting", "s-3": "waiting"}
+    assert queue.route_changes(log.place, log.process) is False  # nothing new
+    queue.close()
+    reopened = open_queue(store_location)  # a restart: the position is kept
+    reopened.follow_changes()
+    log.add("StableStudy", "s-2")
+    assert reopened.route_changes(log.place, log.process) is True and log.read[-1] == 7
+    reopened.unfollow_changes()  # a start without routes: what comes meanwhile is not routed
+    log.add("NewInstance", "s-4")
+    assert reopened.route_changes(log.place, log.process) is False and log.read[-1] == 7
+    reopened.close()
+
+
+def test_a_batch_that_fails_midway_leaves_nothing_armed_and_is_routed_whole_again(store_location):
+    log = ChangeLog()
+    queue = open_queue(store_location, "node-a")
+    queue.follow_changes()
+    log.add("NewInstance", "s-1")
+    log.add("NewInstance", "s-2")
+    with pytest.raises(RuntimeError):
+        queue.route_changes(log.place, lambda since, arming: log.process(since, arming, fail_at=2))
+    assert queue.list() == []  # s-1's forward went with the batch
+    other = open_queue(store_location, "node-b")
+    assert other.route_changes(log.place, log.process) is True
+    assert sorted(r["resource"] for r in other.list()) == ["s-1", "s-2"]
+    queue.close()
+    other.close()
+
+
+def test_two_nodes_route_a_shared_change_log_once(store_location):
+    import threading
+
+    log = ChangeLog()
+    nodes = [open_queue(store_location, f"node-{n}") for n in "ab"]
+    for queue in nodes:
+        queue.follow_changes()
+    for index in range(40):
+        log.add("NewInstance", f"s-{index}")
+    lock = threading.Lock()
+
+    def process(since, arming):
+        with lock:  # the list is shared by the threads; the store decides who reads what
+            return log.process(since, arming)
+
+    def work(queue):
+        for _ in range(200):
+            queue.route_changes(log.place, process)
+
+    threads = [threading.Thread(target=work, args=(q,)) for q in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert log.read == list(range(1, 41))  # each change once, in order
+    assert len(nodes[0].list()) == 40
+    for queue in nodes:
+        queue.close()
+
+
+def test_the_sender_of_a_reposted_instance_is_told_once(store_location):
+    log = ChangeLog()
+    queue = open_queue(store_location)
+    queue.note_reposted("1.2.3.4", "MODALITY")
+
+    def process(since, arming):
+        found.append(arming.reposted_from("1.2.3.4"))
+        return None
+
+    found = []
+    queue.route_changes(log.place, process)
+    queue.route_changes(log.place, process)
+    assert found == ["MODALITY", None]
+    queue.close()

@@ -55,28 +55,34 @@ def new_uid() -> str:
     return f"2.25.{uuid.uuid4().int}"
 
 
-@pytest.fixture(scope="module")
-def cluster(postgres, tmp_path_factory):
-    index = postgres.create_database("orthanc_index")
-    coercion = postgres.create_database("coercion")
-    root = tmp_path_factory.mktemp("cluster")
-    peer = StoreSCP(root / "peer")
-    probe = StoreSCP(root / "probe", aet="PROBE")
-    shared = root / "shared-storage"
+def two_nodes(root: Path, postgres, rules: str, modalities: dict) -> tuple[list[OrthancServer], str]:
+    """Two Orthancs on one new index database and one new coercion database of ``postgres``,
+    over one storage folder; not started."""
+    postgres.create_database(f"index_{root.name}")
+    coercion = postgres.create_database(f"coercion_{root.name}")
     nodes = []
     for name in ("node-a", "node-b"):
         nodes.append(OrthancServer(
-            root / name, rules=RULES, modalities={"STORESCP": peer.port, "PROBE": probe.port}, storage=shared, linkage_db=coercion,
+            root / name, rules=rules, modalities=modalities, storage=root / "shared-storage", linkage_db=coercion,
             coercion={"DatabasePasswordFile": str(postgres.password_file), "NodeName": name,
                       "ForwardLeaseSeconds": 6},
             environment={"ORTHANC_PG_PASSWORD": PASSWORD},
             settings={
                 "Plugins": ["/usr/share/orthanc/plugins/libOrthancPython.so", str(INDEX_PLUGIN)],
                 "PostgreSQL": {"EnableIndex": True, "EnableStorage": False, "Host": "127.0.0.1",
-                               "Port": postgres.port, "Database": "orthanc_index", "Username": USER,
+                               "Port": postgres.port, "Database": f"index_{root.name}", "Username": USER,
                                "Password": "${ORTHANC_PG_PASSWORD}", "Lock": False},
                 "StableAge": 2,
             }))
+    return nodes, coercion
+
+
+@pytest.fixture(scope="module")
+def cluster(postgres, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cluster")
+    peer = StoreSCP(root / "peer")
+    probe = StoreSCP(root / "probe", aet="PROBE")
+    nodes, coercion = two_nodes(root, postgres, RULES, {"STORESCP": peer.port, "PROBE": probe.port})
     for node in nodes:
         node.start(timeout=60)
     yield nodes, peer, coercion, postgres
@@ -84,7 +90,6 @@ def cluster(postgres, tmp_path_factory):
         node.stop()
     peer.stop()
     probe.stop()
-    del index
 
 
 def study_files(folder: Path, patient: int, node: str) -> list[tuple[Path, pydicom.Dataset]]:
@@ -242,20 +247,15 @@ def test_a_node_killed_in_the_middle_of_ingest_loses_nothing_and_sends_nothing_t
         assert survivor.lookup(ds.SOPInstanceUID) is None
     for _, ds in stored:
         assert survivor.lookup(KEYS.uid(ds.SOPInstanceUID))
-    # The survivor sends what the dead node had armed (once its studies are quiet in the index)
-    # and its own: every instance of a study with a forward, once. Orthanc arms routes after it
-    # acknowledges (its change callback): a node killed between the two leaves that study
-    # unforwarded (README: Several Orthancs); at most the study it was storing.
-    def forwarded_studies():
-        return {f["resource"] for f in survivor.get("/coercion/forwards", headers=ADMIN).json()}
-
+    # The survivor routes what the dead node stored (Orthanc's change log is in the shared
+    # index) and sends it once its studies are quiet in the index, and its own: every
+    # acknowledged instance, once.
+    wanted = {KEYS.uid(ds.SOPInstanceUID) for _, ds in stored}
+    studies = {survivor.post("/tools/lookup", KEYS.uid(ds.StudyInstanceUID)).json()[0]["ID"] for _, ds in stored}
+    wait_for(lambda: {f["resource"] for f in survivor.get("/coercion/forwards", headers=ADMIN).json()} >= studies,
+             60, "a forward for every study")
     wait_for(lambda: all(f["state"] == "sent" for f in survivor.get("/coercion/forwards", headers=ADMIN).json()),
              120, "the dead node's forwards")
-    wanted = {KEYS.uid(ds.SOPInstanceUID) for _, ds in stored
-              if survivor.post("/tools/lookup", KEYS.uid(ds.StudyInstanceUID)).json()[0]["ID"] in forwarded_studies()}
-    unarmed = {KEYS.uid(ds.StudyInstanceUID) for _, ds in stored} - \
-        {KEYS.uid(ds.StudyInstanceUID) for _, ds in stored if KEYS.uid(ds.SOPInstanceUID) in wanted}
-    assert len(unarmed) <= 1
 
     def arrived():
         return [pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID
@@ -266,6 +266,71 @@ def test_a_node_killed_in_the_middle_of_ingest_loses_nothing_and_sends_nothing_t
     fresh = arrived()
     assert len(fresh) == len(set(fresh))  # nothing sent twice
     assert set(fresh) >= wanted
+
+
+class HangingSCP:
+    """A storage SCP (pynetdicom) that holds its first C-STORE until released, then takes all."""
+
+    def __init__(self):
+        from pynetdicom import AE, evt
+        from pynetdicom.sop_class import CTImageStorage
+
+        self.release, self.lock, self.calls, self.stored = threading.Event(), threading.Lock(), [], []
+        ae = AE(ae_title="HANGING")
+        ae.add_supported_context(CTImageStorage)
+        self.port = __import__("orthanc_server").free_port()
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False,
+                                      evt_handlers=[(evt.EVT_C_STORE, self._store)])
+
+    def _store(self, event):
+        with self.lock:
+            self.calls.append(event.request.AffectedSOPInstanceUID)
+            first = len(self.calls) == 1
+        if first:
+            self.release.wait(60)
+            return 0xA700  # the first sender is gone by now
+        self.stored.append(event.request.AffectedSOPInstanceUID)
+        return 0x0000
+
+    def stop(self):
+        self.release.set()
+        self.server.shutdown()
+
+
+def test_a_node_killed_while_it_sends_leaves_the_forward_to_the_other_once_its_lease_expires(postgres, tmp_path):
+    import os
+    import signal
+
+    rules = """
+- name: on-to-hanging
+  dimse: C_STORE_RQ
+  role: SCU
+  uri: "deidentify:"
+  forward: {to: [HANGING], when: received}
+"""
+    hanging = HangingSCP()
+    nodes, _ = two_nodes(tmp_path, postgres, rules, {"HANGING": hanging.port})
+    try:
+        for node in nodes:
+            node.start(timeout=60)
+        (path, ds), = study_files(tmp_path / "in", 1, "a")[:1]
+        assert store_statuses(storescu(nodes[0], "MODALITY", path))[0] in COERCED_STATUSES
+        wait_for(lambda: hanging.calls, 30, "the first send")
+        (row,) = nodes[0].get("/coercion/forwards", headers=ADMIN).json()
+        assert row["state"] == "sending"
+        sender = {"node-a": nodes[0], "node-b": nodes[1]}[row["owner"]]
+        other = nodes[1] if sender is nodes[0] else nodes[0]
+        os.kill(_orthanc_pid(sender), signal.SIGKILL)  # mid-send: nobody renews its lease
+        sender.process.wait(30)
+        hanging.release.set()
+        wait_for(lambda: other.get(f"/coercion/forwards/{row['id']}", headers=ADMIN).json()["state"] == "sent",
+                 60, "the other node's send")
+        # Sent by the other node, once the lease had expired: the peer was asked twice, took it once.
+        assert hanging.stored == [KEYS.uid(ds.SOPInstanceUID)] and len(hanging.calls) == 2
+    finally:
+        for node in nodes:
+            node.stop()
+        hanging.stop()
 
 
 def test_an_unreachable_database_stops_the_plugin_with_the_url_and_no_password(tmp_path, postgres):

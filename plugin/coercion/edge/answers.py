@@ -59,19 +59,28 @@ def run_as_orthanc_job(output, uri: str, body: dict) -> None:
     SDK a plugin would get only the code of a failure. The same job is submitted
     asynchronously here and waited for: its content, or its error code, description and
     details, make exactly the answer Orthanc would have given."""
-    body = {k: v for k, v in body.items() if k != "Synchronous"}
     try:
-        submitted = json.loads(orthanc.RestApiPost(uri, json.dumps({**body, "Asynchronous": True})))
+        job = orthanc_job(uri, body)
     except orthanc.OrthancException as exc:
         return answer_orthanc_exception(output, uri, "POST", exc)
+    if job["State"] == "Success":
+        return answer_json(output, job.get("Content", {}))
+    error = OrthancError(int(job["ErrorCode"]), job["ErrorDescription"], job.get("ErrorDetails") or None)
+    return answer_error(output, "POST", uri, error)
+
+
+def orthanc_job(uri: str, body: dict) -> dict:
+    """Submit Orthanc's job route ``uri`` asynchronously and wait for the job to end: its
+    description (State Success or Failure). Waiting here, not in a synchronous call, leaves
+    the interpreter to the plugin's other threads (plugin API 4.0 keeps the GIL during a
+    call into Orthanc): a long send does not stop the forward leases from being renewed."""
+    body = {k: v for k, v in body.items() if k != "Synchronous"}
+    submitted = json.loads(orthanc.RestApiPost(uri, json.dumps({**body, "Asynchronous": True})))
     delay = 0.002
     while True:
         job = json.loads(orthanc.RestApiGet(f"/jobs/{submitted['ID']}"))
-        if job["State"] == "Success":
-            return answer_json(output, job.get("Content", {}))
-        if job["State"] == "Failure":
-            error = OrthancError(int(job["ErrorCode"]), job["ErrorDescription"], job.get("ErrorDetails") or None)
-            return answer_error(output, "POST", uri, error)
+        if job["State"] in ("Success", "Failure"):
+            return job
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
 

@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import orthanc
@@ -82,21 +81,6 @@ def _store_transaction(calling_aet: str | None, host: str | None = None) -> Tran
         host = state.modality_hosts.get(calling_aet)  # DICOM: the host configured for the AE title
     return Transaction("C_STORE_RQ", "SCU", calling_aet, state.orthanc_aet, host)
 
-
-class _Bounded(OrderedDict):
-    """A dict that forgets its oldest entries beyond ``limit`` (entries nobody collects)."""
-
-    def __init__(self, limit: int):
-        super().__init__()
-        self.limit = limit
-
-    def __setitem__(self, key, value):
-        super().__setitem__(key, value)
-        while len(self) > self.limit:
-            self.popitem(last=False)
-
-
-reposted_from: dict[str, str] = _Bounded(10000)  # SOP Instance UID of a re-posted copy -> calling AET
 
 # -- callbacks ----------------------------------------------------------------------------
 
@@ -212,11 +196,11 @@ def _answer(decision, aet: str, stored: bool) -> int:
 def _repost(data: bytes, decision, aet: str) -> int:
     """Store ``data`` through the REST API, uncoerced, and drop what Orthanc holds."""
     me = threading.get_ident()
-    if state.service.ruleset.store_routes:  # routes look at who sent it; Orthanc records the REST API
-        uid = decision.outcome.sop_instance_uid if decision is not None else _sop_instance_uid(data)
-        reposted_from[uid] = aet
     _reposting.add(me)
     try:
+        if state.routes_registered:  # routes look at who sent it; Orthanc records the REST API
+            uid = decision.outcome.sop_instance_uid if decision is not None else _sop_instance_uid(data)
+            state.forwards.note_reposted(uid, aet)  # before it is stored: its change may be routed at once
         orthanc.RestApiPost("/instances", data)
     except Exception as exc:  # storage failed: the SCU must not think it was stored
         orthanc.LogError(f"coercion: storing the instance failed: {exc}")

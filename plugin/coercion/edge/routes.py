@@ -1,8 +1,12 @@
 """Routes: what a rule with ``forward`` matched on the way in is sent on to peers.
 
-OnChangeCallback (registered only when routes exist at start-up): a new instance arms the
-routes that match it; a stable series or study makes its forwards due; a worker thread sends
-them through the rules for what Orthanc sends, and retries.
+Orthanc logs a change for every instance it stores, in the same transaction (in the shared
+index when several Orthancs run on one database). The forwarding worker reads that log in
+order (``ForwardQueue.route_changes``: once across the nodes, the forwards and the position
+committed together): a new instance arms the routes that match it; a stable series or study
+makes its forwards due. So an instance Orthanc acknowledged is routed even when its node
+stopped right after. The change callback (registered only when routes exist at start-up)
+only wakes the worker, which sends through the rules for what Orthanc sends, and retries.
 """
 
 from __future__ import annotations
@@ -16,32 +20,74 @@ import orthanc
 
 from ..engine.dicomio import DicomError, read_instance
 from ..rules import Transaction
-from .ingest import reposted_from
+from .answers import orthanc_job
 from .mpps import send_mpps_forward
 from .outgoing import UnsupportedPeer, instances_of, outgoing_transaction, plan_send
 from .state import log_failure, state
 
 _forward_wakeup = threading.Event()
 _LEVEL_OF_WHEN = {"received": "Instance", "stable-series": "Series", "stable-study": "Study"}
+_CHANGES_PER_BATCH = 100
+# Several Orthancs write the change log at once: a sequence number can show up after a later
+# one was read (its transaction committed later), or never (rolled back). A gap is waited for
+# this long (by the change's date) before the log is read past it.
+GAP_SECONDS = 10
 
 
 def on_change(change_type, level, resource_id):
+    if change_type in (orthanc.ChangeType.NEW_INSTANCE, orthanc.ChangeType.STABLE_SERIES,
+                       orthanc.ChangeType.STABLE_STUDY):
+        _forward_wakeup.set()
+
+
+def _first_change_after(seq: int) -> dict | None:
+    changes = json.loads(orthanc.RestApiGet(f"/changes?since={seq}&limit=1")).get("Changes", [])
+    return changes[0] if changes else None
+
+
+def place_in_changes(since: float | None) -> int:
+    """The last sequence number Orthanc logged before the time ``since`` (None: the last one),
+    found by bisection: the log may be long, and is in order of time."""
+    last = int(json.loads(orthanc.RestApiGet("/changes?last")).get("Last", 0))
+    if since is None:
+        return last
+    low, high = 0, last  # the answer lies between: every change up to ``low`` is older
+    while low < high:
+        middle = (low + high + 1) // 2
+        change = _first_change_after(middle - 1)
+        if change is None or _orthanc_time(change.get("Date", "")) >= since - 1:  # Date has whole seconds
+            high = middle - 1
+        else:
+            low = min(max(middle, change["Seq"]), high)
+    return low
+
+
+def route_changes(since: int, arming) -> int | None:
+    """Route the changes after ``since`` (one batch); the last sequence number handled."""
+    log = json.loads(orthanc.RestApiGet(f"/changes?since={since}&limit={_CHANGES_PER_BATCH}"))
+    reached, now = since, None
+    for change in log.get("Changes", []):
+        if change["Seq"] != reached + 1:  # a gap: wait for it a while (see GAP_SECONDS)
+            now = now or _orthanc_time(orthanc.RestApiGet("/tools/now").decode().strip('"\n '))
+            if now - _orthanc_time(change.get("Date", "")) < GAP_SECONDS:
+                break
+        kind = change.get("ChangeType")
+        if kind == "NewInstance" and state.service.ruleset.store_routes:
+            _route_instance(change["ID"], arming)
+        elif kind in ("StableSeries", "StableStudy"):
+            arming.stable(change["ResourceType"], change["ID"])
+        reached = change["Seq"]
+    return reached if reached > since else None
+
+
+def _route_instance(instance_id: str, arming) -> None:
     try:
-        if change_type == orthanc.ChangeType.NEW_INSTANCE and state.service.ruleset.store_routes:
-            _route_instance(resource_id)
-        elif change_type in (orthanc.ChangeType.STABLE_SERIES, orthanc.ChangeType.STABLE_STUDY) and state.forwards:
-            kind = "Series" if change_type == orthanc.ChangeType.STABLE_SERIES else "Study"
-            if state.forwards.stable(kind, resource_id):
-                _forward_wakeup.set()
-    except Exception:  # a route that cannot be evaluated is logged; the instance stays stored
-        log_failure("routing failed")
-
-
-def _route_instance(instance_id: str) -> None:
-    instance = json.loads(orthanc.RestApiGet(f"/instances/{instance_id}"))
-    metadata = json.loads(orthanc.RestApiGet(f"/instances/{instance_id}/metadata?expand"))
+        instance = json.loads(orthanc.RestApiGet(f"/instances/{instance_id}"))
+        metadata = json.loads(orthanc.RestApiGet(f"/instances/{instance_id}/metadata?expand"))
+    except Exception:  # deleted since: nothing to forward
+        return
     uid = instance.get("MainDicomTags", {}).get("SOPInstanceUID", "")
-    calling_aet = reposted_from.pop(uid, None)
+    calling_aet = arming.reposted_from(uid) if metadata.get("Origin") != "DicomProtocol" else None
     if calling_aet is not None or metadata.get("Origin") == "DicomProtocol":
         calling_aet = calling_aet or metadata.get("RemoteAET")
         host = state.modality_hosts.get(calling_aet)
@@ -63,10 +109,8 @@ def _route_instance(instance_id: str) -> None:
         if level not in parents:
             parents["Study"] = json.loads(orthanc.RestApiGet(f"/series/{parents['Series']}")).get("ParentStudy")
         for destination in forward.to:
-            state.forwards.arm(route.name, destination, level, parents[level], forward.when == "received",
-                          forward.retries, forward.retry_interval)
-        if forward.when == "received":
-            _forward_wakeup.set()
+            arming.arm(route.name, destination, level, parents[level], forward.when == "received",
+                       forward.retries, forward.retry_interval)
 
 
 _worker_lock = threading.Lock()
@@ -94,6 +138,9 @@ def forward_worker() -> None:
         _forward_wakeup.wait(timeout=1.0)
         _forward_wakeup.clear()
         try:
+            if state.routes_registered:
+                while state.forwards.route_changes(place_in_changes, route_changes):
+                    pass
             if time.monotonic() - swept >= _SWEEP_SECONDS:
                 swept = time.monotonic()
                 _sweep_waiting()
@@ -156,13 +203,17 @@ def _send_forward(row: dict) -> None:
         return
     if planned is None:  # no outgoing rule applies: Orthanc's own send
         try:
-            orthanc.RestApiPost(f"/modalities/{modality}/store",
-                                json.dumps({"Resources": [row["resource"]], "Synchronous": True}))
+            job = orthanc_job(f"/modalities/{modality}/store", {"Resources": [row["resource"]]})
         except orthanc.OrthancException as exc:
-            now = state.forwards.attempt_failed(row["id"], f"sending failed: {exc.args[1] if len(exc.args) > 1 else exc}")
+            job = {"State": "Failure", "ErrorDescription": exc.args[1] if len(exc.args) > 1 else str(exc)}
+        if job["State"] == "Failure":
+            reason = job.get("ErrorDescription", "")
+            if job.get("ErrorDetails"):
+                reason += f" ({job['ErrorDetails']})"
+            now = state.forwards.attempt_failed(row["id"], f"sending failed: {reason}", job.get("ID"))
             orthanc.LogWarning(f"coercion: forward {row['id']} to {modality}: attempt failed, now {now}")
             return
-        state.forwards.sent(row["id"])
+        state.forwards.sent(row["id"], job.get("ID"))
         return
     job, run = planned
     run()

@@ -122,6 +122,14 @@ def start() -> None:
     if state.service.ruleset.store_routes:  # MPPS routes are armed by the MPPS SCP itself
         orthanc.RegisterOnChangeCallback(on_change)
         state.routes_registered = True
+    try:
+        if state.routes_registered:
+            state.forwards.follow_changes()
+        else:  # what comes in while no route is loaded is not for the routes a later start brings
+            state.forwards.unfollow_changes()
+    except Exception as exc:
+        _stop_orthanc(safe_message(exc))
+        return
     if state.service.ruleset.routes:
         start_forward_worker()
     orthanc.LogWarning(

@@ -13,22 +13,29 @@ States:
 * merged: would have gone back to pending while another forward of the same route, destination
   and resource was open (armed meanwhile): that one sends the resource and carries on this
   one's attempts and back-off (``last_error`` names it).
+
+Routes are armed from Orthanc's change log (shared by several Orthancs on one index), read in
+order once across the nodes: ``route_changes`` writes the forwards of a batch of changes and
+the position reached (``change_cursor``) in one transaction, so a change Orthanc logged when it
+stored an instance is routed even if the node that stored it stopped right after.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from .backends import open_backend, postgres_ddl
 
 MAX_RETRY_INTERVAL = 3600
 LEASE_SECONDS = 120  # how long a node's hold on a forward it sends lasts without renewal
 
-SCHEMA_VERSION = 2  # 0: the tables of 1, before schemas were versioned; 2: leases
+SCHEMA_VERSION = 3  # 0: the tables of 1, before schemas were versioned; 2: leases; 3: the change cursor
 
 # Version 1 (version 0 had the same tables, hence IF NOT EXISTS: adopting one is creating none).
 _SCHEMA = [
@@ -55,6 +62,17 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS forward_due ON forward (state, next_attempt)",
 ]
 _LEASES = ["ALTER TABLE forward ADD COLUMN owner TEXT", "ALTER TABLE forward ADD COLUMN lease_until REAL"]
+# Version 3, the same on both backends: how far the change log has been routed; the AE title
+# that sent an instance the ingest re-posted through the REST API (Orthanc records no AE title
+# for those), keyed by a hash of its SOP Instance UID, until its change is routed.
+_CHANGES = [
+    # seq: the last change routed; NULL: not placed yet, at the first change since ``since``
+    # (when routes began to be followed; NULL: from the end of the log).
+    "CREATE TABLE IF NOT EXISTS change_cursor (name TEXT PRIMARY KEY, seq BIGINT, since DOUBLE PRECISION)",
+    "CREATE TABLE IF NOT EXISTS reposted (uid_hash TEXT PRIMARY KEY, calling_aet TEXT NOT NULL,"
+    " created DOUBLE PRECISION NOT NULL)",
+]
+REPOSTED_KEPT_SECONDS = 7 * 86400  # a re-post that failed leaves its row: forgotten after a week
 
 # PostgreSQL, version 2 at once: the same table (ids from a sequence), indexes and leases.
 _PG_SCHEMA = [
@@ -72,6 +90,16 @@ def _to_version_1(ex) -> None:
 def _to_version_2(ex) -> None:
     for statement in _LEASES:
         ex(statement)
+
+
+def _to_version_3(ex) -> None:
+    for statement in _CHANGES:
+        ex(statement)
+
+
+def uid_hash(uid: str) -> str:
+    """How ``reposted`` names an instance: not by its UID."""
+    return hashlib.sha256(uid.encode()).hexdigest()
 
 
 _COLUMNS = ("id, route, destination, level, resource, state, attempts, retries, retry_interval, next_attempt, "
@@ -93,7 +121,8 @@ class ForwardQueue:
                 ex(statement)
 
         self._backend = open_backend(location, "forwarding queue", "forwards", password_file, SCHEMA_VERSION,
-                                     {0: _to_version_1, 1: _to_version_2}, {0: create, 1: lambda ex: None})
+                                     {0: _to_version_1, 1: _to_version_2, 2: _to_version_3},
+                                     {0: create, 1: lambda ex: None, 2: _to_version_3})
         self.what = self._backend.what
         self._keeper: threading.Thread | None = None
         self._closing = threading.Event()
@@ -124,19 +153,61 @@ class ForwardQueue:
     def arm(self, route: str, destination: str, level: str, resource: str, ready: bool, retries: int,
             retry_interval: int) -> None:
         """Open a forward unless one is open already; ``ready``: send now, else when stable."""
-        now = time.time()
-        self._run(lambda ex: ex(
-            "INSERT INTO forward (route, destination, level, resource, state, retries, retry_interval,"
-            " next_attempt, created, updated) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (route, destination, level, resource, "pending" if ready else "waiting", retries, retry_interval,
-             now if ready else None, now, now)))
+        self._run(lambda ex: Arming(ex).arm(route, destination, level, resource, ready, retries, retry_interval))
 
     def stable(self, level: str, resource: str) -> int:
         """A series or study became stable: its waiting forwards are due."""
+        return self._run(lambda ex: Arming(ex).stable(level, resource))
+
+    def note_reposted(self, sop_instance_uid: str, calling_aet: str) -> None:
+        """The ingest is about to store an instance from ``calling_aet`` through the REST API."""
         now = time.time()
-        return self._run(lambda ex: ex(
-            "UPDATE forward SET state='pending', next_attempt=%s, updated=%s WHERE state='waiting' AND level=%s"
-            " AND resource=%s", (now, now, level, resource)).rowcount)
+        self._run(lambda ex: (
+            ex("DELETE FROM reposted WHERE created < %s", (now - REPOSTED_KEPT_SECONDS,)),
+            ex("INSERT INTO reposted (uid_hash, calling_aet, created) VALUES (%s, %s, %s) ON CONFLICT (uid_hash)"
+               " DO UPDATE SET calling_aet=excluded.calling_aet, created=excluded.created",
+               (uid_hash(sop_instance_uid), calling_aet, now))))
+
+    def follow_changes(self, since: float | None = None, name: str = "routes") -> None:
+        """Routes are followed from now on (``since``, a time): the first batch starts at the first
+        change logged since then, unless routing has a position already (a restart)."""
+        since = time.time() if since is None else since
+        self._run(lambda ex: ex(
+            "INSERT INTO change_cursor (name, seq, since) VALUES (%s, NULL, %s) ON CONFLICT (name) DO UPDATE"
+            " SET since=excluded.since WHERE change_cursor.seq IS NULL AND change_cursor.since IS NULL",
+            (name, since)))
+
+    def unfollow_changes(self, name: str = "routes") -> None:
+        """No route is loaded: what is logged meanwhile is not for the routes a later start brings."""
+        self._run(lambda ex: ex("UPDATE change_cursor SET seq=NULL, since=NULL WHERE name=%s", (name,)))
+
+    def route_changes(self, place: Callable[[float | None], int], process: Callable[[int, "Arming"], int | None],
+                      name: str = "routes") -> bool:
+        """Route one batch of Orthanc's change log, once across the nodes sharing this queue.
+
+        ``process(since, arming)`` handles the changes after sequence number ``since`` through
+        ``arming`` and returns the last one it handled (None: nothing new). What it arms and
+        the new position are committed together: a node that stops mid-batch leaves the whole
+        batch to the next. A position not placed yet is placed by ``place(since)``: the last
+        sequence number logged before the time ``since`` (None: the last one). False when
+        nothing was handled, or another node is at it.
+        """
+        def work(ex):
+            ex("INSERT INTO change_cursor (name, seq, since) VALUES (%s, NULL, NULL) ON CONFLICT DO NOTHING", (name,))
+            row = ex("SELECT seq, since FROM change_cursor WHERE name=%s FOR UPDATE SKIP LOCKED", (name,)).fetchone()
+            if row is None:
+                return False  # another node holds it
+            seq, since = row
+            if seq is None:
+                seq = place(since)
+                ex("UPDATE change_cursor SET seq=%s WHERE name=%s", (seq, name))
+            reached = process(seq, Arming(ex))
+            if reached is None or reached <= seq:
+                return False
+            ex("UPDATE change_cursor SET seq=%s WHERE name=%s", (reached, name))
+            return True
+
+        return self._run(work)
 
     def take_due(self, limit: int = 10, now: float | None = None) -> list[dict]:
         """Up to ``limit`` due forwards, now this node's to send (each is given to one node:
@@ -243,6 +314,36 @@ class ForwardQueue:
     def close(self) -> None:
         self._closing.set()
         self._backend.close()
+
+
+class Arming:
+    """What routing a change may do, inside the transaction that routes it."""
+
+    def __init__(self, ex):
+        self._ex = ex
+
+    def arm(self, route: str, destination: str, level: str, resource: str, ready: bool, retries: int,
+            retry_interval: int) -> None:
+        now = time.time()
+        self._ex(
+            "INSERT INTO forward (route, destination, level, resource, state, retries, retry_interval,"
+            " next_attempt, created, updated) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (route, destination, level, resource, "pending" if ready else "waiting", retries, retry_interval,
+             now if ready else None, now, now))
+
+    def stable(self, level: str, resource: str) -> int:
+        now = time.time()
+        return self._ex(
+            "UPDATE forward SET state='pending', next_attempt=%s, updated=%s WHERE state='waiting' AND level=%s"
+            " AND resource=%s", (now, now, level, resource)).rowcount
+
+    def reposted_from(self, sop_instance_uid: str) -> str | None:
+        """The AE title an instance the ingest re-posted came from (once: the row is gone after)."""
+        key = uid_hash(sop_instance_uid)
+        row = self._ex("SELECT calling_aet FROM reposted WHERE uid_hash=%s", (key,)).fetchone()
+        if row is not None:
+            self._ex("DELETE FROM reposted WHERE uid_hash=%s", (key,))
+        return row[0] if row else None
 
 
 def _back_to_pending(ex, forward_id: int, next_attempt: float, reason: str, now: float) -> str:
