@@ -11,7 +11,7 @@ import pytest
 
 from coercion import Keys
 from coercion.rules import RuleError, Transaction
-from coercion.service import COERCED, DISCARDED, REJECTED, UNCHANGED, CoercionService, Settings, audit_line
+from coercion.service import COERCED, DISCARDED, REJECTED, UNCHANGED, CoercionService, Settings, audit_json, audit_record, decision_fields
 
 from factory import SECRET, encode, make_ct
 
@@ -87,7 +87,7 @@ def test_no_phi_in_decisions_or_audit_lines(service):
     data = encode(make_ct(patient_id="PHI-PATIENT-ID", patient_name="Secret^Name"))
     for aet in ("RESEARCH", "DROP"):
         decision = service.coerce(data if aet == "RESEARCH" else data[:-50], store(aet))
-        line = audit_line(decision, "DICOM", aet)
+        line = audit_json(audit_record("coercion", **decision_fields(decision, "DICOM", aet)))
         assert "PHI-PATIENT-ID" not in line + repr(decision.outcome) and "Secret" not in line
         assert json.loads(line)["rule"] in ("research", "dropper")
 
@@ -173,7 +173,7 @@ def test_an_unexpected_error_is_refused_without_quoting_its_message(service, mon
     decision = service.coerce(encode(make_ct()), store("RESEARCH"))
     assert decision.action == REJECTED and decision.data is None
     assert "ValueError" in decision.reason and "Doe" not in decision.reason
-    assert "Doe" not in audit_line(decision, "DICOM", "RESEARCH")
+    assert "Doe" not in audit_json(audit_record("coercion", **decision_fields(decision, "DICOM", "RESEARCH")))
 
 
 def test_uids_handed_out_to_a_peer_are_remembered_and_received_ones_are_not(service, tmp_path):

@@ -38,7 +38,8 @@ OVERRIDES = {
 _PATH_KEYS = [("StorageDirectory",), ("IndexDirectory",), ("PythonScript",), ("Coercion", "RulesDirectory"),
               ("Coercion", "SecretFile"), ("Coercion", "LinkageDatabase"), ("Coercion", "LinkageTokenFile"),
               ("Coercion", "AdminTokenFile"), ("Coercion", "ForwardsDatabase"), ("Coercion", "TablesDirectory"),
-              ("Coercion", "MppsDatabase"), ("Coercion", "DatabasePasswordFile"), ("Worklists", "Database")]
+              ("Coercion", "MppsDatabase"), ("Coercion", "DatabasePasswordFile"), ("Worklists", "Database"),
+              ("Coercion", "ActivityDatabase")]
 
 
 class ServeError(RuntimeError):
@@ -144,8 +145,9 @@ def _sensitive_files(config: dict, environ: dict) -> list[tuple[str, Path]]:
     linkage = coercion.get("LinkageDatabase") or "linkage.sqlite"
     forwards = coercion.get("ForwardsDatabase") or beside(linkage, "forwards.sqlite")
     mpps = coercion.get("MppsDatabase") or beside(linkage, "mpps.sqlite")
+    activity = coercion.get("ActivityDatabase") or beside(linkage, "activity.sqlite")
     for what, store in (("the linkage store", linkage), ("the forwarding queue", forwards),
-                        ("the MPPS store", mpps)):
+                        ("the MPPS store", mpps), ("the activity store", activity)):
         if not is_url(store):  # a database server's files are its own
             found += [(what, f"{store}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
     return [(what, Path(path)) for what, path in found]

@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,11 +20,13 @@ from pydicom.dataset import Dataset
 
 from .engine.deidentify import Deidentifier, Outcome
 from .engine.dicomio import DicomError, joined, read_instance
+from .engine.explain import explain
 from .engine.pixels.settings import PixelSettings
 from .engine.profile import PATIENT_ID_TAG
 from .engine.pseudonyms import Keys
 from .engine.uri import parse_uri
 from .rules import STUDY_ROOT_FIND, Rule, RuleError, RuleSet, Transaction, load_rules
+from .stores.activity import Activity, Counts, open_activity
 from .stores.linkage import LinkageStore, open_store
 from .stores.locations import beside
 
@@ -48,24 +50,7 @@ class Decision:
     reason: str = ""  # why it was rejected or discarded; never holds attribute values
     milliseconds: float = 0.0
     bytes_in: int = 0
-
-
-@dataclass
-class RuleStats:
-    matched: int = 0
-    coerced: int = 0
-    rejected: int = 0
-    discarded: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict:
-        return {
-            "matched": self.matched, "coerced": self.coerced, "rejected": self.rejected,
-            "discarded": self.discarded, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
-            "seconds": round(self.seconds, 6),
-        }
+    calling_aet: str | None = None  # whom it is counted for (the transaction's; None: no AE title)
 
 
 @dataclass(frozen=True)
@@ -79,6 +64,7 @@ class Settings:
     send_batch_size: int = 32  # instances per association of an outgoing coerced send
     forwards_database: str = "forwards.sqlite"
     mpps_database: str = "mpps.sqlite"
+    activity_database: str = "activity.sqlite"  # statistics per rule and calling AE title
     database_password_file: str | None = None  # the password of postgresql:// stores
 
     @classmethod
@@ -104,6 +90,7 @@ class Settings:
             linkage_database=linkage,
             forwards_database=section.get("ForwardsDatabase") or beside(linkage, "forwards.sqlite"),
             mpps_database=section.get("MppsDatabase") or beside(linkage, "mpps.sqlite"),
+            activity_database=section.get("ActivityDatabase") or beside(linkage, "activity.sqlite"),
             database_password_file=env.get("COERCION_DATABASE_PASSWORD_FILE") or section.get("DatabasePasswordFile"),
             keys=keys,
             linkage_token=credentials["linkage"],
@@ -119,18 +106,24 @@ def _key(rule: Rule) -> tuple:
 
 
 class CoercionService:
-    def __init__(self, settings: Settings, store: LinkageStore | None = None):
+    def __init__(self, settings: Settings, store: LinkageStore | None = None, activity: Activity | None = None):
         self.settings = settings
         self.keys = settings.keys
         self._lock = threading.Lock()
         self._deidentifiers: dict[tuple, Deidentifier] = {}
-        self._stats: dict[str, RuleStats] = {}
         self.last_error: str | None = None
         self.loaded_at: float | None = None
         # Checks of a new rule set that only the adapter can make (each raises RuleError).
         self.validators: list[Callable[[RuleSet], None]] = []
         self.ruleset: RuleSet = self._load(settings.rules_directory)  # raises RuleError at start-up
         self.store = store or open_store(settings.linkage_database, settings.keys, settings.database_password_file)
+        try:
+            # Counted in memory, written to the activity store every few seconds (stores/activity.py).
+            self.statistics = activity or open_activity(settings.activity_database, settings.database_password_file)
+        except BaseException:
+            if store is None:
+                self.store.close()
+            raise
 
     # -- rules ------------------------------------------------------------------------------
 
@@ -197,41 +190,61 @@ class CoercionService:
         return ruleset.match(transaction_with_dataset(transaction, header))
 
     def coerce(self, data: bytes, transaction: Transaction, ruleset: RuleSet | None = None,
-               provisional: bool = False) -> Decision:
+               provisional: bool = False, counted: bool = True) -> Decision:
         """Match ``transaction`` against the rules (the active ones unless given) and coerce
         ``data`` if a rule wins. The decision is counted and its patient linked at once,
-        unless ``provisional`` (a guess the caller may drop): then :meth:`confirm` does it."""
+        unless ``provisional`` (a guess the caller may drop): then :meth:`confirm` does it.
+        It is counted for the transaction's calling AE title (``Decision.calling_aet``);
+        ``counted=False``: a coerced one is linked at once but counted only when the caller,
+        who learns the AE title later, gives it to :meth:`count` (a refusal is counted now)."""
         decision = self._decide(data, transaction, ruleset or self.ruleset)
+        if decision.action != UNCHANGED:
+            decision = replace(decision, calling_aet=transaction.calling_aet)
         if provisional:
             return decision
         try:
-            self.confirm(decision)
+            self._link(decision)
         except Exception as exc:  # the linkage store failed: fail closed, as for any failure
             rule = decision.rule
             failed = Decision(DISCARDED if rule and rule.on_failure == "discard" else REJECTED, rule,
-                              reason=f"linkage store: {type(exc).__name__}: {safe_message(exc)}", bytes_in=len(data))
-            self.confirm(failed)
+                              reason=f"linkage store: {type(exc).__name__}: {safe_message(exc)}", bytes_in=len(data),
+                              calling_aet=transaction.calling_aet)
+            self.count(failed)
             return failed
+        if counted or decision.action != COERCED:
+            self.count(decision)
         return decision
 
     def confirm(self, decision: Decision) -> None:
-        """Count a decision and link its patient (raises if the linkage store fails)."""
+        """Link a decision's patient and count it (raises if the linkage store fails; then
+        it is not counted)."""
+        self._link(decision)
+        self.count(decision)
+
+    def _link(self, decision: Decision) -> None:
+        if decision.action != COERCED:
+            return
+        outcome = decision.outcome
+        if outcome.patient_pseudonym and outcome.original_patient_id:
+            self.store.record(outcome.patient_pseudonym, outcome.issuer_of_patient_id,
+                              outcome.original_patient_id, decision.rule.name)
+        if decision.rule.role == "SCP" and outcome.uids:
+            # Handed out to a peer, which may query or retrieve by them later.
+            self.store.record_uids(outcome.uids)
+
+    def count(self, decision: Decision) -> None:
+        """Count a decision for its rule and ``decision.calling_aet``, in memory (the activity
+        store has it within a flush interval; statistics never refuse or delay an instance)."""
         if decision.action == UNCHANGED:
             return
         rule_name = decision.rule.name if decision.rule else "(no rule: unreadable data)"
         seconds = decision.milliseconds / 1000
         if decision.action == COERCED:
-            outcome = decision.outcome
-            if outcome.patient_pseudonym and outcome.original_patient_id:
-                self.store.record(outcome.patient_pseudonym, outcome.issuer_of_patient_id,
-                                  outcome.original_patient_id, decision.rule.name)
-            if decision.rule.role == "SCP" and outcome.uids:
-                # Handed out to a peer, which may query or retrieve by them later.
-                self.store.record_uids(outcome.uids)
-            self._count(rule_name, coerced=1, bytes_in=decision.bytes_in, bytes_out=len(decision.data),
-                        seconds=seconds)
+            self.statistics.count(rule_name, decision.calling_aet, coerced=1, bytes_in=decision.bytes_in,
+                                  bytes_out=len(decision.data), seconds=seconds)
         else:
-            self._count(rule_name, **{decision.action: 1}, bytes_in=decision.bytes_in, seconds=seconds)
+            self.statistics.count(rule_name, decision.calling_aet, failure=decision.reason or decision.action,
+                                  **{decision.action: 1}, bytes_in=decision.bytes_in, seconds=seconds)
 
     def _decide(self, data: bytes, transaction: Transaction, ruleset: RuleSet) -> Decision:
         parsed: dict = {}
@@ -274,19 +287,40 @@ class CoercionService:
         action = DISCARDED if on_failure == "discard" else REJECTED
         return Decision(action, rule, reason=reason, milliseconds=elapsed * 1000, bytes_in=size)
 
-    def _count(self, name: str, **increments) -> None:
-        with self._lock:
-            stats = self._stats.setdefault(name, RuleStats())
-            stats.matched += 1
-            for key, value in increments.items():
-                setattr(stats, key, getattr(stats, key) + value)
-
     def stats(self) -> dict:
-        with self._lock:
-            return {name: s.as_dict() for name, s in sorted(self._stats.items())}
+        """Per rule, summed over the calling AE titles: matched, coerced, rejected, discarded,
+        bytes_in, bytes_out, seconds, last_seen. The stored totals (every node's, as of the
+        last flush) plus what this process counted since."""
+        by_rule: dict[str, Counts] = {}
+        for (rule, _), counts in self.statistics.rows().items():
+            by_rule.setdefault(rule, Counts()).add(counts)
+        shown = ("matched", "coerced", "rejected", "discarded", "bytes_in", "bytes_out", "seconds", "last_seen")
+        return {rule: {key: value for key, value in counts.as_dict().items() if key in shown}
+                for rule, counts in sorted(by_rule.items())}
+
+    def activity(self) -> dict:
+        """The statistics per rule and per calling AE title, with first and last seen and the
+        last failure (stores/activity.py: ``Activity.summary``)."""
+        return self.statistics.summary()
 
     def preview(self, data: bytes, rule_name: str | None = None, uri: str | None = None) -> tuple[bytes, Outcome]:
         """The administrator's dry run: coerce without storing, counting or linking."""
+        chunks, outcome = self._preview_deidentifier(rule_name, uri).deidentify_chunks(data)
+        return joined(chunks), outcome
+
+    def preview_explained(self, data: bytes, rule_name: str | None = None, uri: str | None = None) -> dict:
+        """The dry run explained: what the rule (or URI) makes of each attribute of ``data``, at
+        any depth, and why (engine/explain.py); nothing stored, counted or linked, as
+        :meth:`preview`. The answer shows values of ``data``: answer it, never log it."""
+        deid = self._preview_deidentifier(rule_name, uri)
+        chunks, outcome = deid.deidentify_chunks(data)
+        coerced = read_instance(joined(chunks))  # the result as written, read back
+        explained = explain(read_instance(data), coerced, deid.profile)  # the original, private attributes too
+        return {"rule": rule_name or None, "uri": str(deid.uri), "sop_class_uid": outcome.sop_class_uid or None,
+                **explained}
+
+    def _preview_deidentifier(self, rule_name: str | None, uri: str | None) -> Deidentifier:
+        """The de-identifier of a preview: of the active rule named, or of a URI (exactly one)."""
         if bool(rule_name) == bool(uri):
             raise ValueError("give exactly one rule or URI: ?rule=NAME, ?uri=deidentify:..., or the path "
                              "/coercion/preview/rule/NAME or /coercion/preview/uri/deidentify:...")
@@ -298,8 +332,7 @@ class CoercionService:
         else:
             deid = Deidentifier(parse_uri(uri), self.keys, self.settings.tables,
                                 PixelSettings(regions=self.ruleset.regions))
-        chunks, outcome = deid.deidentify_chunks(data)
-        return joined(chunks), outcome
+        return deid
 
     # -- C-FIND -----------------------------------------------------------------------------
 
@@ -331,21 +364,24 @@ class CoercionService:
         started = time.perf_counter()
         try:
             outcome = self.deidentifier(rule).deidentify_dataset(dataset)
-            decision = Decision(COERCED, rule, b"", outcome, milliseconds=(time.perf_counter() - started) * 1000)
+            decision = Decision(COERCED, rule, b"", outcome, milliseconds=(time.perf_counter() - started) * 1000,
+                                calling_aet=transaction.calling_aet)
             self.confirm(decision)
         except Exception as exc:  # the engine or the linkage store failed: never keep or send as received
-            decision = self._failed(rule, f"{type(exc).__name__}: {safe_message(exc)}", 0, started, "reject")
+            decision = replace(self._failed(rule, f"{type(exc).__name__}: {safe_message(exc)}", 0, started, "reject"),
+                               calling_aet=transaction.calling_aet)
             self.confirm(decision)
         return decision
 
-    def record_find(self, rule: Rule, answers: int, handed_out, seconds: float) -> None:
-        """Count a coerced C-FIND and remember the pseudonyms its answers handed out."""
+    def record_find(self, rule: Rule, answers: int, handed_out, seconds: float, calling_aet: str | None = None) -> None:
+        """Count a coerced C-FIND (from ``calling_aet``) and remember the pseudonyms its
+        answers handed out."""
         uids = [(h.original, h.pseudonym) for h in handed_out if h.tag != PATIENT_ID_TAG]
         self.store.record_uids(uids)
         for h in handed_out:
             if h.tag == PATIENT_ID_TAG:
                 self.store.record(h.pseudonym, h.issuer, h.original, rule.name, count=0)
-        self._count(rule.name, coerced=answers, seconds=seconds)
+        self.statistics.count(rule.name, calling_aet, coerced=answers, seconds=seconds)
 
     # -- linkage ----------------------------------------------------------------------------
 
@@ -390,9 +426,17 @@ def _credential(env, section: dict, kind: str) -> str | None:
     return token or None
 
 
-def audit_event(event: str, **fields) -> str:
-    """One audit line of an administrative event (route, client address, outcome, time; never PHI)."""
-    record = {"event": event, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}
+def audit_record(event: str, **fields) -> dict:
+    """The one form of every audit line: ``event`` and ``time`` (UTC, ISO 8601) first, then
+    snake_case fields; fields without a value are left out. Never PHI: callers give rule
+    names, AE titles, addresses, routes, outcomes, UIDs of what was written, counts."""
+    record = {"event": event, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record.update((key, value) for key, value in fields.items() if value is not None)
+    return record
+
+
+def audit_json(record: dict) -> str:
+    """An audit record as the one line it is logged as."""
     return json.dumps(record, separators=(",", ":"))
 
 
@@ -411,17 +455,12 @@ def safe_message(exc: BaseException) -> str:
     return "details withheld (they may quote the data)"
 
 
-def audit_line(decision: Decision, origin: str, calling_aet: str | None, called_aet: str | None = None) -> str:
-    """One structured line per coerced or refused instance, without PHI."""
-    record = {
-        "event": "coercion", "action": decision.action, "rule": decision.rule.name if decision.rule else None,
-        "origin": origin, "calling_aet": calling_aet,
+def decision_fields(decision: Decision, origin: str, calling_aet: str | None, called_aet: str | None = None) -> dict:
+    """The audit fields of a coerced or refused instance (event "coercion"), without PHI."""
+    return {
+        "action": decision.action, "rule": decision.rule.name if decision.rule else None,
+        "origin": origin, "calling_aet": calling_aet, "called_aet": called_aet,
         "sop_class_uid": decision.outcome.sop_class_uid if decision.outcome else None,
         "sop_instance_uid": decision.outcome.sop_instance_uid if decision.outcome else None,
-        "ms": round(decision.milliseconds, 2),
+        "ms": round(decision.milliseconds, 2), "reason": decision.reason or None,
     }
-    if called_aet is not None:
-        record["called_aet"] = called_aet
-    if decision.reason:
-        record["reason"] = decision.reason
-    return json.dumps(record, separators=(",", ":"))

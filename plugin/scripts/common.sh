@@ -11,8 +11,9 @@ DEBIAN_PACKAGES="python3.11 python3.11-venv python3.11-dev orthanc orthanc-pytho
 # Needed by the tests only: dciodvfy, the validator tests/test_valid_output.py runs; the fonts
 # tests/pixelimages.py renders burned-in text with; PostgreSQL, whose initdb makes the
 # throw-away servers of tests/pgcluster.py (its system service is not started: see below), and
-# Orthanc's PostgreSQL index for the two-node tests (tests/integration/test_cluster.py).
-TEST_DEBIAN_PACKAGES="dicom3tools fonts-dejavu-core fonts-urw-base35 postgresql orthanc-postgresql"
+# Orthanc's PostgreSQL index for the two-node tests (tests/integration/test_cluster.py);
+# Chromium and its ChromeDriver for the page's browser tests (tests/integration/test_admin_page.py).
+TEST_DEBIAN_PACKAGES="dicom3tools fonts-dejavu-core fonts-urw-base35 postgresql orthanc-postgresql chromium chromium-driver"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else

@@ -123,3 +123,43 @@ def test_get_coercion_lists_the_api_as_the_readme_does(tmp_path):
     documented = generic(" ".join(re.findall(r"`([^`]*)`", table)))
     for route in listed["routes"]:
         assert generic(route["path"]) in documented, route["path"]
+
+
+def test_a_preview_asked_for_as_json_explains_each_attribute_and_the_file_stays_the_default(server):
+    data = instance()
+    dicom = server.admin_post("/coercion/preview/rule/research", data)
+    assert dicom.status_code == 200 and dicom.headers["Content-Type"].startswith("application/dicom")
+    assert dicom.content[128:132] == b"DICM" and PATIENT.encode() not in dicom.content
+    # Accept asks for JSON; so does X-Coercion-Format (Orthanc 1.10 drops ?format=json of a POST)
+    for headers in ({"Accept": "application/json"}, {"X-Coercion-Format": "json"}):
+        answer = server.admin_post("/coercion/preview/rule/research", data, headers=headers)
+        assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("application/json"), answer.text
+        explained = answer.json()
+        assert explained["rule"] == "research"
+        assert explained["uri"] == "deidentify:RetainLongitudinalTemporalInformationModifiedDatesOption," \
+                                   "RetainPatientIDHashOption"
+        assert explained["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.2"
+        entries = {e["path"]: e for e in explained["attributes"]}
+        patient = entries["(0010,0020)"]
+        assert patient["before"] == PATIENT and patient["result"] == "replaced"
+        assert patient["reason"]["source"] == "patient-id-hash"
+        assert entries["(0008,0020)"]["result"] == "shifted"
+        assert entries["(0008,1140)[0]>(0008,1155)"]["result"] == "removed"  # inside a sequence
+        assert entries["(0012,0062)"]["result"] == "added"
+        assert entries["(7FE0,0010)"]["before"].startswith("<OW, ")
+    # without it, the same file as before: the explanation changed nothing of the DICOM answer
+    again = server.admin_post("/coercion/preview/rule/research", data, headers={"Accept": "*/*"})
+    assert again.headers["Content-Type"].startswith("application/dicom") and again.content == dicom.content
+    by_uri = server.admin_post("/coercion/preview/uri/deidentify:RetainUIDsOption", data,
+                               headers={"Accept": "application/json"}).json()
+    assert by_uri["rule"] is None and {e["path"]: e for e in by_uri["attributes"]}["(0020,000D)"]["result"] == "kept"
+    # bad input: as the DICOM preview answers it; and the audit lines hold no value
+    assert server.admin_post("/coercion/preview/rule/nope", data, headers={"Accept": "application/json"}) \
+        .status_code == 404
+    assert server.admin_post("/coercion/preview/rule/research", b"not DICOM" * 20,
+                             headers={"Accept": "application/json"}).status_code == 400
+    assert server.admin_post("/coercion/preview/rule/research", data,
+                             headers={"X-Coercion-Format": "xml"}).status_code == 400
+    answered = [line for line in audit_lines(server) if line.get("event") == "preview" and line.get("format") == "json"]
+    assert answered and all(line["outcome"] == "answered" for line in answered)
+    assert PATIENT not in server.log() and "19700315" not in server.log()

@@ -290,6 +290,39 @@ def test_studies_of_one_patient_land_under_one_pseudonymous_patient_across_resta
         server.stop()
 
 
+def test_activity_per_rule_and_calling_aet_is_kept_across_restarts(tmp_path):
+    server = OrthancServer(tmp_path / "activity").start()
+    try:
+        for aet in ("RESEARCH", "RESEARCH", "RESEARCH_CT"):
+            path, original = ct_file(tmp_path, patient_id="ACT-PATIENT-1", patient_name="Activity^Secret")
+            assert store_statuses(storescu(server, aet, path)) in [[status] for status in COERCED_STATUSES]
+        path, _ = ct_file(tmp_path, rows=64)
+        data = path.read_bytes()
+        broken = tmp_path / "broken.dcm"
+        broken.write_bytes(data[: data.rindex(b"\xe0\x7f\x10\x00")])
+        assert send_file(server, "RESEARCH_CT", broken).Status in (0xC000, 0x0110)
+        assert server.post("/instances", ct_file(tmp_path)[0].read_bytes()).status_code == 200  # no AE title
+        server.stop()  # the counts of the last seconds are written as Orthanc stops
+        server.start()
+        stats = server.get("/coercion/stats").json()
+        assert (stats["research"]["matched"], stats["research"]["coerced"], stats["research"]["rejected"]) == (4, 3, 1)
+        assert stats["research"]["bytes_in"] > 0 and stats["research"]["last_seen"].endswith("Z")
+        assert stats["uploads"]["coerced"] == 1
+        activity = server.get("/coercion/activity").json()
+        rules = {rule["rule"]: rule for rule in activity["rules"]}
+        assert rules["research"]["calling_aets"] == ["RESEARCH", "RESEARCH_CT"]
+        assert rules["uploads"]["calling_aets"] == [None]
+        by_aet = {entry["calling_aet"]: entry for entry in activity["calling_aets"]}
+        assert by_aet["RESEARCH"]["coerced"] == 2 and by_aet["RESEARCH"]["last_failure_at"] is None
+        assert by_aet["RESEARCH_CT"]["coerced"] == 1 and by_aet["RESEARCH_CT"]["rejected"] == 1
+        assert "pixel data" in by_aet["RESEARCH_CT"]["last_failure_reason"]
+        assert [rule["rule"] for rule in by_aet[None]["rules"]] == ["uploads"]
+        assert "ACT-PATIENT-1" not in str(activity) and "Activity" not in str(activity)
+        assert (server.root / "activity.sqlite").stat().st_mode & 0o077 == 0
+    finally:
+        server.stop()
+
+
 def test_invalid_rules_stop_orthanc_with_the_message(tmp_path):
     server = OrthancServer(tmp_path / "bad", rules="- {name: r1, dimse: C_STORE_RQ, role: SCU, uri: 'deidentify:Nope'}\n")
     with pytest.raises(RuntimeError, match=r"rules.yaml: rule 'r1': field 'uri': unknown option 'Nope'"):

@@ -24,7 +24,7 @@ from ..exchanges.find import (
     query_dataset,
 )
 from ..exchanges.find_coercion import coerced_answers
-from .state import Refused, log_failure, state
+from .state import Refused, audit, log_failure, state
 
 
 class PluginRest:
@@ -84,11 +84,10 @@ def on_find(answers, query, issuer_aet, called_aet) -> None:
             limit = settings.limit_instances if request.level == "Instance" else settings.limit_results
             datasets, complete, handed_out = coerced_answers(finder, request, world, shown, service.store, limit)
             rule = rsp_rule or rq_rule
-            service.record_find(rule, len(datasets), handed_out, time.perf_counter() - started)
-            orthanc.LogWarning("coercion-audit " + json.dumps({
-                "event": "c-find", "rule": rule.name, "request_rule": rq_rule.name if rq_rule else None,
-                "calling_aet": issuer_aet, "called_aet": called_aet, "level": request.level,
-                "answers": len(datasets), "complete": complete}))
+            service.record_find(rule, len(datasets), handed_out, time.perf_counter() - started, issuer_aet)
+            audit("c-find", rule=rule.name, request_rule=rq_rule.name if rq_rule else None,
+                  calling_aet=issuer_aet, called_aet=called_aet, level=request.level,
+                  answers=len(datasets), complete=complete)
             encoded = [encode_answer(ds) for ds in datasets]
     except FindError as exc:
         orthanc.LogError(f"coercion: C-FIND from {issuer_aet!r} refused: {exc}")

@@ -22,7 +22,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orthanc
 
@@ -126,7 +126,10 @@ def _received_dicom(me: int, data: bytes):
         if calling_aet is None:
             return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None  # the filter decides
     # A guess of the AE title is provisional: counted and linked once the filter confirms it.
-    decision = state.service.coerce(data, _store_transaction(calling_aet), ruleset, provisional=calling_aet is not None)
+    # Without a guess, what is coerced is linked now and counted by the filter, which knows
+    # the calling AE title (statistics are per AE title); a refusal here is counted without one.
+    decision = state.service.coerce(data, _store_transaction(calling_aet), ruleset, provisional=calling_aet is not None,
+                                    counted=calling_aet is not None)
     if decision.action == COERCED:
         _early[me] = _Early(ruleset, calling_aet, decision, data)
         return orthanc.ReceivedInstanceAction.MODIFY, decision.data
@@ -154,8 +157,10 @@ def _cstore_instance(instance):
     _last_calling_aet[me] = aet
     early = _early.pop(me, None)
     if early and early.ruleset is state.service.ruleset and (early.calling_aet in (None, aet) or _same_rule(early, aet, instance)):
-        if early.calling_aet is not None:
-            state.service.confirm(early.decision)  # raises if the linkage store fails: Orthanc drops the copy
+        if early.calling_aet is not None:  # counted for the caller (_same_rule: another AE title than guessed)
+            state.service.confirm(replace(early.decision, calling_aet=aet))  # raises if the linkage store fails: Orthanc drops the copy
+        elif early.decision.action == COERCED:  # linked already; counted now that the AE title is known
+            state.service.count(replace(early.decision, calling_aet=aet))
         return _answer(early.decision, aet, stored=True)
     # Not decided yet, or decided for another AE title or older rules: decide on what the
     # SCU sent. Orthanc holds the early copy: any status but 0 drops it.

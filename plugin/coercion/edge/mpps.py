@@ -46,7 +46,7 @@ from ..exchanges.mpps import (
 from ..service import safe_message
 from ..stores.locations import is_url
 from ..stores.mpps import open_mpps_store
-from .state import log_failure, state
+from .state import audit, log_failure, state
 
 # pynetdicom logs datasets and identifiers at its "standard" level: none of it here (the data
 # is PHI until a rule coerces it); the plugin writes its own audit lines.
@@ -311,10 +311,9 @@ def _on_n_set(event):
     return _status(answer), None
 
 
-def _audit(event: dict) -> None:
-    line = "coercion-audit " + json.dumps(event, separators=(",", ":"))
-    refused = str(event.get("outcome", "")).startswith(("refused", "aborted"))
-    (orthanc.LogError if refused else orthanc.LogWarning)(line)
+def _audit(fields: dict) -> None:
+    fields = dict(fields)
+    audit(fields.pop("event"), refused=str(fields.get("outcome", "")).startswith(("refused", "aborted")), **fields)
 
 
 def _warn(text: str) -> None:

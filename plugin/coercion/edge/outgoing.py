@@ -28,7 +28,7 @@ from .answers import (
     passthrough_post,
     run_as_orthanc_job,
 )
-from .state import Refused, log_audit, log_failure, modality_exists, state
+from .state import Refused, audit, log_audit, log_event, log_failure, modality_exists, state
 
 # -- outgoing C-STORE ---------------------------------------------------------------------
 
@@ -87,6 +87,8 @@ def on_modality_store(output, uri, request):
             return passthrough_post(output, uri, body)
         return run_as_orthanc_job(output, uri, store.body)
     job, run = planned
+    log_event("send", route=f"modalities/{modality}/store", outcome="started", job=job.id, modality=modality,
+              instances=len(instances), synchronous=store.synchronous)
     if not store.synchronous:
         threading.Thread(target=run, name=f"coercion-send-{job.id}", daemon=True).start()
         return answer_json(output, {"ID": job.id, "Path": f"/coercion/sends/{job.id}"})
@@ -145,6 +147,9 @@ def plan_send(modality: str, peer: dict, transaction: Transaction, instances: li
         finally:
             if folder:
                 shutil.rmtree(folder, ignore_errors=True)
+        ended = job.as_dict()
+        audit("send-ended", refused=job.state == "Failure", job=job.id, modality=modality,
+              outcome=job.state.lower(), sent=ended["SentInstancesCount"], failed=ended["FailedInstancesCount"])
 
     return job, run
 

@@ -48,7 +48,7 @@ from .answers import (
     orthanc_error,
     passthrough_post,
 )
-from .state import modality_exists, state
+from .state import audit, modality_exists, state
 
 _FORMS = ("simplify", "short", "full")
 
@@ -137,9 +137,8 @@ def _names_a_tag(key: str) -> bool:
 
 
 def _audit(event: str, modality: str, rq: Rule | None, rsp: Rule | None, **more) -> None:
-    orthanc.LogWarning("coercion-audit " + json.dumps({
-        "event": event, "modality": modality, "request_rule": rq.name if rq else None,
-        "response_rule": rsp.name if rsp else None, **more}))
+    audit(event, refused=event.endswith("refused"), modality=modality, request_rule=rq.name if rq else None,
+          response_rule=rsp.name if rsp else None, **more)
 
 
 @guarded_route("outgoing query", "nothing was sent")

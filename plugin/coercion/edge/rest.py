@@ -9,14 +9,20 @@ that stay open show configuration, counts and states, nothing of a patient.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import urllib.parse
+from importlib import resources
 
+import orthanc
+
+from ..checks import check_ruleset
 from ..rules import RuleError
 from .answers import answer_json
 from .mpps import mpps_route
 from .routes import wake_forwards
-from .state import log_event, log_failure, state
+from .state import log_event, log_failure, recent_audit, state
 from .worklist import worklists_route
 
 # Where each credential is configured, said in the answer when it is not.
@@ -58,11 +64,18 @@ def _granted(output, request: dict, kind: str, route: str, event: str) -> bool:
 # The API, for GET /coercion (README.md's table says the same; tests/test_checks.py compares).
 API = (
     ("GET", "/coercion", None, "this list and the version"),
-    ("GET", "/coercion/rules", None, "the active rules, their files, when they were loaded, the last load error"),
+    ("GET", "/coercion/rules", None, "the active rules, their files, when they were loaded, the last load error, "
+                                     "the rule checks' warnings"),
     ("POST", "/coercion/rules/reload", "administration", "reload the rules atomically"),
-    ("POST", "/coercion/preview/rule/{name}", "administration", "a DICOM file coerced by a rule, nothing stored"),
-    ("POST", "/coercion/preview/uri/{uri}", "administration", "a DICOM file coerced by a URI, nothing stored"),
-    ("GET", "/coercion/stats", None, "per rule: matched, coerced, rejected, discarded, bytes, seconds"),
+    ("POST", "/coercion/preview/rule/{name}", "administration",
+     "a DICOM file coerced by a rule, nothing stored; with Accept: application/json (or ?format=json, "
+     "X-Coercion-Format: json) each attribute's result, values before and after, and reason"),
+    ("POST", "/coercion/preview/uri/{uri}", "administration",
+     "a DICOM file coerced by a URI, nothing stored; as JSON, each attribute explained (as above)"),
+    ("GET", "/coercion/stats", None, "per rule: matched, coerced, rejected, discarded, bytes, seconds, last seen"),
+    ("GET", "/coercion/activity", None, "per rule and per calling AE title: counts, first and last seen, last failure"),
+    ("GET", "/coercion/audit", "administration", "this node's recent audit records, newest first (?limit=N)"),
+    ("GET", "/coercion/ui/", None, "the administrator's page (it asks for the administration credential)"),
     ("GET", "/coercion/sends", None, "the coerced send jobs of this process"),
     ("GET", "/coercion/sends/{id}", None, "one send job"),
     ("GET", "/coercion/forwards", None, "the forwarding queue (?state=...)"),
@@ -89,27 +102,114 @@ def on_rest_index(output, uri, **request):
         for method, path, credential, answer in API]})
 
 
+def _ui_page(output, route: str, method: str):
+    """The administrator's page: one document, its script and style sheet inlined (Orthanc
+    drops a trailing slash, so the page cannot count on relative links). Plain files of the
+    package: no value in them."""
+    if method != "GET":
+        return output.SendMethodNotAllowed("GET")
+    if route not in ("ui", "ui/index.html"):
+        return _error(output, 404, f"no such file of the page: /coercion/{route}")
+    page, script_hash = admin_page()
+    output.SetHttpHeader("Cache-Control", "no-cache")
+    output.SetHttpHeader("X-Content-Type-Options", "nosniff")
+    output.SetHttpHeader("Content-Security-Policy", f"default-src 'self'; script-src '{script_hash}'; "
+                         "style-src 'unsafe-inline'; frame-ancestors 'none'")
+    return output.AnswerBuffer(page, "text/html; charset=utf-8")
+
+
+def ui_file(name: str) -> bytes:
+    return (resources.files(__package__) / "ui" / name).read_bytes()
+
+
+def admin_page() -> tuple[bytes, str]:
+    """index.html with app.js and style.css in it, and the CSP source of its script."""
+    script = ui_file("app.js").decode()
+    page = ui_file("index.html").decode()
+    page = page.replace('<link rel="stylesheet" href="style.css">', f"<style>\n{ui_file('style.css').decode()}</style>")
+    page = page.replace('<script src="app.js"></script>', f"<script>{script}</script>")
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    return page.encode(), f"sha256-{digest}"
+
+
+def rules_report() -> dict:
+    """The rules as loaded, the last load error and what the checks warn of them."""
+    return {**state.service.rules_report(), "warnings": list(state.rule_warnings)}
+
+
+def _reload(output, route: str):
+    """POST /coercion/rules/reload: the new rules or the refusal, audited with what changed."""
+    before = {r.name: r.as_dict() for r in state.service.ruleset.rules + state.service.ruleset.routes}
+    try:
+        ruleset = state.service.reload()
+    except RuleError as exc:
+        log_event("rules-reload", route=route, credential="administration", outcome="refused: invalid rules",
+                  error=str(exc)[:500])
+        return _error(output, 400, f"the new rules were refused; the previous rules stay active: {exc}")
+    after = {r.name: r.as_dict() for r in ruleset.rules + ruleset.routes}
+    state.rule_warnings = [finding.message for finding in check_ruleset(ruleset, state.config)]
+    for warning in state.rule_warnings:
+        orthanc.LogWarning(f"coercion: {warning}")
+    log_event("rules-reload", route=route, credential="administration", outcome="accepted", rules=len(after),
+              added=sorted(after.keys() - before.keys()), removed=sorted(before.keys() - after.keys()),
+              changed=sorted(n for n in after.keys() & before.keys() if after[n] != before[n]),
+              warnings=len(state.rule_warnings))
+    return answer_json(output, rules_report())
+
+
+def _preview_format(headers: dict, args: dict) -> str | None:
+    """"json" or "dicom" (None: asked for neither): ?format= or X-Coercion-Format (Orthanc 1.10
+    drops the query strings of POST requests), else the Accept header; the DICOM file unless
+    application/json is accepted and preferred to application/dicom."""
+    asked = (args.get("format") or headers.get("x-coercion-format") or "").strip().lower()
+    if asked:
+        return {"json": "json", "application/json": "json", "dicom": "dicom",
+                "application/dicom": "dicom"}.get(asked)
+    quality = {}
+    for part in headers.get("accept", "").split(","):
+        media, *params = [p.strip() for p in part.split(";")]
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        quality[media.lower()] = max(q, quality.get(media.lower(), 0.0))
+    json_q = quality.get("application/json", 0.0)
+    return "json" if json_q > 0 and json_q > quality.get("application/dicom", 0.0) else "dicom"
+
+
 def on_rest(output, uri, **request):
     method = request["method"]
     route = request["groups"][0] if request.get("groups") else ""
     args = request.get("get", {})
     try:
         if route == "rules" and method == "GET":
-            return answer_json(output, state.service.rules_report())
+            return answer_json(output, rules_report())
         if route == "rules/reload":
             if method != "POST":
                 return output.SendMethodNotAllowed("POST")
             if not _granted(output, request, "admin", route, "rules-reload"):
                 return None
+            return _reload(output, route)
+        if route == "ui" or route.startswith("ui/"):
+            return _ui_page(output, route, method)
+        if route == "audit":
+            if method != "GET":
+                return output.SendMethodNotAllowed("GET")
+            if not _granted(output, request, "admin", route, "audit-read"):
+                return None
             try:
-                state.service.reload()
-            except RuleError as exc:
-                log_event("rules-reload", route=route, outcome="refused: invalid rules")
-                return _error(output, 400, f"the new rules were refused; the previous rules stay active: {exc}")
-            log_event("rules-reload", route=route, outcome="accepted", rules=len(state.service.ruleset.rules))
-            return answer_json(output, state.service.rules_report())
+                limit = int(args.get("limit") or 200)
+            except ValueError:
+                return _error(output, 400, "limit must be a whole number")
+            return answer_json(output, list(reversed(recent_audit))[:max(limit, 0)])
         if route == "stats" and method == "GET":
             return answer_json(output, state.service.stats())
+        if route == "activity" and method == "GET":
+            return answer_json(output, state.service.activity())
         preview = re.fullmatch(r"preview(?:/(rule|uri)/(.+))?", route)
         if preview:
             if method != "POST":
@@ -123,14 +223,22 @@ def on_rest(output, uri, **request):
                       "uri": args.get("uri") or headers.get("x-coercion-uri")}
             if preview.group(1):
                 chosen[preview.group(1)] = urllib.parse.unquote(preview.group(2))
+            form = _preview_format(headers, args)
+            if form is None:
+                return _error(output, 400, "format must be json or dicom (?format=, X-Coercion-Format or Accept)")
+            explained = state.service.preview_explained if form == "json" else state.service.preview
             try:
-                data, outcome = state.service.preview(request.get("body", b""), chosen["rule"], chosen["uri"])
+                answer = explained(request.get("body", b""), chosen["rule"], chosen["uri"])
             except LookupError as exc:
                 return _error(output, 404, str(exc))
             except ValueError as exc:  # URIError, DicomError and bad arguments
                 return _error(output, 400, str(exc))
-            log_event("preview", route="preview", outcome="answered", rule=chosen["rule"], uri=chosen["uri"])
-            return output.AnswerBuffer(data, "application/dicom")
+            # The JSON answer holds values of the upload: the audit line says only that it was given.
+            log_event("preview", route="preview", outcome="answered", rule=chosen["rule"], uri=chosen["uri"],
+                      format=form)
+            if form == "json":
+                return answer_json(output, answer)
+            return output.AnswerBuffer(answer[0], "application/dicom")
         if route == "sends" and method == "GET":
             return answer_json(output, [job.as_dict() for job in state.sends.all()])
         match = re.fullmatch(r"sends/([^/]+)", route)

@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import sys
+import threading
 
 import orthanc
 
@@ -26,7 +27,7 @@ from .ingest import on_cstore_instance, on_http_request, on_received_instance
 from .mpps import start_mpps
 from .outgoing import on_modality_store, on_move
 from .query import on_modality_query, on_query_read
-from .rest import on_rest, on_rest_index
+from .rest import on_rest, on_rest_index, ui_file
 from .routes import on_change, start_forward_worker
 from .state import state
 from .worklist import start_worklists
@@ -73,14 +74,17 @@ def start() -> None:
                 state.modality_hosts[value[0]] = value[1]
             elif isinstance(value, dict) and "AET" in value:
                 state.modality_hosts[value["AET"]] = value.get("Host")
+        # Opens the stores: the linkage store and the activity store (Coercion.ActivityDatabase).
         state.service = CoercionService(Settings.from_configuration(config))
-    except Exception as exc:  # RuleError, SecretError, bad settings: all stop Orthanc
+    except Exception as exc:  # RuleError, SecretError, bad settings, StoreError: all stop Orthanc
         _stop_orthanc(str(exc))
         return
+    _keep_statistics()
     orthanc.RegisterIncomingHttpRequestFilter(on_http_request)
     orthanc.RegisterReceivedInstanceCallback(on_received_instance)
     orthanc.RegisterIncomingCStoreInstanceFilter(on_cstore_instance)
     orthanc.RegisterRestCallback("/coercion", on_rest_index)
+    orthanc.ExtendOrthancExplorer(ui_file("explorer.js").decode())  # a link to /coercion/ui/
     orthanc.RegisterRestCallback("/coercion/(.*)", on_rest)
     if any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in state.service.ruleset.rules):
         # Both replace Orthanc's own: without outgoing rules, Orthanc's route and C-MOVE SCP stay.
@@ -144,8 +148,26 @@ def start() -> None:
     start_mpps(config)
 
 
+def _keep_statistics() -> None:
+    """The service writes its counts to the activity store every few seconds: a store that
+    cannot be written is logged (once, and once more when it can again), and what was counted
+    since the last write is written when Orthanc stops (before the interpreter joins its
+    threads: an atexit handler would run too late)."""
+    activity = state.service.statistics
+    activity.notify = lambda message: orthanc.LogWarning(
+        f"coercion: {message}" if message else "coercion: statistics are written to the activity store again")
+    try:
+        threading._register_atexit(activity.close)  # Python 3.9+, as concurrent.futures does
+    except (AttributeError, RuntimeError):
+        import atexit
+
+        atexit.register(activity.close)
+
+
 def _warn_about_rules(config: dict) -> None:
     """What the rules will not do with this configuration (checks.py): a rule that can never
     match, an outgoing rule for an unknown modality, a peer that may C-GET around the rules."""
-    for finding in check_ruleset(state.service.ruleset, config):
-        orthanc.LogWarning(f"coercion: {finding.message}")
+    state.config = config
+    state.rule_warnings = [finding.message for finding in check_ruleset(state.service.ruleset, config)]
+    for warning in state.rule_warnings:
+        orthanc.LogWarning(f"coercion: {warning}")

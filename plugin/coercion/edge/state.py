@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import deque
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ import orthanc
 
 from ..exchanges.find import FindSettings
 from ..exchanges.sends import SendJobs
-from ..service import REJECTED, CoercionService, audit_event, audit_line, safe_message
+from ..service import REJECTED, CoercionService, audit_json, audit_record, decision_fields, safe_message
 from ..stores.forwards import ForwardQueue
 
 
@@ -35,6 +36,8 @@ class EdgeState:
     worklist_settings: object | None = None  # edge.worklist.WorklistSettings
     mpps: object | None = None  # stores.mpps.MppsStore, when the MPPS SCP runs (or kept steps exist)
     mpps_exchange: object | None = None  # exchanges.mpps.MppsExchange over it
+    config: dict = field(default_factory=dict)  # Orthanc's configuration, as the rule checks read it
+    rule_warnings: list = field(default_factory=list)  # what the checks say of the active rules
 
 
 state = EdgeState()
@@ -69,17 +72,30 @@ class Refused(RuntimeError):
     (another library's message may quote the data); the cause was logged by log_failure."""
 
 
+# The last audit records of this process, for the administrator's page (GET /coercion/audit).
+recent_audit: deque = deque(maxlen=1000)
+
+
+def audit(event: str, refused: bool = False, **fields) -> None:
+    """Log one audit record (service.audit_record: the one form of every audit line) and keep
+    it among the recent ones; refusals are logged as errors."""
+    record = audit_record(event, **fields)
+    recent_audit.append(record)
+    (orthanc.LogError if refused else orthanc.LogWarning)("coercion-audit " + audit_json(record))
+
+
+def _refused(outcome) -> bool:
+    return str(outcome or "").startswith(("refused", "aborted"))
+
+
 def log_event(event: str, **fields) -> None:
     """An administrative audit line: the route, the client's address, the outcome (never PHI)."""
-    refused = str(fields.get("outcome", "")).startswith("refused")
-    line = "coercion-audit " + audit_event(event, client=client_address(), **fields)
-    (orthanc.LogError if refused else orthanc.LogWarning)(line)
+    audit(event, refused=_refused(fields.get("outcome")), client=client_address(), **fields)
 
 
 def log_audit(decision, origin: str, calling_aet: str | None, called_aet: str | None = None) -> None:
-    """The structured audit line of a coerced or refused instance (never PHI)."""
-    line = "coercion-audit " + audit_line(decision, origin, calling_aet, called_aet)
-    (orthanc.LogError if decision.action == REJECTED else orthanc.LogWarning)(line)
+    """The audit line of a coerced or refused instance (never PHI)."""
+    audit("coercion", refused=decision.action == REJECTED, **decision_fields(decision, origin, calling_aet, called_aet))
 
 
 def modality_exists(modality: str) -> bool:

@@ -14,7 +14,6 @@ given is linked so that it can query and send back by it.
 from __future__ import annotations
 
 import io
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from ..exchanges.worklist import (
     without_station,
 )
 from ..rules import MODALITY_WORKLIST_FIND
-from .state import Refused, log_failure, state
+from .state import Refused, audit, log_failure, state
 
 _views = ItemViews()
 
@@ -133,10 +132,9 @@ def _answer(answers, query, issuer_aet: str, called_aet: str) -> None:
         found += 1
     if world is not None:
         rule = rsp or rq
-        service.record_find(rule, found, given, time.perf_counter() - started)
-        orthanc.LogWarning("coercion-audit " + json.dumps({
-            "event": "worklist-c-find", "rule": rule.name, "request_rule": rq.name if rq else None,
-            "calling_aet": issuer_aet, "called_aet": called_aet, "answers": found}, separators=(",", ":")))
+        service.record_find(rule, found, given, time.perf_counter() - started, issuer_aet)
+        audit("worklist-c-find", rule=rule.name, request_rule=rq.name if rq else None,
+              calling_aet=issuer_aet, called_aet=called_aet, answers=found)
 
 
 # -- /coercion/worklists --------------------------------------------------------------------

@@ -226,13 +226,20 @@ def resolve_action(row: Row, options: frozenset[Option]) -> str:
     the administrator asked for the attribute to be kept, and a C is milder than the basic
     action it replaces.
     """
+    return resolve_row(row, options)[0]
+
+
+def resolve_row(row: Row, options: frozenset[Option]) -> tuple[str, tuple[Option, ...]]:
+    """:func:`resolve_action`, and the options that decided it (none: the basic profile's
+    action stands); what the preview's explanation (explain.py) names as the reason."""
     asked = {o: row.options[o.value] for o in options if o.value in row.options}
-    if KEEP in asked.values():
-        return KEEP
+    keeping = tuple(o for o in Option if asked.get(o) == KEEP)
+    if keeping:
+        return KEEP, keeping
     for option, cleaning in _CLEANING_BY_OPTION.items():
         if asked.get(option) == "C":
-            return cleaning
-    return row.basic
+            return cleaning, (option,)
+    return row.basic, ()
 
 
 def _tag_value(tag: str) -> int:

@@ -3,7 +3,7 @@
 ``linkage`` (pseudonyms -> originals, for re-identification and for a peer's query by a
 pseudonym it was given; the originals sealed by ``sealing``), ``forwards`` (the forwarding
 queue of routes), ``mpps`` (performed procedure steps, their messages sealed, and what each
-destination has had). Embedded SQLite files by default, owner-only, with versioned schemas
+destination has had), ``activity`` (statistics per rule and calling AE title). Embedded SQLite files by default, owner-only, with versioned schemas
 (``sqlitefiles``); PostgreSQL where a location is a ``postgresql://`` URL (``locations``,
 ``postgres``, ``backends``: several Orthancs on one database).
 
