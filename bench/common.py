@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -60,6 +61,17 @@ class Orthanc:
         self.log.close()
 
 
+# Orthanc's REST API asks for a credential, as the shipped orthanc.json has it (one per run).
+AUTH = ("bench", secrets.token_urlsafe(24))
+
+
+def session() -> requests.Session:
+    """HTTP with the credential of the Orthancs start_orthanc starts."""
+    http = requests.Session()
+    http.auth = AUTH
+    return http
+
+
 def start_orthanc(work: Path, rules: str | None, aet: str = "ORTHANC", modalities: dict | None = None,
                   coercion: dict | None = None, plugin: Path | None = None, **settings) -> Orthanc:
     """Orthanc with the repository's orthanc.json in ``work``: without any plugin when
@@ -72,7 +84,7 @@ def start_orthanc(work: Path, rules: str | None, aet: str = "ORTHANC", modalitie
     config.update(HttpPort=http, DicomPort=dicom, DicomAet=aet, StorageDirectory=str(work / "storage"),
                   IndexDirectory=str(work / "storage"), DicomAlwaysAllowStore=True,
                   DicomModalities={name.lower(): [name, "127.0.0.1", port] for name, port in (modalities or {}).items()},
-                  **settings)
+                  AuthenticationEnabled=True, RegisteredUsers={AUTH[0]: AUTH[1]}, **settings)
     config["PythonScript"] = str((plugin or REPO / "plugin") / "orthanc_entry.py")
     if rules is None:
         config["Plugins"] = settings.get("Plugins", [])  # Orthanc's own plugins only (none by default)
@@ -92,7 +104,7 @@ def start_orthanc(work: Path, rules: str | None, aet: str = "ORTHANC", modalitie
     process = subprocess.Popen([*command, str(work / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT, env=env)
     for _ in range(300):
         try:
-            if requests.get(f"http://127.0.0.1:{http}/system", timeout=1).ok:
+            if requests.get(f"http://127.0.0.1:{http}/system", timeout=1, auth=AUTH).ok:
                 return Orthanc(process, http, dicom, log)
         except requests.RequestException:
             time.sleep(0.1)

@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
@@ -37,7 +36,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from common import ENV, cpu_seconds, start_orthanc  # noqa: E402
+from common import ENV, cpu_seconds, start_orthanc, session as http_session  # noqa: E402
 
 # The plugin's C-FIND SCP is registered (a C-FIND rule exists) but matches nobody here.
 RULES = ('- {name: bench-find, dimse: C_FIND_RSP, role: SCU, sending-aet: [NOBODY], '
@@ -167,7 +166,7 @@ def main() -> None:
         servers["plugin, no matching rule"] = start_orthanc(root / "plugin", RULES, DicomAlwaysAllowFind=True)
         files = study_files(args.studies, max(1, args.studies // 10))
         for server in servers.values():
-            session = requests.Session()
+            session = http_session()
             for data in files:
                 session.post(server.url + "/instances", data=data).raise_for_status()
         medians: dict[str, dict[str, list[float]]] = {s: {q: [] for q in QUERIES} for s in servers}

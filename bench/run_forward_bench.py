@@ -24,11 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from common import cpu_seconds, interleaved_rounds, print_table, start_orthanc  # noqa: E402
+from common import cpu_seconds, interleaved_rounds, print_table, start_orthanc, session as http_session  # noqa: E402
 from generate_ct import generate_ct_series  # noqa: E402
 
 RULES = {
@@ -44,7 +43,7 @@ def run_once(setup: str, files: list[Path], root: Path, batch: int) -> tuple[flo
     sender = start_orthanc(work / "sender", RULES[setup], modalities={"RESEARCH": receiver.dicom_port},
                            coercion={"SendBatchSize": batch})
     try:
-        session = requests.Session()
+        session = http_session()
         ids = {session.post(sender.url + "/instances", data=f.read_bytes()).json()["ParentSeries"] for f in files}
         cpu_before = cpu_seconds(sender.process.pid)
         started = time.perf_counter()
@@ -52,7 +51,7 @@ def run_once(setup: str, files: list[Path], root: Path, batch: int) -> tuple[flo
                               json={"Resources": sorted(ids), "Synchronous": True}, timeout=600)
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(sender.process.pid) - cpu_before
-        received = requests.get(receiver.url + "/statistics").json()["CountInstances"]
+        received = session.get(receiver.url + "/statistics").json()["CountInstances"]
         if not answer.ok or received != len(files):
             raise RuntimeError(f"{setup}: HTTP {answer.status_code}, {received} received: {answer.text[:500]}")
         return len(files) / elapsed, cpu / len(files) * 1000

@@ -27,11 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from common import ENV, cpu_seconds, interleaved_rounds, print_table, start_orthanc  # noqa: E402
+from common import ENV, cpu_seconds, interleaved_rounds, print_table, start_orthanc, session as http_session  # noqa: E402
 from generate_ct import generate_ct_series  # noqa: E402
 
 RULES = {
@@ -59,7 +58,7 @@ def run_once(setup: str, files: list[Path], root: Path, baseline: Path | None = 
                                  *map(str, files)], capture_output=True, text=True, env=ENV)
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(orthanc.process.pid) - cpu_before
-        count = requests.get(f"{orthanc.url}/statistics").json()["CountInstances"]
+        count = http_session().get(f"{orthanc.url}/statistics").json()["CountInstances"]
         if result.returncode != 0 or count != len(files):
             raise RuntimeError(f"{setup}: storescu rc={result.returncode}, {count} stored\n{result.stderr[-2000:]}")
         return len(files) / elapsed, cpu / len(files) * 1000

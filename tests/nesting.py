@@ -19,11 +19,14 @@ def _element(tag: int, vr: bytes, value: bytes, implicit: bool) -> bytes:
 
 
 def nested(depth: int, defined: bool = False, implicit: bool = False, tag: int = 0x0040A730,
-           vr: bytes = b"SQ") -> bytes:
-    """A sequence element nested ``depth`` levels deep (items of defined or undefined length)."""
+           vr: bytes = b"SQ", lead: bool = False) -> bytes:
+    """A sequence element nested ``depth`` levels deep (items of defined or undefined length;
+    ``lead``: each item holds an attribute before its sequence, as real content trees do)."""
     inner = _element(0x0040A040, b"CS", b"TEXT", implicit)
     undefined = struct.pack("<L", 0xFFFFFFFF)
     for _ in range(depth):
+        if lead:
+            inner = _element(0x0040A010, b"CS", b"CONTAINS", implicit) + inner
         if defined:
             item = struct.pack("<HHL", 0xFFFE, 0xE000, len(inner)) + inner
             inner = _element(tag, vr, item, implicit)

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from coercion.rules import load_rules
@@ -23,6 +24,7 @@ def test_every_file_the_dockerfile_copies_exists():
         assert (REPO / source).exists(), source
     assert "TCP_NODELAY=1" in dockerfile
     assert re.search(r"apt-get install .*\bdcmtk\b", dockerfile)  # storescu sends coerced instances
+    assert "COERCION_TABLES" not in dockerfile and "rules/standard" not in dockerfile  # the package's own
 
 
 def test_the_image_installs_what_clean_pixel_data_needs():
@@ -85,3 +87,17 @@ def test_the_cluster_compose_file_agrees_with_its_configuration():
     user, database = url.removeprefix("postgresql://").split("@")[0], url.rsplit("/", 1)[1]
     assert f"CREATE USER {user} " in init and f"CREATE DATABASE {database} " in init
     assert url.split("@")[1].startswith("postgres:")  # the compose service
+
+
+@pytest.mark.parametrize("name", ["compose.yaml", "compose.cluster.yaml"])
+def test_the_compose_files_ask_for_orthancs_credential_from_a_secret(name):
+    """The plugin refuses to start on an open REST API: each node has Orthanc's user, from a
+    secret (never in the file)."""
+    compose = yaml.safe_load((DOCKER / name).read_text())
+    nodes = [s for n, s in compose["services"].items() if n.startswith("orthanc")]
+    assert nodes
+    for node in nodes:
+        assert node["environment"]["ORTHANC__AUTHENTICATION_ENABLED"] == "true"
+        assert "ORTHANC__REGISTERED_USERS" not in node["environment"]
+        targets = {s["target"] for s in node["secrets"] if isinstance(s, dict)}
+        assert "ORTHANC__REGISTERED_USERS" in targets

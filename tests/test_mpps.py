@@ -415,6 +415,57 @@ def test_a_coerced_step_whose_rule_is_gone_refuses_n_sets_rather_than_keep_them_
     assert answer.status == 0x0110 and site.store.get(KEYS.uid(uid)).step.messages == 1
 
 
+def test_only_the_ae_title_that_created_a_step_may_n_set_it(site):
+    uid = new_uid()
+    assert site.exchange.n_create(message(create_attributes(), uid, calling="MODALITY")).ok
+    kept, armed, performed = site.store.get(uid), list(site.armed), copy.deepcopy(site.worklists.calls)
+    for calling in ("OTHER", "RESEARCH", "modalit"):  # another caller (one a rule coerces too)
+        done = set_modifications(COMPLETED, [performed_series()], PerformedProcedureStepDescription="Other^Olga")
+        refused = site.exchange.n_set(message(done, uid, calling=calling))
+        assert (refused.status, refused.comment) == (mpps.NOT_AUTHORIZED, "not the AE title that created the step")
+        audit = site.audits[-1]
+        assert (audit["dimse"], audit["calling_aet"], audit["status"], audit["outcome"]) == (
+            "N-SET", calling, "0x0124", "refused")
+        assert "'MODALITY'" in audit["reason"] and "Olga" not in json.dumps(audit)
+    # Nothing changed: not the step, not its messages, not the forwards, not the worklist.
+    assert site.store.get(uid) == kept and len(site.store.messages(uid)) == 1
+    assert site.armed == armed and site.worklists.calls == performed
+    assert "research-create" not in site.service.stats()
+    # The creator, as Orthanc compares AE titles: padding and (not strict) letter case do not matter.
+    assert site.exchange.n_set(message(set_modifications(series=[performed_series()], end=False), uid,
+                                       calling="modality")).ok
+    assert site.exchange.n_set(message(set_modifications(COMPLETED), uid, calling=" MODALITY  ")).ok
+    assert site.store.get(uid).step.status == COMPLETED and len(site.store.messages(uid)) == 3
+
+
+def test_with_strict_aet_comparison_letter_case_names_another_caller(tmp_path):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "site.yaml").write_text(textwrap.dedent(RULES))
+    config = {"StrictAetComparison": True,
+              "Coercion": {"RulesDirectory": str(rules), "LinkageDatabase": str(tmp_path / "var" / "linkage.sqlite")}}
+    site = Site(tmp_path, CoercionService(Settings.from_configuration(config, {"COERCION_SECRET": SECRET.decode()})))
+    uid = new_uid()
+    assert site.exchange.n_create(message(create_attributes(), uid, calling="MODALITY")).ok
+    assert site.exchange.n_set(message(set_modifications(), uid, calling="modality")).status == 0x0124
+    assert site.exchange.n_set(message(set_modifications(), uid, calling="MODALITY ")).ok  # padding still
+    assert site.store.get(uid).step.messages == 2
+
+
+def test_ae_titles_are_compared_as_orthanc_compares_them_names_exactly():
+    modalities = {"backup": {"AET": "RIS"}, "ris": {"AET": "RIS_MAIN"}, "pacs": {"AET": " PACS "}}
+    assert mpps.find_modality(modalities, "ris")[0] == "ris"  # its name, not another's AE title in other case
+    assert mpps.find_modality(modalities, "RIS")[0] == "backup"
+    assert mpps.find_modality(modalities, "Ris_Main")[0] == "ris"
+    assert mpps.find_modality(modalities, "PACS")[0] == "pacs"
+    assert mpps.find_modality(modalities, "Pacs", strict=True) is None
+    assert mpps.find_modality(modalities, "PACS", strict=True)[0] == "pacs"  # padding is never significant
+    assert mpps.find_modality(modalities, "Backup") is None  # a symbolic name is exact
+    assert admitted("pacs", None, modalities, check_host=False)
+    assert admitted("PACS", None, modalities, check_host=False, strict=True)
+    assert not admitted("Pacs", None, modalities, check_host=False, strict=True)
+
+
 def test_the_worklist_follows_with_the_steps_as_the_peer_named_them(site):
     uid = new_uid()
     study = f"2.25.{uuid.uuid4().int}"

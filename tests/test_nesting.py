@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from coercion import Deidentifier, DicomError, Keys
-from coercion.engine.dicomio import read_instance
+from coercion.engine.dicomio import check_all_nesting, read_instance
 from coercion.engine.limits import MAX_SEQUENCE_DEPTH, NestingError
 from nesting import deep_file
 from pydicom.dataset import Dataset
@@ -59,3 +59,24 @@ def test_a_dataset_built_in_memory_is_bounded_too():
         leaf = child
     with pytest.raises(NestingError, match="nested deeper"):
         Deidentifier.from_uri("deidentify:CleanStructuredContentOption", KEYS).deidentify_dataset(root)
+
+
+@pytest.mark.parametrize("defined", [False, True], ids=["undefined-length", "defined-length"])
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
+def test_the_whole_dataset_is_measured_past_the_attributes_before_a_sequence(defined, implicit):
+    """check_all_nesting (for small inputs that are kept: worklist items) measures every element."""
+    check_all_nesting(deep_file(MAX_SEQUENCE_DEPTH, defined, implicit, lead=True))
+    for depth in (MAX_SEQUENCE_DEPTH + 1, 5000):
+        with pytest.raises(DicomError, match=f"deeper than {MAX_SEQUENCE_DEPTH} levels"):
+            check_all_nesting(deep_file(depth, defined, implicit, lead=True))
+
+
+@pytest.mark.parametrize("defined", [False, True])
+@pytest.mark.parametrize("implicit", [False, True])
+def test_every_reader_measures_past_the_attributes_before_a_sequence(defined, implicit):
+    """read_instance's fast path too (ingest, previews, sends): an item that starts with an
+    ordinary attribute does not end the measurement (it did, and 150 levels got through)."""
+    read_instance(deep_file(MAX_SEQUENCE_DEPTH, defined, implicit, lead=True))
+    for depth in (MAX_SEQUENCE_DEPTH + 1, 150, 5000):
+        with pytest.raises(DicomError, match=f"deeper than {MAX_SEQUENCE_DEPTH} levels"):
+            read_instance(deep_file(depth, defined, implicit, lead=True))

@@ -14,7 +14,8 @@ from pydicom.uid import CTImageStorage
 
 from factory import deidentifier, encode
 
-TABLE = json.loads((Path(__file__).parents[1] / "rules" / "standard" / "confidentiality-profile.json").read_text())
+TABLES = Path(__file__).parents[1] / "plugin" / "coercion" / "engine" / "tables"  # the package's
+TABLE = json.loads((TABLES / "confidentiality-profile.json").read_text())
 STRING_VRS = {"LO", "SH", "PN", "LT", "ST", "UT", "UC", "AE", "CS", "DA", "DT", "UI"}
 MAX_LENGTH = {"SH": 16, "AE": 16, "CS": 16, "LO": 64, "PN": 64, "UI": 64}
 

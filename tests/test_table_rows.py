@@ -1,7 +1,7 @@
 """Every row of Table E.1-1: the basic profile, and each option against the rows it changes.
 
-Expectations are read from the project's table (rules/standard), not from the engine's
-resolved profile, so a wrong resolution fails here.
+Expectations are read from the project's table (the package's plugin/coercion/engine/tables),
+not from the engine's resolved profile, so a wrong resolution fails here.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from coercion import Keys, Option
 
 from factory import SECRET, deidentifier, encode, make_ct
 
-TABLE = json.loads((Path(__file__).parents[1] / "rules" / "standard" / "confidentiality-profile.json").read_text())
-IOD_TYPES = json.loads((Path(__file__).parents[1] / "rules" / "standard" / "iod-attribute-types.json").read_text())
+TABLES = Path(__file__).parents[1] / "plugin" / "coercion" / "engine" / "tables"  # the package's
+TABLE = json.loads((TABLES / "confidentiality-profile.json").read_text())
+IOD_TYPES = json.loads((TABLES / "iod-attribute-types.json").read_text())
 # File meta (group 0002) rows are tested on the file meta below, not as dataset attributes.
 ROWS = [r for r in TABLE["rows"] if "X" not in r["tag"][1:] and not r["tag"].startswith("(0002")]
 NAME = "Smith^Alice"

@@ -41,7 +41,8 @@ DCIODVFY = shutil.which("dciodvfy")
 needs_dciodvfy = pytest.mark.skipif(
     DCIODVFY is None, reason="dciodvfy is not installed (Debian package dicom3tools; plugin/scripts/test.sh installs it)")
 
-TABLE = json.loads((Path(__file__).parents[1] / "rules" / "standard" / "confidentiality-profile.json").read_text())
+TABLES = Path(__file__).parents[1] / "plugin" / "coercion" / "engine" / "tables"  # the package's
+TABLE = json.loads((TABLES / "confidentiality-profile.json").read_text())
 ROWS = {int(r["tag"][1:5] + r["tag"][6:10], 16): r for r in TABLE["rows"] if "X" not in r["tag"][1:]}
 
 # The identifying values written into the built files.

@@ -4,7 +4,9 @@ forms of an item, the views a rule gives, the step status an MPPS reports."""
 from __future__ import annotations
 
 import io
+import json
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -14,14 +16,20 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from coercion import Deidentifier, Keys
+from coercion.engine.limits import MAX_SEQUENCE_DEPTH
 from coercion.exchanges.worklist import (
     MAX_ITEM_BYTES,
+    MAX_ITEM_ELEMENTS,
+    MAX_ITEM_JSON_DEPTH,
+    FolderUnavailable,
+    ItemTooLarge,
     ItemViews,
     WorklistError,
     WorklistFolder,
     encode,
     handed_out,
     item_from_json,
+    item_from_json_body,
     query_station,
     read_item,
     station_only,
@@ -168,3 +176,123 @@ def test_a_rule_sees_each_item_de_identified_once(tmp_path):
     given = handed_out(outcome)
     assert {(h.original, h.pseudonym) for h in given} == {("2.25.7", KEYS.uid("2.25.7")),
                                                         ("MRN-1", KEYS.patient_id("MRN-1", "HOSP"))}
+
+
+# -- bounds on what a client gives, and the folder ---------------------------------------------
+
+
+def test_a_json_item_too_large_is_refused_by_its_size_before_it_is_read():
+    # Not JSON, nested far too deep, and too large: the size is what is said (nothing was parsed).
+    with pytest.raises(ItemTooLarge, match=f"at most {MAX_ITEM_BYTES} bytes .MAX_ITEM_BYTES.") as raised:
+        item_from_json_body(b"[" * (MAX_ITEM_BYTES + 1))
+    assert raised.value.status == 413
+    with pytest.raises(ItemTooLarge) as raised:
+        read_item(b"\0" * (MAX_ITEM_BYTES + 1))
+    assert raised.value.status == 413
+    item = worklist_item("MRN-1", "Doe^Jane", "ACC-1", "CT", "CT01", "20241101")
+    body = json.dumps(item.to_json_dict()).encode()
+    assert item_from_json_body(body).PatientID == "MRN-1"
+    assert item_from_json_body(b"[" + body + b"]").PatientID == "MRN-1"  # an array of one, as DICOMweb gives
+    with pytest.raises(WorklistError, match="neither DICOM nor DICOM JSON") as raised:
+        item_from_json_body(b"{not json")
+    assert raised.value.status == 400
+
+
+def many_attributes(count: int) -> dict:
+    item = worklist_item("MRN-1", "Doe^Jane", "ACC-1", "CT", "CT01", "20241101").to_json_dict()
+    for i in range(count - len(item)):
+        item[f"0011{0x1000 + i:04X}"] = {"vr": "LO", "Value": ["x"]}
+    return item
+
+
+def test_json_items_are_bounded_in_elements_and_values():
+    assert item_from_json(many_attributes(MAX_ITEM_ELEMENTS // 2)).PatientID == "MRN-1"
+    for hostile in (many_attributes(MAX_ITEM_ELEMENTS + 1),
+                    {**many_attributes(10), "00081030": {"vr": "LO", "Value": ["x"] * MAX_ITEM_ELEMENTS}},
+                    {**many_attributes(10), "00081110": {"vr": "SQ", "Value": [{}] * MAX_ITEM_ELEMENTS}}):
+        with pytest.raises(WorklistError, match=f"at most {MAX_ITEM_ELEMENTS} elements .*MAX_ITEM_ELEMENTS") as raised:
+            item_from_json(hostile)
+        assert raised.value.status == 400
+        body = json.dumps(hostile).encode()
+        assert len(body) < MAX_ITEM_BYTES  # refused by its elements, not its size
+        with pytest.raises(WorklistError, match="MAX_ITEM_ELEMENTS"):
+            item_from_json_body(body)
+
+
+def test_dicom_items_are_bounded_in_elements_and_items():
+    item = worklist_item("MRN-1", "Doe^Jane", "ACC-1", "CT", "CT01", "20241101")
+    for i in range(MAX_ITEM_ELEMENTS):
+        item.add_new(0x00111000 + i, "LO", "x")
+    data = encode(item)
+    assert len(data) < MAX_ITEM_BYTES
+    with pytest.raises(WorklistError, match=f"at most {MAX_ITEM_ELEMENTS} elements") as raised:
+        read_item(data)
+    assert raised.value.status == 400
+    items = worklist_item("MRN-1", "Doe^Jane", "ACC-1", "CT", "CT01", "20241101")
+    items.ReferencedStudySequence = Sequence([Dataset() for _ in range(MAX_ITEM_ELEMENTS)])
+    with pytest.raises(WorklistError, match="MAX_ITEM_ELEMENTS"):
+        read_item(encode(items))
+
+
+def nested_item(depth: int, empty: bool = False) -> Dataset:
+    """A worklist item whose sequences nest ``depth`` levels (its step is the first), each
+    level's item holding an attribute before the next sequence, a person name at the deepest
+    (``empty``: the deepest sequence has no item)."""
+    item = worklist_item("MRN-1", "Doe^Jane", "ACC-1", "CT", "CT01", "20241101")
+    node = item.ScheduledProcedureStepSequence[0]
+    for level in range(depth - 1):
+        child = Dataset()
+        child.ValueType = "CONTAINER"  # an attribute first: the nesting is measured past it
+        node.ContentSequence = Sequence([] if empty and level == depth - 2 else [child])
+        node = child
+    node.PersonName = "Doe^Jane"
+    return item
+
+
+def test_both_forms_nest_as_deep_as_the_engine_allows():
+    """One limit (MAX_SEQUENCE_DEPTH), counted alike in DICOM and in DICOM JSON."""
+    deepest = nested_item(MAX_SEQUENCE_DEPTH)
+    assert read_item(encode(deepest)).PatientID == "MRN-1"
+    assert item_from_json_body(json.dumps([deepest.to_json_dict()]).encode()).PatientID == "MRN-1"
+    message = f"nested deeper than {MAX_SEQUENCE_DEPTH} levels"
+    for deeper in (nested_item(MAX_SEQUENCE_DEPTH + 1), nested_item(MAX_SEQUENCE_DEPTH + 1, empty=True)):
+        with pytest.raises(WorklistError, match=message) as raised:
+            read_item(encode(deeper))
+        assert raised.value.status == 400
+    with pytest.raises(WorklistError, match=message):  # JSON nested little deeper than a deepest item's
+        item_from_json_body(json.dumps(nested_item(MAX_SEQUENCE_DEPTH + 1, empty=True).to_json_dict()).encode())
+    with pytest.raises(WorklistError, match=f"{MAX_SEQUENCE_DEPTH} levels"):
+        item_from_json_body(json.dumps(nested_item(MAX_SEQUENCE_DEPTH + 1).to_json_dict()).encode())
+    # Deeper still is measured in the text, never handed to a JSON reader.
+    with pytest.raises(WorklistError, match=f"nests deeper than {MAX_ITEM_JSON_DEPTH} levels"):
+        item_from_json_body(b'{"a":' * 5000 + b"1" + b"}" * 5000)
+
+
+def test_a_missing_folder_is_made_owner_only_when_its_parent_exists(tmp_path):
+    folder = WorklistFolder(tmp_path / "worklists")
+    assert folder.prepare() and not folder.prepare()
+    assert stat.S_IMODE((tmp_path / "worklists").stat().st_mode) == 0o700
+    nowhere = tmp_path / "not-mounted" / "worklists"
+    with pytest.raises(FolderUnavailable, match=f"{nowhere} .Worklists.Database. does not exist, nor does its "
+                                                f"parent {nowhere.parent}"):
+        WorklistFolder(nowhere).prepare()
+    assert not nowhere.parent.exists()
+    (tmp_path / "a-file").write_bytes(b"")
+    with pytest.raises(FolderUnavailable, match="is not a folder"):
+        WorklistFolder(tmp_path / "a-file").prepare()
+
+
+def test_a_folder_gone_later_is_named_not_made_again(tmp_path):
+    path = tmp_path / "worklists"
+    folder = WorklistFolder(path)
+    folder.prepare()
+    item_id = folder.add(worklist_item("MRN-1", "Doe", "ACC-1", "CT", "CT01", "20241101"))
+    (path / f"{item_id}.wl").unlink()
+    path.rmdir()
+    for attempt in (lambda: folder.add(worklist_item("MRN-2", "Doe", "ACC-2", "CT", "CT01", "20241101")),
+                    lambda: list(folder.items()), lambda: folder.get(item_id), lambda: folder.delete(item_id)):
+        with pytest.raises(FolderUnavailable, match=f"the worklist folder {path} .Worklists.Database. does not "
+                                                    "exist") as raised:
+            attempt()
+        assert raised.value.status == 503
+    assert not path.exists()

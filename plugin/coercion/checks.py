@@ -8,8 +8,12 @@ load but will not do what they say with this configuration:
   before any rule sees them, so the rule never matches;
 * a rule for what Orthanc sends (role SCP) whose receiving AE titles name no modality: nothing
   is ever sent there;
-* a modality that may C-GET (``AllowGet`` not false) while an outgoing rule names it: C-GET
-  retrieves do not go through the rules.
+* a modality that may C-GET (``AllowGet`` not false, or any caller with ``DicomAlwaysAllowGet``)
+  while an outgoing rule names it: C-GET retrieves do not go through the rules. An error, and a
+  refusal to start (``startup_refusals``), unless ``Coercion.UnsafeCGetBypassesRules`` accepts it;
+* modalities whose AE titles are the same as Orthanc compares them (case, padding): Orthanc
+  admits a caller under either, so a rule that means one of them covers both;
+* a rule naming a modality (``sending-modality``, ``receiving-modality``) that does not exist.
 
 Plain code (the rules and a configuration dictionary): ``coercion check-rules`` and the plugin's
 start-up use it alike.
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .rules import RuleError, RuleSet, Transaction, load_rules
+from .rules import Peers, RuleError, RuleSet, Transaction, load_rules
 
 ERROR, WARNING = "error", "warning"
 
@@ -44,40 +48,118 @@ def modalities(config: dict) -> dict[str, dict]:
     return found
 
 
+def configured_peers(config: dict) -> Peers:
+    """How Orthanc compares AE titles with this configuration, and its modalities by name."""
+    return Peers(config.get("StrictAetComparison") is True,
+                 {name: m["AET"] for name, m in modalities(config).items()})
+
+
 def check_ruleset(ruleset: RuleSet, config: dict) -> list[Finding]:
     findings = []
     peers = modalities(config)
+    compared = configured_peers(config)
     titles = [m["AET"] for m in peers.values()]
     always_allow = config.get("DicomAlwaysAllowStore", True) is not False
+    shared: dict[str, list[str]] = {}
+    for name, peer in sorted(peers.items()):
+        shared.setdefault(compared.key(peer["AET"]).upper(), []).append(name)
+    for names in shared.values():
+        if len(names) > 1:
+            listed = ", ".join(f"{n!r} ({peers[n]['AET']!r})" for n in names)
+            findings.append(Finding(WARNING, f"DicomModalities {listed} have the same AE title up to letter case or "
+                                             "padding: Orthanc may admit a caller of either under the other, and "
+                                             "a rule that names one of them applies to both; give them distinct "
+                                             "AE titles"))
     for rule in (*ruleset.rules, *(r for r in ruleset.routes if r not in ruleset.rules)):
         where = f"{rule.source}: rule {rule.name!r}"
+        for field, matcher in (("sending-modality", rule.sending_aet), ("receiving-modality", rule.receiving_aet)):
+            for name in matcher.modalities:
+                if name not in peers:
+                    findings.append(Finding(WARNING, f"{where}: field '{field}': no modality {name!r} in "
+                                                     "DicomModalities: it matches no caller until one is added"))
         if rule.role == "SCU" and rule.dimse == "C_STORE_RQ" and rule.sending_aet.entries and not always_allow \
-                and not any(rule.sending_aet.matches(t) for t in titles):
+                and not any(rule.sending_aet.matches(t, compared) for t in titles):
             findings.append(Finding(WARNING, f"{where}: can never match: no modality of DicomModalities has a "
                                              "sending AE title it names, and with DicomAlwaysAllowStore false "
                                              "Orthanc refuses every other caller"))
-        if rule.role == "SCP" and rule.receiving_aet.entries and not any(rule.receiving_aet.matches(t) for t in titles):
+        if rule.role == "SCP" and rule.receiving_aet.entries and not any(rule.receiving_aet.matches(t, compared)
+                                                                          for t in titles):
             findings.append(Finding(WARNING, f"{where}: names no modality of DicomModalities as receiving AE title: "
                                              "Orthanc sends nowhere this rule applies"))
+    # An error unless acknowledged: the plugin refuses to start so (startup_refusals).
+    acknowledged = (config.get("Coercion") or {}).get(CGET_ACKNOWLEDGEMENT) is True
+    for message in cget_bypasses(ruleset, config):
+        findings.append(Finding(WARNING, f"{message} (accepted: Coercion.{CGET_ACKNOWLEDGEMENT} is true)")
+                        if acknowledged else Finding(ERROR, message + _CGET_OVERRIDE))
+    return findings
+
+
+# The acknowledgements that let the plugin start in a configuration it would otherwise refuse;
+# each name says what the administrator accepts.
+OPEN_REST_API_ACKNOWLEDGEMENT = "UnsafeOpenRestApiExposesOriginals"
+CGET_ACKNOWLEDGEMENT = "UnsafeCGetBypassesRules"
+_CGET_OVERRIDE = (", or, to accept that it retrieves originals, set \"Coercion\": "
+                  f"{{\"{CGET_ACKNOWLEDGEMENT}\": true}}")
+
+
+def cget_bypasses(ruleset: RuleSet, config: dict) -> list[str]:
+    """How a peer that outgoing rules (C_STORE_RQ, role SCP) name may C-GET around them: Orthanc
+    answers C-GET itself, no plugin callback sees what it sends, so the peer gets the originals.
+    Each names the rule, the modality or the setting that lets it, and the setting to change."""
     outgoing = [r for r in ruleset.rules if r.dimse == "C_STORE_RQ" and r.role == "SCP"]
+    if not outgoing:
+        return []
+    if config.get("DicomAlwaysAllowGet") is True:  # Orthanc 1.11+: any caller, listed or not
+        names = ", ".join(f"{r.name!r} ({r.source})" for r in outgoing)
+        return [(f"DicomAlwaysAllowGet is true: any caller may C-GET, whatever DicomModalities says, and C-GET "
+                 f"retrieves do not go through the rules ({names}): a caller with an AE title they name retrieves "
+                 "originals. Set \"DicomAlwaysAllowGet\": false")]
+    compared = configured_peers(config)
     orthanc_aet = config.get("DicomAet", "ORTHANC")
-    for name, peer in peers.items():
+    found = []
+    for name, peer in modalities(config).items():
         if peer.get("AllowGet") is False:
             continue
         transaction = Transaction("C_STORE_RQ", "SCP", orthanc_aet, peer["AET"], peer.get("Host"))
-        for rule in outgoing:
-            if rule.matches_peers(transaction):
-                findings.append(Finding(WARNING, f"{rule.source}: rule {rule.name!r}: modality {name!r} may C-GET, "
-                                                 "and C-GET retrieves do not go through the rules: set \"AllowGet\": "
-                                                 "false for it in DicomModalities"))
-                break
-    return findings
+        rule = next((r for r in outgoing if r.matches_peers(transaction, compared)), None)
+        if rule is not None:
+            found.append(f"{rule.source}: rule {rule.name!r}: modality {name!r} (AE title {peer['AET']!r}) may "
+                         "C-GET (its \"AllowGet\" is not false), and C-GET retrieves do not go through the rules: "
+                         "it retrieves originals. Set \"AllowGet\": false for it in DicomModalities")
+    return found
+
+
+def rest_api_authenticated(config: dict) -> bool:
+    """Whether Orthanc asks HTTP clients for a credential, as Orthanc decides it: an explicit
+    AuthenticationEnabled, else (Orthanc 1.5.8 and later) only when remote access is allowed."""
+    enabled = config.get("AuthenticationEnabled")
+    if isinstance(enabled, bool):
+        return enabled
+    return config.get("RemoteAccessAllowed") is True
+
+
+def startup_refusals(ruleset: RuleSet, config: dict) -> list[str]:
+    """Why the plugin must not start with these rules in this configuration (empty: it may).
+    Each reason names the setting to change and the acknowledgement key that overrides it."""
+    section = config.get("Coercion") or {}
+    reasons = []
+    has_rules = bool(ruleset.rules or ruleset.routes)
+    if has_rules and not rest_api_authenticated(config) and section.get(OPEN_REST_API_ACKNOWLEDGEMENT) is not True:
+        reasons.append(
+            "Orthanc's REST API is open (AuthenticationEnabled is false): any local process can read every original "
+            "(GET /patients), add a modality or compute a pseudonym, whatever the rules do. Set "
+            "\"AuthenticationEnabled\": true with RegisteredUsers (coercion serve adds the user of "
+            "Coercion.RestCredentialFile), or, if another plugin authenticates every request, set "
+            f"\"Coercion\": {{\"{OPEN_REST_API_ACKNOWLEDGEMENT}\": true}}")
+    if section.get(CGET_ACKNOWLEDGEMENT) is not True:
+        reasons += [message + _CGET_OVERRIDE for message in cget_bypasses(ruleset, config)]
+    return reasons
 
 
 def check_rules(directory, config: dict) -> list[Finding]:
     """The findings of the rules folder ``directory`` against ``config`` (errors first)."""
     try:
-        ruleset = load_rules(directory)
+        ruleset = load_rules(directory, configured_peers(config))
     except RuleError as exc:
         return [Finding(ERROR, str(exc))]
     return check_ruleset(ruleset, config)

@@ -376,9 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     deid.set_defaults(func=deidentify_command)
     check = sub.add_parser(
         "check-rules", help="check rules against an Orthanc configuration",
-        description="Load the rules folder and check it against orthanc.json: errors (rules that do not load) "
-        "and warnings (rules that can never match, outgoing rules for unknown modalities, peers that may C-GET "
-        "around the rules). Exit status 0: nothing found; 1: warnings; 2: errors.")
+        description="Load the rules folder and check it against orthanc.json: errors (rules that do not load, "
+        "peers that may C-GET around outgoing rules unless Coercion.UnsafeCGetBypassesRules accepts it: the "
+        "plugin refuses to start so) and warnings (rules that can never match, outgoing rules for unknown "
+        "modalities). Exit status 0: nothing found; 1: warnings; 2: errors.")
     check.add_argument("directory", nargs="?", metavar="DIR",
                        help="the rules folder (default: Coercion.RulesDirectory of the configuration)")
     check.add_argument("--config", default="orthanc.json", help="the Orthanc configuration (default orthanc.json)")

@@ -5,8 +5,9 @@ A rules file holds a list of rules::
     - name: research-ct
       dimse: C_STORE_RQ            # C_STORE_RQ, C_FIND_RQ, C_FIND_RSP, N_CREATE_RQ, N_SET_RQ
       role: SCU                    # the peer's role: SCU = a peer sends to us, SCP = we send to it
-      sending-aet: [CT01, "MOD_.*"]  # exact values or regular expressions (full match)
-      receiving-aet: [ORTHANC]
+      sending-aet: [CT01, "MOD_.*"]  # exact values or regular expressions (full match),
+      receiving-aet: [ORTHANC]       # compared as Orthanc compares AE titles (see Peers)
+      sending-modality: [ct-room-1]  # or a DicomModalities entry, by its symbolic name
       sending-host: ["127\\.0\\.0\\.1"]
       sop-class: [1.2.840.10008.5.1.4.1.1.2]
       conditions: ["Modality=CT|MR", "StudyDescription!=.*PHANTOM.*"]
@@ -23,7 +24,7 @@ import re
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import yaml
 from pydicom.datadict import tag_for_keyword
@@ -45,7 +46,7 @@ ON_FAILURE = ("reject", "discard")
 FIELDS = {
     "name", "dimse", "role", "sending-aet", "receiving-aet", "sending-host", "sop-class",
     "conditions", "priority", "uri", "on-failure", "description", "forward", "scheduled-station-aet",
-    "pixel-text",
+    "pixel-text", "sending-modality", "receiving-modality",
 }
 FORWARD_FIELDS = {"to", "when", "conditions", "retries", "retry-interval"}
 # When a route sends what it matched: each instance as it is stored, or the whole series or
@@ -113,6 +114,91 @@ class Matcher:
 
 ANY = Matcher((), ())
 
+# What Orthanc ignores when it compares AE titles: the padding of the 16-byte field (DICOM
+# says leading and trailing spaces are not significant) and, unless StrictAetComparison,
+# the case of ASCII letters (Orthanc lower-cases byte by byte, ASCII only).
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def aet_key(aet: str, strict: bool = False) -> str:
+    """An AE title as Orthanc compares it: two titles are the same caller iff their keys are equal."""
+    text = str(aet).strip(" ")
+    return text if strict else text.translate(_ASCII_UPPER)
+
+
+class Peers:
+    """The callers Orthanc admits, as Orthanc decides it: AE titles compared as Orthanc compares
+    them (``StrictAetComparison``, padding) and the ``DicomModalities`` entries by symbolic name.
+
+    ``modalities`` is the entries' AE titles by name, or a function returning them (the edge
+    passes Orthanc's live list, which changes under ``PUT /modalities/{id}``); a function is
+    called at most every ``ttl`` seconds.
+    """
+
+    def __init__(self, strict: bool = False,
+                 modalities: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None, ttl: float = 2.0):
+        self.strict = strict
+        self._source = modalities if callable(modalities) else None
+        self._modalities: dict[str, str] = {} if callable(modalities) else dict(modalities or {})
+        self._ttl, self._read_at = ttl, float("-inf")
+
+    def key(self, aet: str | None) -> str | None:
+        return None if aet is None else aet_key(aet, self.strict)
+
+    def same(self, a: str | None, b: str | None) -> bool:
+        return a is not None and b is not None and self.key(a) == self.key(b)
+
+    def modalities(self) -> dict[str, str]:
+        """AE title by symbolic name, as Orthanc knows them now."""
+        if self._source is not None:
+            import time
+
+            now = time.monotonic()
+            if now - self._read_at > self._ttl:
+                self._modalities = {str(k): str(v) for k, v in dict(self._source()).items()}
+                self._read_at = now
+        return self._modalities
+
+    def aet_of(self, name: str) -> str | None:
+        return self.modalities().get(name)
+
+    def names_of(self, aet: str | None) -> list[str]:
+        """The entries a caller with this AE title is admitted under (sorted; usually one)."""
+        return sorted(name for name, title in self.modalities().items() if self.same(title, aet))
+
+
+DEFAULT_PEERS = Peers()
+
+
+@dataclass(frozen=True)
+class AeMatcher:
+    """AE titles a rule names, as text (exact or full-match regular expressions) and as
+    ``DicomModalities`` entries; empty: any caller. Compared as Orthanc compares (``Peers``)."""
+
+    titles: Matcher = ANY
+    modalities: tuple[str, ...] = ()
+    insensitive: tuple[re.Pattern, ...] = ()  # the titles' patterns, ignoring ASCII case
+
+    @property
+    def entries(self) -> tuple[str, ...]:
+        return self.titles.entries + tuple(f"modality:{m}" for m in self.modalities)
+
+    def matches(self, value: str | None, peers: Peers = DEFAULT_PEERS) -> bool:
+        if not self.titles.entries and not self.modalities:
+            return True
+        if value is None:
+            return False
+        key = peers.key(value)
+        patterns = self.titles.patterns if peers.strict else self.insensitive
+        if any(peers.key(entry) == key for entry in self.titles.entries):
+            return True
+        if any(p.fullmatch(value.strip(" ")) for p in patterns):
+            return True
+        return any(peers.same(peers.aet_of(name), value) for name in self.modalities)
+
+
+ANY_AET = AeMatcher()
+
 
 @dataclass(frozen=True)
 class Forward:
@@ -138,8 +224,8 @@ class Rule:
     uri: DeidentifyURI | None  # None: a route only (``forward``), nothing coerced on the way in
     source: str  # the file that defines the rule
     index: int  # its position in the file
-    sending_aet: Matcher = ANY
-    receiving_aet: Matcher = ANY
+    sending_aet: AeMatcher = ANY_AET
+    receiving_aet: AeMatcher = ANY_AET
     sending_host: Matcher = ANY
     sop_classes: frozenset = frozenset()
     conditions: tuple[Condition, ...] = ()
@@ -152,16 +238,18 @@ class Rule:
     # How CleanPixelDataOption cleans (its text mode, the folder's regions); None without it
     pixels: PixelSettings | None = None
 
-    def matches_peers(self, transaction: Transaction) -> bool:
+    def matches_peers(self, transaction: Transaction, peers: Peers = DEFAULT_PEERS) -> bool:
         return (self.dimse == transaction.dimse and self.role == transaction.role
-                and self.sending_aet.matches(transaction.calling_aet)
-                and self.receiving_aet.matches(transaction.called_aet)
+                and self.sending_aet.matches(transaction.calling_aet, peers)
+                and self.receiving_aet.matches(transaction.called_aet, peers)
                 and self.sending_host.matches(transaction.host))
 
     def as_dict(self) -> dict:
         return {
             "name": self.name, "dimse": self.dimse, "role": self.role, "uri": str(self.uri) if self.uri else None,
-            "sending-aet": list(self.sending_aet.entries), "receiving-aet": list(self.receiving_aet.entries),
+            "sending-aet": list(self.sending_aet.titles.entries), "receiving-aet": list(self.receiving_aet.titles.entries),
+            **({"sending-modality": list(self.sending_aet.modalities)} if self.sending_aet.modalities else {}),
+            **({"receiving-modality": list(self.receiving_aet.modalities)} if self.receiving_aet.modalities else {}),
             "sending-host": list(self.sending_host.entries), "sop-class": sorted(self.sop_classes),
             "conditions": [c.text for c in self.conditions], "priority": self.priority,
             "on-failure": self.on_failure, "file": self.source, "description": self.description,
@@ -189,6 +277,7 @@ class RuleSet:
     files: tuple[str, ...] = ()
     routes: tuple[Rule, ...] = ()  # the rules that forward (they have a forward)
     regions: SiteRegions = NO_REGIONS  # the folder's pixel-regions.yaml
+    peers: Peers = DEFAULT_PEERS  # how the callers' AE titles are compared, the modalities by name
 
     def peer_independent(self, dimse: str, role: str) -> bool:
         """Whether no rule for (dimse, role) looks at the peer's AE title or host.
@@ -204,10 +293,10 @@ class RuleSet:
 
     def for_peers(self, transaction: Transaction) -> list[Rule]:
         """The rules that match the transaction's kind and peers, whatever the data says."""
-        return [r for r in self.rules if r.matches_peers(transaction)]
+        return [r for r in self.rules if r.matches_peers(transaction, self.peers)]
 
     def may_match(self, transaction: Transaction) -> bool:
-        return any(r.matches_peers(transaction) for r in self.rules)
+        return any(r.matches_peers(transaction, self.peers) for r in self.rules)
 
     @cached_property
     def reads_private(self) -> bool:
@@ -228,24 +317,24 @@ class RuleSet:
         """Every route whose peers, SOP classes and conditions (the rule's and the forward's)
         match; unlike coercion rules, routes do not compete: each one that matches forwards."""
         dataset = _lazy_dataset(transaction)
-        return [r for r in self.routes if r.matches_peers(transaction)
+        return [r for r in self.routes if r.matches_peers(transaction, self.peers)
                 and _data_matches(r, transaction, dataset, r.conditions + r.forward.conditions)]
 
     def by_name(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
 
     def match(self, transaction: Transaction) -> Rule | None:
-        return match(self.rules, transaction)
+        return match(self.rules, transaction, self.peers)
 
 
-def match(rules, transaction: Transaction) -> Rule | None:
+def match(rules, transaction: Transaction, peers: Peers = DEFAULT_PEERS) -> Rule | None:
     """The winning rule: the highest priority among the matching ones, the first on a tie."""
     best: Rule | None = None
     dataset = _lazy_dataset(transaction)
     for rule in rules:
         if best is not None and rule.priority <= best.priority:
             continue
-        if rule.matches_peers(transaction) and _data_matches(rule, transaction, dataset, rule.conditions):
+        if rule.matches_peers(transaction, peers) and _data_matches(rule, transaction, dataset, rule.conditions):
             best = rule
     return best
 
@@ -303,6 +392,18 @@ def _matcher(value, where: str, key: str) -> Matcher:
         except re.error as exc:
             raise RuleError(f"{where}: field '{key}': {entry!r} is not a valid regular expression: {exc}") from None
     return Matcher(entries, tuple(patterns))
+
+
+def _aet_matcher(raw: dict, where: str, side: str) -> AeMatcher:
+    titles = _matcher(raw.get(f"{side}-aet"), where, f"{side}-aet")
+    modalities = _string_list(raw.get(f"{side}-modality"), where, f"{side}-modality")
+    if not titles.entries and not modalities:
+        return ANY_AET
+    if any(not m for m in modalities):
+        raise RuleError(f"{where}: field '{side}-modality': a modality is named by its DicomModalities key, "
+                        "not an empty string")
+    insensitive = tuple(re.compile(p.pattern, re.IGNORECASE) for p in titles.patterns)
+    return AeMatcher(titles, modalities, insensitive)
 
 
 def _tag_of(part: str, where: str, text: str) -> int:
@@ -378,8 +479,8 @@ def parse_rule(raw, source: str, index: int) -> Rule:
         uri=uri,
         source=source,
         index=index,
-        sending_aet=_matcher(raw.get("sending-aet"), where, "sending-aet"),
-        receiving_aet=_matcher(raw.get("receiving-aet"), where, "receiving-aet"),
+        sending_aet=_aet_matcher(raw, where, "sending"),
+        receiving_aet=_aet_matcher(raw, where, "receiving"),
         sending_host=_matcher(raw.get("sending-host"), where, "sending-host"),
         sop_classes=sop_classes,
         conditions=tuple(parse_condition(c, where) for c in conditions),
@@ -441,8 +542,9 @@ def parse_rules_text(text: str, source: str) -> list[Rule]:
     return [parse_rule(raw, source, i) for i, raw in enumerate(data)]
 
 
-def load_rules(directory: str | Path) -> RuleSet:
-    """Load and validate every ``*.yaml``/``*.yml`` file of ``directory`` (not recursive)."""
+def load_rules(directory: str | Path, peers: Peers = DEFAULT_PEERS) -> RuleSet:
+    """Load and validate every ``*.yaml``/``*.yml`` file of ``directory`` (not recursive);
+    ``peers`` says how the AE titles are compared and which modalities there are."""
     folder = Path(directory)
     if not folder.is_dir():
         raise RuleError(f"rules folder {folder} does not exist or is not a folder")
@@ -470,4 +572,4 @@ def load_rules(directory: str | Path) -> RuleSet:
         rules = [replace(r, pixels=replace(r.pixels, regions=regions)) if r.pixels else r for r in rules]
         files.append(regions_file)
     return RuleSet(tuple(r for r in rules if r.uri is not None), tuple(str(p) for p in files),
-                   tuple(r for r in rules if r.forward is not None), regions)
+                   tuple(r for r in rules if r.forward is not None), regions, peers)

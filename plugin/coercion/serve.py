@@ -30,6 +30,7 @@ DEFAULT_CONFIG = REPO / "orthanc.json"
 OVERRIDES = {
     "http_port": ("COERCION_HTTP_PORT", ("HttpPort",)),
     "dicom_port": ("COERCION_DICOM_PORT", ("DicomPort",)),
+    "mpps_port": ("COERCION_MPPS_PORT", ("Coercion", "Mpps", "Port")),
     "storage": ("COERCION_STORAGE", ("StorageDirectory",)),
     "rules": ("COERCION_RULES", ("Coercion", "RulesDirectory")),
     "secret_file": ("COERCION_SECRET_FILE", ("Coercion", "SecretFile")),
@@ -39,7 +40,10 @@ _PATH_KEYS = [("StorageDirectory",), ("IndexDirectory",), ("PythonScript",), ("C
               ("Coercion", "SecretFile"), ("Coercion", "LinkageDatabase"), ("Coercion", "LinkageTokenFile"),
               ("Coercion", "AdminTokenFile"), ("Coercion", "ForwardsDatabase"), ("Coercion", "TablesDirectory"),
               ("Coercion", "MppsDatabase"), ("Coercion", "DatabasePasswordFile"), ("Worklists", "Database"),
-              ("Coercion", "ActivityDatabase")]
+              ("Coercion", "ActivityDatabase"), ("Coercion", "RestCredentialFile")]
+# The file of Orthanc's REST API credential ("user:password", one line), which serve adds to
+# RegisteredUsers of the configuration it starts Orthanc with: never written in orthanc.json.
+REST_CREDENTIAL_VARIABLE = "COERCION_REST_CREDENTIAL_FILE"
 
 
 class ServeError(RuntimeError):
@@ -78,7 +82,7 @@ def effective_configuration(args: argparse.Namespace, environ: dict) -> dict:
         value = getattr(args, option, None) or environ.get(variable)
         if value is None:
             continue
-        if option in ("http_port", "dicom_port"):
+        if option in ("http_port", "dicom_port", "mpps_port"):
             try:
                 value = int(value)
             except ValueError:
@@ -88,7 +92,30 @@ def effective_configuration(args: argparse.Namespace, environ: dict) -> dict:
         _set(config, path, value)
         if option == "storage":
             config["IndexDirectory"] = value
+    _add_rest_credential(config, environ)
     return config
+
+
+def _add_rest_credential(config: dict, environ: dict) -> None:
+    """Orthanc's REST API user from Coercion.RestCredentialFile (or COERCION_REST_CREDENTIAL_FILE)."""
+    coercion = config.get("Coercion") or {}
+    path = environ.get(REST_CREDENTIAL_VARIABLE) or coercion.get("RestCredentialFile")
+    if not path:
+        return
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ServeError(f"Orthanc's REST API credential file {path} does not exist: the README's first command "
+                         "creates it (var/rest.credential), or write one line 'user:password' there (owner-only)"
+                         ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ServeError(f"Orthanc's REST API credential file {path} cannot be read: {type(exc).__name__}") from None
+    user, _, password = text.partition(":")
+    if "\n" in text or not user or len(password) < 16 or any(c.isspace() for c in user):
+        raise ServeError(f"Orthanc's REST API credential file {path} must hold one line 'user:password', with a "
+                         "password of at least 16 characters")
+    config["RegisteredUsers"] = {**(config.get("RegisteredUsers") or {}), user: password}
+    config.setdefault("AuthenticationEnabled", True)
 
 
 def _check_worklist_plugins(config: dict) -> None:
@@ -124,7 +151,7 @@ def _check(config: dict, environ: dict) -> None:
     if not rules:
         raise ServeError("no rules folder: give --rules, COERCION_RULES or Coercion.RulesDirectory")
     load_rules(rules)
-    for warning in exposed_files(config, environ):
+    for warning in exposed_files(config, environ) + exposed_storage(config):
         print(f"coercion serve: warning: {warning}", file=sys.stderr, flush=True)
 
 
@@ -139,6 +166,9 @@ def _sensitive_files(config: dict, environ: dict) -> list[tuple[str, Path]]:
         token_file = environ.get(f"COERCION_{kind.upper()}_TOKEN_FILE") or coercion.get(key)
         if token_file:
             found.append((f"the {kind} credential", token_file))
+    rest_file = environ.get(REST_CREDENTIAL_VARIABLE) or coercion.get("RestCredentialFile")
+    if rest_file:
+        found.append(("Orthanc's REST API credential", rest_file))
     password_file = environ.get("COERCION_DATABASE_PASSWORD_FILE") or coercion.get("DatabasePasswordFile")
     if password_file:
         found.append(("the database password", password_file))
@@ -162,12 +192,53 @@ def exposed_files(config: dict, environ: dict) -> list[str]:
             mode = stat.S_IMODE(path.stat().st_mode)
         except OSError:
             continue  # not there (yet): the plugin creates the stores owner-only
-        if not mode & 0o066:
-            continue
-        classes = [name for name, bits in (("group", 0o060), ("others", 0o006)) if mode & bits]
-        access = [name for name, bits in (("read", 0o044), ("write", 0o022)) if mode & bits]
-        warnings.append(f"{path} ({what}) has mode {mode:04o}: {' and '.join(classes)} can {' and '.join(access)} "
-                        f"it; make it owner-only (chmod 600 {path})")
+        if mode & 0o066:
+            warnings.append(f"{path} ({what}) has mode {mode:04o}: {_who_can(mode)} it; make it owner-only "
+                            f"(chmod 600 {path})")
+    return warnings
+
+
+def _who_can(mode: int) -> str:
+    """"group and others can read", ... of a mode with some of 0o066."""
+    classes = [name for name, bits in (("group", 0o060), ("others", 0o006)) if mode & bits]
+    access = [name for name, bits in (("read", 0o044), ("write", 0o022)) if mode & bits]
+    return f"{' and '.join(classes)} can {' and '.join(access)}"
+
+
+def storage_folders(config: dict) -> list[Path]:
+    """Orthanc's StorageDirectory and IndexDirectory (the storage's when not set), as configured."""
+    storage = config.get("StorageDirectory")
+    index = config.get("IndexDirectory") or storage
+    return list(dict.fromkeys(Path(p) for p in (storage, index) if isinstance(p, str) and p))
+
+
+def exposed_storage(config: dict) -> list[str]:
+    """A warning for each existing storage folder that group or others may read or write, and
+    one for its first-level entries they may (Orthanc keeps every original there, and its
+    index). Cheap: the folder and one level; what Orthanc writes below them under one umask
+    has the same modes. A folder made by serve is owner-only, and Orthanc runs under umask 077."""
+    warnings = []
+    for folder in storage_folders(config):
+        try:
+            mode = stat.S_IMODE(folder.stat().st_mode)
+            with os.scandir(folder) as entries:
+                exposed = []
+                for entry in entries:
+                    try:
+                        entry_mode = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
+                    except OSError:
+                        continue
+                    if entry_mode & 0o066 and not entry.is_symlink():
+                        exposed.append((entry.path, entry_mode))
+        except OSError:
+            continue  # not there (yet): serve makes it owner-only
+        fix = f"make it owner-only (chmod -R go-rwx {folder})"
+        if mode & 0o066:
+            warnings.append(f"{folder} (Orthanc's storage) has mode {mode:04o}: {_who_can(mode)} it; {fix}")
+        if exposed:
+            path, entry_mode = min(exposed)
+            warnings.append(f"{len(exposed)} entries of {folder} (Orthanc's storage) can be read or written by "
+                            f"group or others, e.g. {path} (mode {entry_mode:04o}: {_who_can(entry_mode)} it); {fix}")
     return warnings
 
 
@@ -187,6 +258,22 @@ def _check_ports(config: dict) -> None:
                     f"{key} {port} is already in use (by Debian's orthanc service? 'systemctl stop orthanc'); "
                     f"choose another with --{option.replace('_', '-')} or {OVERRIDES[option][0]}"
                 ) from None
+
+
+def _make_owner_only(folder: Path) -> None:
+    """Make a folder (and its missing parents) 0700; one that exists is left as it is (warned of)."""
+    previous = os.umask(0o077)  # serve is single-threaded here
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    finally:
+        os.umask(previous)
+
+
+def _in_orthanc_process() -> None:
+    """Before Orthanc runs: what it writes (instances, its index, folders) is owner-only
+    (umask 077: files 0600, folders 0700), and it dies with this process."""
+    os.umask(0o077)
+    _die_with_parent()
 
 
 def _die_with_parent() -> None:
@@ -213,14 +300,16 @@ def serve_command(args: argparse.Namespace) -> int:
     except (ServeError, SecretError, RuleError) as exc:
         print(f"coercion serve: {exc}", file=sys.stderr)
         return 78
-    for key in ("StorageDirectory", "IndexDirectory"):
-        Path(config[key]).mkdir(parents=True, exist_ok=True)
+    for folder in storage_folders(config):  # owner-only when made here; Orthanc writes under umask 077
+        _make_owner_only(folder)
     linkage = _get(config, ("Coercion", "LinkageDatabase"))
     if linkage and not is_url(linkage):  # the store's folder, owner-only when made here (its file: 0600)
         Path(linkage).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    run_dir = Path(tempfile.mkdtemp(prefix="coercion-serve-"))
+    run_dir = Path(tempfile.mkdtemp(prefix="coercion-serve-"))  # 0700
     effective = run_dir / "orthanc.json"
+    # It may hold the REST API's password (RegisteredUsers): owner-only, like the folder.
+    effective.touch(mode=0o600)
     effective.write_text(json.dumps(config, indent=2))
     env = dict(environ)
     env["TCP_NODELAY"] = "1"  # Debian's DCMTK stalls ~40 ms per DIMSE message without it
@@ -232,7 +321,7 @@ def serve_command(args: argparse.Namespace) -> int:
           f"{config.get('DicomPort')} (AET {config.get('DicomAet', 'ORTHANC')}), rules from "
           f"{_get(config, ('Coercion', 'RulesDirectory'))}", file=sys.stderr, flush=True)
     process = subprocess.Popen([orthanc, *args.orthanc_args, str(effective)], env=env,
-                               preexec_fn=_die_with_parent)
+                               preexec_fn=_in_orthanc_process)
 
     def stop(signum, frame):
         if process.poll() is None:
@@ -262,6 +351,7 @@ def add_parser(sub) -> None:
     serve.add_argument("--config", default=str(DEFAULT_CONFIG), help="Orthanc configuration (default: the repository's orthanc.json)")
     serve.add_argument("--http-port", type=int, help="HTTP port (COERCION_HTTP_PORT)")
     serve.add_argument("--dicom-port", type=int, help="DICOM port (COERCION_DICOM_PORT)")
+    serve.add_argument("--mpps-port", type=int, help="the MPPS SCP's port, Coercion.Mpps.Port (COERCION_MPPS_PORT)")
     serve.add_argument("--storage", help="storage and index folder (COERCION_STORAGE)")
     serve.add_argument("--rules", help="rules folder (COERCION_RULES)")
     serve.add_argument("--secret-file", help="site secret file (COERCION_SECRET_FILE; or COERCION_SECRET)")

@@ -25,7 +25,7 @@ from .engine.pixels.settings import PixelSettings
 from .engine.profile import PATIENT_ID_TAG
 from .engine.pseudonyms import Keys
 from .engine.uri import parse_uri
-from .rules import STUDY_ROOT_FIND, Rule, RuleError, RuleSet, Transaction, load_rules
+from .rules import STUDY_ROOT_FIND, Peers, Rule, RuleError, RuleSet, Transaction, load_rules
 from .stores.activity import Activity, Counts, open_activity
 from .stores.linkage import LinkageStore, open_store
 from .stores.locations import beside
@@ -66,6 +66,7 @@ class Settings:
     mpps_database: str = "mpps.sqlite"
     activity_database: str = "activity.sqlite"  # statistics per rule and calling AE title
     database_password_file: str | None = None  # the password of postgresql:// stores
+    strict_aet: bool = False  # Orthanc's StrictAetComparison: how every AE title is compared
 
     @classmethod
     def from_configuration(cls, config: dict, environ: dict | None = None) -> "Settings":
@@ -97,6 +98,7 @@ class Settings:
             admin_token=credentials["admin"],
             tables=section.get("TablesDirectory"),
             send_batch_size=_positive_int(section.get("SendBatchSize", 32), "Coercion.SendBatchSize"),
+            strict_aet=config.get("StrictAetComparison") is True,
         )
 
 
@@ -106,8 +108,12 @@ def _key(rule: Rule) -> tuple:
 
 
 class CoercionService:
-    def __init__(self, settings: Settings, store: LinkageStore | None = None, activity: Activity | None = None):
+    def __init__(self, settings: Settings, store: LinkageStore | None = None, activity: Activity | None = None,
+                 peers: Peers | None = None):
         self.settings = settings
+        # Who is asking, as Orthanc decides it: AE titles compared as Orthanc compares them, and
+        # the modalities rules name by symbolic name (the edge gives Orthanc's live list).
+        self.peers = peers or Peers(settings.strict_aet)
         self.keys = settings.keys
         self._lock = threading.Lock()
         self._deidentifiers: dict[tuple, Deidentifier] = {}
@@ -128,7 +134,7 @@ class CoercionService:
     # -- rules ------------------------------------------------------------------------------
 
     def _load(self, directory: str) -> RuleSet:
-        ruleset = load_rules(directory)
+        ruleset = load_rules(directory, self.peers)
         for rule in ruleset.rules:
             # A rule the plugin would silently ignore is a promise of protection not kept.
             if (rule.dimse, rule.role) not in ENFORCED:

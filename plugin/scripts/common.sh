@@ -1,19 +1,21 @@
 # Shared set-up steps, sourced by install-and-serve.sh and test.sh.
-# Builds everything from a clean clone: Debian packages, then a virtual environment made
-# with Debian's /usr/bin/python3.11 (the interpreter Orthanc's Python plugin embeds).
+# Builds everything from a clean clone: Debian packages, then a virtual environment made with
+# the Python that Debian's orthanc-python embeds (read from its dependencies: python3.11 on
+# Debian 12, 3.13 on Debian 13, 3.14 on testing), never a version written here.
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${COERCION_VENV:-$REPO/.venv}"
 # Clean Pixel Data: Tesseract (with its English data) for tesserocr, which is built against it
 # (a compiler, pkg-config and the headers), and libturbojpeg for masking JPEG in the DCT domain.
 PIXEL_DEBIAN_PACKAGES="tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config g++ libturbojpeg0"
-DEBIAN_PACKAGES="python3.11 python3.11-venv python3.11-dev orthanc orthanc-python orthanc-dicomweb dcmtk $PIXEL_DEBIAN_PACKAGES"
+DEBIAN_PACKAGES="orthanc orthanc-python orthanc-dicomweb dcmtk ca-certificates $PIXEL_DEBIAN_PACKAGES"
 # Needed by the tests only: dciodvfy, the validator tests/test_valid_output.py runs; the fonts
 # tests/pixelimages.py renders burned-in text with; PostgreSQL, whose initdb makes the
 # throw-away servers of tests/pgcluster.py (its system service is not started: see below), and
 # Orthanc's PostgreSQL index for the two-node tests (tests/integration/test_cluster.py);
-# Chromium and its ChromeDriver for the page's browser tests (tests/integration/test_admin_page.py).
-TEST_DEBIAN_PACKAGES="dicom3tools fonts-dejavu-core fonts-urw-base35 postgresql orthanc-postgresql chromium chromium-driver"
+# Chromium and its ChromeDriver for the page's browser tests (tests/integration/test_admin_page.py);
+# debootstrap for the chroots of the newer Debian releases (tests/test_platforms.py).
+TEST_DEBIAN_PACKAGES="debootstrap dicom3tools fonts-dejavu-core fonts-urw-base35 postgresql orthanc-postgresql chromium chromium-driver"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -52,10 +54,33 @@ install_debian_packages() {  # [packages]: default DEBIAN_PACKAGES
     fi
 }
 
+orthanc_python() {  # prints "3.X": the libpython3.X that the installed orthanc-python links
+    local version
+    version=$(dpkg-query -W -f='${Depends}' orthanc-python 2>/dev/null | grep -o 'libpython3\.[0-9][0-9]*' | head -n1)
+    if [ -z "$version" ]; then
+        echo "cannot tell which Python Debian's orthanc-python embeds (no libpython3.X in its dependencies)" >&2
+        return 1
+    fi
+    echo "${version#libpython}"
+}
+
+install_python() {  # the interpreter Orthanc embeds, with venv and headers (for what builds from source)
+    local version
+    version=$(orthanc_python)
+    install_debian_packages "python$version python$version-venv python$version-dev"
+    PYTHON="/usr/bin/python$version"
+}
+
 build_venv() {
     local extras="$1"
+    install_python
+    # A venv of another Python (the machine moved to a newer Debian) cannot be loaded by Orthanc.
+    if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, sys.argv[1].split("."))))' "${PYTHON#/usr/bin/python}"; then
+        echo "the virtual environment $VENV is not of ${PYTHON#/usr/bin/}: making it anew"
+        rm -rf -- "$VENV"
+    fi
     if [ ! -x "$VENV/bin/python" ]; then
-        /usr/bin/python3.11 -m venv "$VENV"
+        "$PYTHON" -m venv "$VENV"
     fi
     # tesserocr is built from source against Debian's Tesseract: PyPI's wheels bundle a
     # Tesseract of their own, without its language data.

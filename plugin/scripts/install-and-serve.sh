@@ -24,5 +24,11 @@ for token in linkage admin; do
          "$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))' > "$REPO/var/$token.token")
     fi
 done
+# Orthanc's REST API credential (HTTP Basic, "user:password"): coercion serve gives it to
+# Orthanc as its one RegisteredUsers entry. curl -u "$(cat var/rest.credential)" ...
+if [ ! -s "$REPO/var/rest.credential" ]; then
+    (umask 077; rm -f "$REPO/var/rest.credential"
+     "$VENV/bin/python" -c 'import secrets; print("coercion:" + secrets.token_urlsafe(24))' > "$REPO/var/rest.credential")
+fi
 export TCP_NODELAY=1
 exec "$VENV/bin/coercion" serve --config "$REPO/orthanc.json" "$@"

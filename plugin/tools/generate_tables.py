@@ -1,4 +1,4 @@
-"""Generate the project's copies of the DICOM PS3.15 tables under ``rules/standard/``.
+"""Generate the project's copies of the DICOM PS3.15 tables in ``plugin/coercion/engine/tables/``.
 
 Sources (never copied as they are; this script derives our own format from them):
 
@@ -45,7 +45,7 @@ from pydicom.datadict import (
 from pydicom.sr.codedict import codes
 
 ROOT = Path(__file__).resolve().parents[2]
-OUT_DIR = ROOT / "rules" / "standard"
+OUT_DIR = ROOT / "plugin" / "coercion" / "engine" / "tables"  # package data (pyproject.toml)
 PROFILE_EDITION = "2025"  # the edition the innolitics parse of Table E.1-1 comes from
 
 # innolitics column -> the option's DICOM name (as used in deidentify: URIs and CID 7050)

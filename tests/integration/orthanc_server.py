@@ -23,7 +23,12 @@ REPO = Path(__file__).resolve().parents[2]
 SECRET = b"integration-secret-0123456789-abcdefghij"
 TOKEN = "linkage-token-0123456789abcdef"
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+# Orthanc's REST API asks for HTTP Basic credentials (AuthenticationEnabled, as shipped): the
+# plugin's own credentials go in X-Coercion-Token beside them.
+ADMIN = {"X-Coercion-Token": ADMIN_TOKEN}
+LINKAGE = {"X-Coercion-Token": TOKEN}
+REST_USER, REST_PASSWORD = "coercion", "rest-password-0123456789abcdef"
+REST_AUTH = (REST_USER, REST_PASSWORD)
 AET = "ORTHANC"
 
 needs_orthanc = pytest.mark.skipif(
@@ -73,19 +78,28 @@ RULES = """
 """
 
 
+def authenticated(config: dict) -> dict:
+    """An Orthanc configuration that asks for the tests' HTTP credential, as the shipped one does."""
+    return {**config, "AuthenticationEnabled": True, "RegisteredUsers": {REST_USER: REST_PASSWORD}}
+
+
 class OrthancREST:
-    """What the tests ask of an Orthanc over its REST API (``self.url``)."""
+    """What the tests ask of an Orthanc over its REST API (``self.url``), with the credential."""
 
     url: str
+    auth = REST_AUTH
 
     def get(self, path, **kwargs):
-        return requests.get(self.url + path, timeout=30, **kwargs)
+        return requests.get(self.url + path, timeout=30, **{"auth": self.auth, **kwargs})
 
     def post(self, path, data=None, **kwargs):
-        return requests.post(self.url + path, data=data, timeout=60, **kwargs)
+        return requests.post(self.url + path, data=data, timeout=60, **{"auth": self.auth, **kwargs})
+
+    def put(self, path, data=None, **kwargs):
+        return requests.put(self.url + path, data=data, timeout=30, **{"auth": self.auth, **kwargs})
 
     def delete(self, path, **kwargs):
-        return requests.delete(self.url + path, timeout=30, **kwargs)
+        return requests.delete(self.url + path, timeout=30, **{"auth": self.auth, **kwargs})
 
     def admin_post(self, path, data=None, **kwargs):
         """A request with the administration credential (previews, reloads, send control)."""
@@ -128,21 +142,27 @@ class OrthancServer(OrthancREST):
         self.rules_dir.mkdir(parents=True, exist_ok=True)
         (self.rules_dir / "rules.yaml").write_text(self.rules)
         self.secret_file = self.root / "site.key"
-        self.secret_file.write_bytes(SECRET)
-        (self.root / "linkage.token").write_text(TOKEN + "\n")
-        (self.root / "admin.token").write_text(ADMIN_TOKEN + "\n")
+        for path, content in ((self.secret_file, SECRET), (self.root / "linkage.token", f"{TOKEN}\n".encode()),
+                              (self.root / "admin.token", f"{ADMIN_TOKEN}\n".encode()),
+                              (self.root / "rest.credential", f"{REST_USER}:{REST_PASSWORD}\n".encode())):
+            path.touch(mode=0o600)  # owner-only, as the set-up makes them
+            path.write_bytes(content)
         self.linkage_db = self.linkage_db or self.root / "linkage.sqlite"
         self.log_path = self.root / "orthanc.log"
         config = json.loads((REPO / "orthanc.json").read_text())
         # The SCPs of the example configuration are for a site: a test asks for those it needs.
         config.pop("Worklists", None)
         config["Coercion"].pop("Mpps", None)
+        # No C-GET for the tests' peers: the plugin refuses to start when a peer an outgoing rule
+        # names may C-GET (it would retrieve originals around the rules).
         config["DicomModalities"] = {
-            aet.lower(): [aet, "127.0.0.1", port] for aet, port in self.modalities.items()
+            aet.lower(): {"AET": aet, "Host": "127.0.0.1", "Port": port, "AllowGet": False}
+            for aet, port in self.modalities.items()
         }
         config["DicomAlwaysAllowStore"] = True  # the tests call from many AETs
         config["PythonScript"] = str(REPO / "plugin" / "orthanc_entry.py")
         config["Coercion"]["LinkageTokenFile"] = str(self.root / "linkage.token")
+        config["Coercion"]["RestCredentialFile"] = str(self.root / "rest.credential")
         if self.admin_token:
             config["Coercion"]["AdminTokenFile"] = str(self.root / "admin.token")
         config["Coercion"].update(self.coercion)
@@ -172,7 +192,7 @@ class OrthancServer(OrthancREST):
             if self.process.poll() is not None:
                 raise RuntimeError(f"Orthanc exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                if requests.get(self.url + "/system", timeout=1).ok:
+                if requests.get(self.url + "/system", timeout=1, auth=self.auth).ok:
                     return self
             except requests.RequestException:
                 pass
@@ -204,11 +224,12 @@ class PlainOrthanc(OrthancREST):
     def __init__(self, root, aet, peers, settings: dict | None = None):
         self.root, self.http_port, self.dicom_port = root, free_port(), free_port()
         root.mkdir(parents=True, exist_ok=True)
-        config = {"Name": aet, "DicomAet": aet, "HttpPort": self.http_port, "DicomPort": self.dicom_port,
-                  "RemoteAccessAllowed": False, "StorageDirectory": str(root / "storage"),
-                  "IndexDirectory": str(root / "storage"), "Plugins": [], "DicomAlwaysAllowStore": True,
-                  "DicomModalities": {name.lower(): [name, "127.0.0.1", port] for name, port in peers.items()},
-                  **(settings or {})}
+        config = authenticated({
+            "Name": aet, "DicomAet": aet, "HttpPort": self.http_port, "DicomPort": self.dicom_port,
+            "RemoteAccessAllowed": False, "StorageDirectory": str(root / "storage"),
+            "IndexDirectory": str(root / "storage"), "Plugins": [], "DicomAlwaysAllowStore": True,
+            "DicomModalities": {name.lower(): [name, "127.0.0.1", port] for name, port in peers.items()}})
+        config.update(settings or {})
         (root / "orthanc.json").write_text(json.dumps(config))
         self.log = (root / "orthanc.log").open("wb")
         orthanc = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
@@ -218,7 +239,7 @@ class PlainOrthanc(OrthancREST):
         self.url = f"http://127.0.0.1:{self.http_port}"
         for _ in range(300):
             try:
-                if requests.get(self.url + "/system", timeout=1).ok:
+                if requests.get(self.url + "/system", timeout=1, auth=self.auth).ok:
                     return
             except requests.RequestException:
                 time.sleep(0.1)

@@ -5,8 +5,12 @@ forward retried, and Orthanc Explorer's link to the page."""
 
 from __future__ import annotations
 
+import base64
+import http.server
+import json
 import os
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from factory import encode, make_ct
-from orthanc_server import ADMIN_TOKEN, RULES, OrthancServer, free_port, needs_orthanc, storescu
+from orthanc_server import ADMIN_TOKEN, REST_AUTH, RULES, OrthancServer, StoreSCP, free_port, needs_orthanc, storescu
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 pytestmark = [needs_orthanc, pytest.mark.skipif(
@@ -53,6 +57,11 @@ def browser(tmp_path_factory):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.implicitly_wait(0)
+    # A browser that holds Orthanc's credential (as after a log-in to Orthanc Explorer): it
+    # sends it with every request, to whichever page asked.
+    basic = base64.b64encode(":".join(REST_AUTH).encode()).decode()
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {basic}"}})
     yield driver
     driver.quit()
 
@@ -154,7 +163,7 @@ def test_the_page_shows_the_rules_previews_a_file_and_retries_a_forward(browser,
     wait(browser, click_retry, "the retry button")
     wait(browser, lambda: f"Forward {failed['id']} is" in browser.find_element(By.ID, "message").text, "the retry")
     assert server.get(f"/coercion/forwards/{failed['id']}").json()["attempts"] >= 1
-    audit = server.get("/coercion/audit", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    audit = server.get("/coercion/audit", headers={"X-Coercion-Token": ADMIN_TOKEN}).json()
     assert any(r["event"] == "forward-retry" and r["outcome"] == "accepted" for r in audit)
     wait(browser, lambda: any(r and r[1] == "forward-retry" for r in cells(browser, "audit-table")), "the audit")
     assert PATIENT_NAME not in server.log()  # the preview's values went to the page only
@@ -174,3 +183,54 @@ def test_orthanc_explorer_links_to_the_page(browser, server):
 def test_no_browser_was_downloaded():
     assert shutil.which("chromium") == str(CHROMIUM) or CHROMIUM.exists()
     assert not (Path.home() / ".cache" / "selenium").exists()
+
+
+ATTACK = """<!doctype html><html><body>
+<form id="f" method="POST" enctype="text/plain" action="{url}/modalities/target/store">
+<input name='{{"Resources": ["{study}"], "Synchronous": true, "x": "' value='"}}'></form>
+<script>
+fetch("{url}/modalities/target/store", {{method: "POST", mode: "no-cors", credentials: "include",
+  headers: {{"Content-Type": "text/plain"}}, body: JSON.stringify({{Resources: ["{study}"], Synchronous: true}})}})
+  .finally(() => document.getElementById("f").submit());
+</script></body></html>"""
+
+
+def test_a_page_of_another_site_cannot_make_the_browser_send_a_study(browser, server, tmp_path):
+    """The attack of issue 19, in a real browser: a page served from another origin posts a form
+    and a no-cors fetch to Orthanc's send route; the browser adds Orthanc's credential."""
+    target = StoreSCP(tmp_path / "target", aet="TARGET")
+    try:
+        assert server.put("/modalities/target", json.dumps({"AET": "TARGET", "Host": "127.0.0.1",
+                                                             "Port": target.port})).ok
+        study_id = server.post("/instances", encode(make_ct(study_uid=f"2.25.{uuid.uuid4().int}"))).json()["ParentStudy"]
+        page = ATTACK.format(url=server.url, study=study_id).encode()
+
+        class Attacker(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *args):
+                pass
+
+        site = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Attacker)
+        threading.Thread(target=site.serve_forever, daemon=True).start()
+        try:
+            browser.get(f"http://127.0.0.1:{site.server_address[1]}/")
+            audit = []
+            for _ in range(100):
+                audit = [r for r in server.get("/coercion/audit", headers={"X-Coercion-Token": ADMIN_TOKEN}).json()
+                         if r["event"] == "cross-site-request" and r.get("route") == "/modalities/target/store"]
+                if len(audit) >= 2:
+                    break
+                time.sleep(0.1)
+            assert len(audit) >= 2, "the fetch and the form both reached Orthanc and were refused"
+            time.sleep(1)
+            assert target.received() == []
+        finally:
+            site.shutdown()
+    finally:
+        target.stop()
+        server.delete("/modalities/target")

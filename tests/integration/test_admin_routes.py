@@ -42,7 +42,7 @@ def instance() -> bytes:
 @pytest.mark.parametrize("path", ["/coercion/preview/rule/research", "/coercion/preview/uri/deidentify:RetainPatientIDHashOption",
                                   "/coercion/rules/reload"])
 def test_without_the_administration_credential_nothing_is_revealed_or_changed(server, path):
-    for headers in ({}, {"Authorization": "Bearer wrong-wrong-wrong-wrong"}, {"X-Coercion-Token": "nope"}):
+    for headers in ({}, {"X-Coercion-Token": "wrong-wrong-wrong-wrong"}, {"X-Coercion-Token": "nope"}):
         answer = server.post(path, instance(), headers=headers)
         assert answer.status_code == 403, answer.text
         assert "administration credential" in answer.json()["error"]
@@ -64,7 +64,7 @@ def test_uses_and_refused_attempts_leave_audit_lines_without_phi(server):
     server.admin_post("/coercion/rules/reload")  # accepted
     server.admin_post("/coercion/preview/rule/research", instance())
     server.get("/coercion/linkage/NOSUCHPSEUDONYM")  # refused
-    server.get("/coercion/linkage/NOSUCHPSEUDONYM", headers={"Authorization": f"Bearer {TOKEN}"})
+    server.get("/coercion/linkage/NOSUCHPSEUDONYM", headers={"X-Coercion-Token": TOKEN})
     lines = audit_lines(server)
     events = [(line["event"], line["outcome"]) for line in lines if "outcome" in line]
     assert ("rules-reload", "refused: bad or missing credential") in events
@@ -86,7 +86,7 @@ def test_a_reidentification_is_audited_with_the_pseudonym_only(server):
     pseudonyms = [json.loads(line.split("coercion-audit ", 1)[1]) for line in links]
     stored = server.get("/patients?expand").json()
     pseudonym = next(p["MainDicomTags"]["PatientID"] for p in stored if len(p["MainDicomTags"]["PatientID"]) == 26)
-    answer = server.get(f"/coercion/linkage/{pseudonym}", headers={"Authorization": f"Bearer {TOKEN}"})
+    answer = server.get(f"/coercion/linkage/{pseudonym}", headers={"X-Coercion-Token": TOKEN})
     assert answer.status_code == 200 and answer.json()["links"][0]["patient_id"] == PATIENT
     line = [entry for entry in audit_lines(server) if entry.get("event") == "re-identification"][-1]
     assert line["pseudonym"] == pseudonym and line["outcome"] == "answered" and PATIENT not in json.dumps(line)

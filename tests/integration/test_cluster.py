@@ -148,7 +148,7 @@ def test_both_nodes_ingest_at_once_one_pseudonym_per_patient_each_study_forwarde
     # Re-identification on either node, whichever received the patient.
     for node in nodes:
         answer = node.get(f"/coercion/linkage/{KEYS.patient_id('MRN-CLUSTER-0', 'HOSPITAL_A')}",
-                          headers={"Authorization": f"Bearer {TOKEN}"})
+                          headers={"X-Coercion-Token": TOKEN})
         assert answer.status_code == 200 and "MRN-CLUSTER-0" in answer.text
 
     # One linkage store: what both nodes recorded adds up.

@@ -164,7 +164,7 @@ def test_what_an_answer_hands_out_can_be_queried_later_and_is_in_the_linkage_sto
     assert [a["PatientID"] for a in answers] == [sent["held"]["PatientID"]]
     stats = main.get("/coercion/stats").json()
     assert stats["research-sees"]["coerced"] >= 1
-    link = main.get(f"/coercion/linkage/{sent['held']['PatientID']}", headers={"Authorization": f"Bearer {TOKEN}"})
+    link = main.get(f"/coercion/linkage/{sent['held']['PatientID']}", headers={"X-Coercion-Token": TOKEN})
     assert link.status_code == 200 and link.json()["links"][0]["patient_id"] == sent["patient"]
 
 

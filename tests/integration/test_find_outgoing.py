@@ -11,7 +11,6 @@ import json
 import uuid
 
 import pytest
-import requests
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
@@ -222,7 +221,7 @@ def test_reads_of_unknown_queries_and_wrong_methods_answer_as_orthanc_does(site)
 
 def test_a_peer_that_cannot_be_reached_gives_orthancs_error_once(site):
     main = site["main"]
-    unreachable = requests.put(main.url + "/modalities/answers2", timeout=30, data=json.dumps(
+    unreachable = main.put("/modalities/answers2", json.dumps(
         {"AET": "ANSWERS", "Host": "127.0.0.1", "Port": free_port()}))
     assert unreachable.ok, unreachable.text
     failed = main.post("/modalities/answers2/query", json.dumps({"Level": "Study", "Query": {"PatientID": "X"}}))

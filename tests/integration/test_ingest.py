@@ -202,9 +202,9 @@ def test_linkage_database_and_reidentification(orthanc, tmp_path):
     for path in orthanc.root.glob("linkage.sqlite*"):  # sealed at rest, owner-only
         assert b"LINK-4711" not in path.read_bytes() and path.stat().st_mode & 0o077 == 0, path.name
     assert orthanc.get(f"/coercion/linkage/{pseudonym}").status_code == 403
-    wrong = orthanc.get(f"/coercion/linkage/{pseudonym}", headers={"Authorization": "Bearer nope-nope-nope-nope"})
+    wrong = orthanc.get(f"/coercion/linkage/{pseudonym}", headers={"X-Coercion-Token": "nope-nope-nope-nope"})
     assert wrong.status_code == 403 and "credential" in wrong.json()["error"]
-    answer = orthanc.get(f"/coercion/linkage/{pseudonym}", headers={"Authorization": f"Bearer {TOKEN}"})
+    answer = orthanc.get(f"/coercion/linkage/{pseudonym}", headers={"X-Coercion-Token": TOKEN})
     assert answer.status_code == 200
     (link,) = answer.json()["links"]
     assert link["patient_id"] == "LINK-4711" and link["rule"] == "research" and link["instance_count"] == 1

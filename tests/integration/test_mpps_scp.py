@@ -10,6 +10,7 @@ test modules of one basename from folders without __init__.py.)"""
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -168,7 +169,7 @@ class Site:
         self.orthanc = mpps_server(root / "orthanc", modalities=modalities, StableAge=1,
                                    Worklists={"Enable": True, "Database": str(self.worklist)})
         config = json.loads(self.orthanc.config.read_text())
-        config["DicomModalities"]["elsewhere"][1] = "127.0.0.2"  # known, but from another host
+        config["DicomModalities"]["elsewhere"]["Host"] = "127.0.0.2"  # known, but from another host
         self.orthanc.config.write_text(json.dumps(config, indent=2))
         self.orthanc.start()
 
@@ -406,6 +407,151 @@ def test_a_restart_between_n_create_and_n_set(site):
     assert site.step(uid)["status"] == "COMPLETED"
     wait_for(lambda: len(site.ris.of(uid)) == 2)
     assert [kind for kind, _ in site.ris.of(uid)] == ["N-CREATE", "N-SET"]  # nothing sent twice
+
+
+def test_only_the_ae_title_that_created_a_step_may_n_set_it(site):
+    site.up()
+    uid = new_uid()
+    creator = associate(site.port, "MODALITY")
+    assert status_of(creator.send_n_create(create_attributes(), MPPS, uid)) == 0x0000
+    creator.release()
+    wait_for(lambda: len(site.ris.of(uid)) == 1)
+    kept = lambda: {k: v for k, v in site.step(uid).items() if k != "deliveries"}  # noqa: E731
+    before = kept()
+    for aet in ("OTHER1", "other2"):  # another modality, in any letter case
+        other = associate(site.port, aet)
+        assert other.is_established
+        answer = other.send_n_set(set_modifications("COMPLETED", [performed_series(1)]), MPPS, uid)
+        other.release()
+        assert status_of(answer) == 0x0124
+        assert answer[0].ErrorComment == "not the AE title that created the step"
+    assert kept() == before
+    log = site.orthanc.log()
+    assert '"calling_aet":"OTHER1"' in log and '"status":"0x0124"' in log and "was created by 'MODALITY'" in log
+    # The creator, under the AE titles Orthanc takes for its own: letter case, padding.
+    for aet, modifications in (("modality", set_modifications(series=[performed_series(1)], end=False)),
+                               (" MODALITY  ", set_modifications("COMPLETED"))):
+        assoc = associate(site.port, aet)
+        assert status_of(assoc.send_n_set(modifications, MPPS, uid)) == 0x0000
+        assoc.release()
+    step = site.step(uid)
+    assert (step["status"], step["messages"], step["calling_aet"]) == ("COMPLETED", 3, "MODALITY")
+    # The RIS got the creator's N-SETs only (forwards go in order: a refused one would come first).
+    wait_for(lambda: len(site.ris.of(uid)) == 3)
+    time.sleep(0.5)
+    assert [kind for kind, _ in site.ris.of(uid)] == ["N-CREATE", "N-SET", "N-SET"]
+    assert site.ris.of(uid)[1][1].get("PerformedProcedureStepStatus") is None
+
+
+def _connect_idle(port: int, count: int, partial: bool = False) -> list[socket.socket]:
+    """Connections that never complete an A-ASSOCIATE-RQ: silent, or sending the first bytes of one."""
+    held = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        held.append(sock)
+        if partial:
+            sock.sendall(b"\x01\x00\x00\x00\x01\x00\x00\x01")  # an A-ASSOCIATE-RQ of 256 bytes: 2 of them
+    return held
+
+
+def _closed_by_peer(sock: socket.socket, timeout: float) -> bool:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_idle_connections_do_not_keep_a_modality_out(site):
+    held = []
+    try:
+        opened = time.monotonic()
+        held = _connect_idle(site.port, 20) + _connect_idle(site.port, 20, partial=True)
+        time.sleep(0.5)  # all accepted by the SCP, waiting for their requests
+        uid = new_uid()
+        assoc = associate(site.port, "OTHER3")
+        assert assoc.is_established
+        assert status_of(assoc.send_n_create(create_attributes(), MPPS, uid)) == 0x0000
+        assoc.release()
+        took = time.monotonic() - opened
+        assert took < 4, took  # while the 40 were held (they are dropped after 5 s)
+        assert select.select(held, [], [], 0)[0] == []  # none dropped to make room
+        assert site.step(uid)["calling_aet"] == "OTHER3"
+        # Then each is dropped, silent or half-way through its request.
+        assert all(_closed_by_peer(sock, 15) for sock in held)
+        assert time.monotonic() - opened < 15
+    finally:
+        for sock in held:
+            sock.close()
+    assert site.orthanc.log().count('"outcome":"refused: no A-ASSOCIATE-RQ within 5 s"') >= 40
+
+
+def test_a_connection_without_an_association_request_is_dropped_within_the_timeout(site):
+    with socket.create_connection(("127.0.0.1", site.port), timeout=5) as idle:
+        started = time.monotonic()
+        assert _closed_by_peer(idle, 15)
+        took = time.monotonic() - started
+    assert 4 < took < 8, took  # Coercion.Mpps.RequestTimeout: 5 s by default
+    with socket.create_connection(("127.0.0.1", site.port), timeout=5) as other:
+        other.sendall(b"GET / HTTP/1.0\r\n\r\n")  # not DICOM: dropped at once
+        assert _closed_by_peer(other, 3)
+    assert '"outcome":"refused: not an A-ASSOCIATE-RQ"' in site.orthanc.log()
+
+
+def test_connections_waiting_for_their_request_are_bounded_the_oldest_dropped(site):
+    held = []
+    try:
+        held = _connect_idle(site.port, 70)  # 64 may wait at once
+        time.sleep(1)
+        dropped = [i for i, sock in enumerate(held) if select.select([sock], [], [], 0)[0]]
+        assert dropped == list(range(6)), dropped  # the oldest, well before the timeout
+        assoc = associate(site.port, "OTHER3")  # the newest: it is not crowded out
+        assert status_of(assoc.send_n_create(create_attributes(), MPPS, new_uid())) == 0x0000
+        assoc.release()
+    finally:
+        for sock in held:
+            sock.close()
+    assert "dropped before its A-ASSOCIATE-RQ, 64 connections waiting" in site.orthanc.log()
+
+
+def test_one_host_holds_at_most_its_share_of_associations(tmp_path):
+    server = mpps_server(tmp_path, rules="", mpps={"Port": free_port(), "MaxAssociations": 3,
+                                                   "MaxAssociationsPerHost": 2}).start()
+    opened = []
+    try:
+        opened = [associate(server.mpps_port, aet) for aet in ("MODALITY", "OTHER1")]
+        assert all(assoc.is_established for assoc in opened)
+        refused = associate(server.mpps_port, "OTHER2")
+        assert refused.is_rejected
+        rejection = refused.acceptor.primitive
+        assert (rejection.result, rejection.result_source, rejection.diagnostic) == (0x02, 0x03, 0x02)
+        assert "(Coercion.Mpps.MaxAssociationsPerHost)" in server.log()
+        opened.pop().release()
+
+        def accepted():
+            assoc = associate(server.mpps_port, "OTHER2")
+            return assoc if assoc.is_established else None
+
+        again = wait_for(accepted, 10)  # once the released one's threads have ended
+        assert status_of(again.send_n_create(create_attributes(), MPPS, new_uid())) == 0x0000
+        again.release()
+    finally:
+        for assoc in opened:
+            assoc.release()
+        server.stop()
+
+
+@pytest.mark.parametrize("mpps, expected", [
+    ({"Port": 11114, "RequestTimeout": 0}, "Coercion.Mpps.RequestTimeout must be a number of seconds"),
+    ({"Port": 11114, "MaxAssociationsPerHost": 20}, "Coercion.Mpps.MaxAssociationsPerHost (20) is more than"),
+])
+def test_bad_connection_limits_stop_orthanc_with_a_clear_message(tmp_path, mpps, expected):
+    server = mpps_server(tmp_path, rules="", mpps=mpps)
+    with pytest.raises(RuntimeError, match="exited with 78"):
+        server.start()
+    assert f"coercion: refusing to start: {expected}" in server.log()
 
 
 # -- start and stop ---------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import uuid
 
 import pydicom
 import pytest
-import requests
 
 from coercion import Keys
 
@@ -40,7 +39,7 @@ def test_a_study_retrieved_with_c_move_from_a_matching_peer_is_stored_coerced(pa
     study = f"2.25.{uuid.uuid4().int}"
     originals = [make_ct(study_uid=study, sop_uid=f"2.25.{uuid.uuid4().int}") for _ in range(3)]
     for ds in originals:
-        assert requests.post(peer.url + "/instances", data=encode(ds), timeout=30).ok
+        assert peer.post("/instances", encode(ds)).ok
     answer = main.post("/modalities/research/move", json.dumps(
         {"Level": "Study", "Resources": [{"StudyInstanceUID": study}], "TargetAet": "ORTHANC"}))
     assert answer.ok, answer.text

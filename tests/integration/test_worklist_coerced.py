@@ -131,7 +131,7 @@ def test_images_sent_back_land_under_the_pseudonyms_and_link_back(site):
         assoc.release()
     studies = server.post("/tools/lookup", answer.StudyInstanceUID).json()
     assert [s["Type"] for s in studies] == ["Study"]
-    link = server.get(f"/coercion/linkage/{answer.PatientID}", headers={"Authorization": f"Bearer {TOKEN}"})
+    link = server.get(f"/coercion/linkage/{answer.PatientID}", headers={"X-Coercion-Token": TOKEN})
     assert link.status_code == 200 and link.json()["links"][0]["patient_id"] in items
 
 

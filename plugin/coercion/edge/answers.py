@@ -14,12 +14,23 @@ from .state import log_failure
 JSON_TYPE = "application/json; charset=utf-8"  # what Orthanc's AnswerJson sends
 
 
+def send_status(output, status: int, text: str) -> None:
+    """An HTTP status with a body. orthanc-python 4.2 fixed the signature of SendHttpStatus
+    (status, body); 4.0 and 4.1 take the body's size too. What the running plugin takes is
+    found by calling it: a wrong count of arguments is refused before anything is sent."""
+    body = text.encode()
+    try:
+        output.SendHttpStatus(status, body)
+    except TypeError:
+        output.SendHttpStatus(status, text, len(body))
+
+
 def answer_json(output, value, status: int = 200) -> None:
     body = json.dumps(value, indent=2)
     if status == 200:
         output.AnswerBuffer(body, JSON_TYPE)
     else:
-        output.SendHttpStatus(status, body, len(body.encode()))
+        send_status(output, status, body)
 
 
 def answer_error(output, method: str, uri: str, error: OrthancError, **extra) -> None:
@@ -28,7 +39,7 @@ def answer_error(output, method: str, uri: str, error: OrthancError, **extra) ->
     body = error.body(method, uri)
     lines = [f'\t"{key}" : {json.dumps(value)}' for key, value in {**body, **extra}.items()]
     text = "{\n" + ",\n".join(lines) + "\n}\n"
-    output.SendHttpStatus(error.status, text, len(text.encode()))
+    send_status(output, error.status, text)
 
 
 def orthanc_error(output, uri: str, method: str, name: str, details: str | None = None, **extra) -> None:

@@ -27,11 +27,14 @@ from dataclasses import dataclass, replace
 import orthanc
 
 from ..engine.dicomio import DicomError, read_instance
+from ..exchanges.crosssite import cross_site_refusal
 from ..rules import RuleSet, Transaction
 from ..service import COERCED, DISCARDED, REJECTED, UNCHANGED, Decision
 from .state import (
     client_address,
+    configured_host,
     log_audit,
+    log_event,
     log_failure,
     remember_client_address,
     state,
@@ -78,7 +81,7 @@ _REFUSE = (orthanc.ReceivedInstanceAction.MODIFY, b"COERCION-REFUSED")
 
 def _store_transaction(calling_aet: str | None, host: str | None = None) -> Transaction:
     if calling_aet is not None:
-        host = state.modality_hosts.get(calling_aet)  # DICOM: the host configured for the AE title
+        host = configured_host(calling_aet)  # DICOM: the host configured for the AE title
     return Transaction("C_STORE_RQ", "SCU", calling_aet, state.orthanc_aet, host)
 
 
@@ -86,8 +89,28 @@ def _store_transaction(calling_aet: str | None, host: str | None = None) -> Tran
 
 
 def on_http_request(uri, **request):
-    remember_client_address(request.get("ip"))
-    return True
+    """Every HTTP request Orthanc serves, before its route: remember the client's address, and
+    refuse state-changing requests from other sites (exchanges/crosssite.py) on every route,
+    Orthanc's own and /coercion's. Orthanc answers a refusal 403; the audit line says why."""
+    try:
+        remember_client_address(request.get("ip"))
+        reason = cross_site_refusal(_method_name(request.get("method")), request.get("headers") or {})
+        if reason is None:
+            return True
+        log_event("cross-site-request", outcome=f"refused: {reason}", method=_method_name(request.get("method")),
+                  route=str(uri).split("?", 1)[0][:200])
+        return False
+    except Exception:  # fail closed: an error here must not let a request through unchecked
+        log_failure("HTTP request filter")
+        return False
+
+
+def _method_name(method) -> str:
+    """Orthanc's HttpMethod (an enumeration value in the Python plugin) as its name."""
+    for name in ("GET", "POST", "PUT", "DELETE"):
+        if method == getattr(orthanc.HttpMethod, name, None):
+            return name
+    return str(method).rsplit(".", 1)[-1].upper()
 
 
 def on_received_instance(data, origin):

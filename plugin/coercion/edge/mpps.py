@@ -5,10 +5,14 @@
 where to listen, 127.0.0.1 by default). It accepts associations only from the peers Orthanc's
 DicomModalities list (by AE title, and by host with DicomCheckModalityHost, as Orthanc's own
 C-STORE SCP does with DicomAlwaysAllowStore false), answers N-CREATE and N-SET of Modality
-Performed Procedure Step and C-ECHO, and hands each message to ``exchanges.mpps``. Its threads
-are pynetdicom's (one listening, two per association); when Orthanc finalizes the interpreter, a
-handler run before Python waits for its threads (pynetdicom's association threads are not
-daemon threads) aborts the associations and closes the port, so that Orthanc stops promptly.
+Performed Procedure Step and C-ECHO, and hands each message to ``exchanges.mpps``. A connection
+becomes an association only once its A-ASSOCIATE-RQ has arrived (``_MppsServer``: idle sockets
+are dropped after ``"RequestTimeout"`` seconds, and hold no slot meanwhile), and a host holds at
+most ``"MaxAssociationsPerHost"`` of the ``"MaxAssociations"``. Its threads are pynetdicom's (one
+listening, two per association), and one per connection waiting for its request; when Orthanc
+finalizes the interpreter, a handler run before Python waits for its threads (pynetdicom's
+association threads are not daemon threads) aborts the associations, drops the connections
+waiting and closes the port, so that Orthanc stops promptly.
 ``send_mpps_forward`` is the forwarding worker's sender for MPPS forwards (pynetdicom as an
 SCU); ``mpps_route`` answers /coercion/mpps.
 """
@@ -18,8 +22,12 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import select
 import socket
+import struct
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +37,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import N_CREATE
 from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from ..exchanges.mpps import (
     MAX_ATTRIBUTE_LIST_BYTES,
@@ -62,7 +71,14 @@ _TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVR
 # A message whose PDUs pass this is cut off at the transport (the bound checked after it is
 # received is MAX_ATTRIBUTE_LIST_BYTES, answered with Resource Limitation).
 _MAX_MESSAGE_BYTES = 4 * MAX_ATTRIBUTE_LIST_BYTES
-_MAX_ASSOCIATIONS = 16
+# An A-ASSOCIATE-RQ is read only once it is whole; a larger one is refused unread (one proposing
+# 128 presentation contexts of three transfer syntaxes each is about 15 KB).
+_MAX_REQUEST_BYTES = 64 * 1024
+# Connections waiting for their A-ASSOCIATE-RQ, a thread each; beyond, the oldest of the host
+# with the most waiting is dropped.
+_MAX_WAITING = 64
+_PDU_HEADER = 6  # PDU type, reserved, length (PS3.8 9.3.1)
+_A_ASSOCIATE_RQ = 0x01
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,9 @@ class MppsSettings:
     check_called_aet: bool = False  # DicomCheckCalledAet
     timeout: int = 10  # DicomScuTimeout, for the forwards
     scp_timeout: int = 30  # DicomScpTimeout: an association idle that long is closed
+    request_timeout: float = 5  # RequestTimeout: a connection without an A-ASSOCIATE-RQ that long is dropped
+    max_associations: int = 16  # MaxAssociations, from all callers
+    max_per_host: int = 4  # MaxAssociationsPerHost
 
     @classmethod
     def from_configuration(cls, config: dict) -> "MppsSettings | None":
@@ -85,9 +104,10 @@ class MppsSettings:
             return None
         if not isinstance(section, dict):
             raise ValueError('Coercion.Mpps must be an object like {"Port": 11114}')
-        unknown = sorted(set(section) - {"Port", "Aet", "Host"})
+        known = ("Aet", "Host", "MaxAssociations", "MaxAssociationsPerHost", "Port", "RequestTimeout")
+        unknown = sorted(set(section) - set(known))
         if unknown:
-            raise ValueError(f"Coercion.Mpps: unknown setting(s) {', '.join(unknown)}; known: Aet, Host, Port")
+            raise ValueError(f"Coercion.Mpps: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
         if "Port" not in section:
             return None
         port = section["Port"]
@@ -109,9 +129,24 @@ class MppsSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a whole number of seconds, got {value!r}")
             timeouts.append(value)
+        request_timeout = section.get("RequestTimeout", cls.request_timeout)
+        if isinstance(request_timeout, bool) or not isinstance(request_timeout, (int, float)) \
+                or not 0 < request_timeout <= 60:
+            raise ValueError(f"Coercion.Mpps.RequestTimeout must be a number of seconds (over 0, at most 60), "
+                             f"got {request_timeout!r}")
+        limits = []
+        for key, default in (("MaxAssociations", cls.max_associations),
+                             ("MaxAssociationsPerHost", cls.max_per_host)):
+            value = section.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+                raise ValueError(f"Coercion.Mpps.{key} must be a whole number from 1 to 256, got {value!r}")
+            limits.append(value)
+        if limits[1] > limits[0]:
+            raise ValueError(f"Coercion.Mpps.MaxAssociationsPerHost ({limits[1]}) is more than "
+                             f"Coercion.Mpps.MaxAssociations ({limits[0]})")
         return cls(port, aet.strip(), host, bool(config.get("DicomCheckModalityHost", False)),
                    bool(config.get("StrictAetComparison", False)), bool(config.get("DicomCheckCalledAet", False)),
-                   *timeouts)
+                   *timeouts, request_timeout, *limits)
 
 
 _running: dict = {}  # "ae", "server", "settings" while the SCP runs
@@ -158,7 +193,7 @@ def start_mpps(config: dict) -> None:
 def _serve(settings: MppsSettings) -> None:
     ae = AE(ae_title=settings.aet)
     ae.require_called_aet = settings.check_called_aet
-    ae.maximum_associations = _MAX_ASSOCIATIONS
+    ae.maximum_associations = settings.max_associations  # _on_requested refuses first, and audits
     ae.network_timeout = settings.scp_timeout
     ae.acse_timeout = ae.dimse_timeout = 30
     ae.add_supported_context(MPPS_SOP_CLASS, _TRANSFER_SYNTAXES)
@@ -167,11 +202,163 @@ def _serve(settings: MppsSettings) -> None:
                 (evt.EVT_C_ECHO, _on_echo), (evt.EVT_PDU_RECV, _on_pdu), (evt.EVT_DIMSE_RECV, _on_message)]
     _running["settings"] = settings  # before the first association is requested
     try:
-        server = ae.start_server((settings.host, settings.port), block=False, evt_handlers=handlers)
+        # As ae.start_server(block=False) does, with the server that waits for the A-ASSOCIATE-RQ
+        server = ae.make_server((settings.host, settings.port), evt_handlers=handlers, server_class=_MppsServer,
+                                request_timeout=settings.request_timeout)
     except BaseException:
         _running.clear()
         raise
+    ae._servers.append(server)  # ae.shutdown() shuts it down, as a server start_server made
     _running.update(ae=ae, server=server)
+    threading.Thread(target=server.serve_forever, name="coercion-mpps-server", daemon=True).start()
+
+
+class _MppsServer(ThreadedAssociationServer):
+    """pynetdicom's server, but a connection takes an association slot (pynetdicom's Association
+    and its two threads, which maximum_associations counts) only once its A-ASSOCIATE-RQ has
+    arrived whole. Until then it waits, unread, in a thread of its own (``_WaitingHandler``),
+    ``request_timeout`` seconds at most; pynetdicom would wait 30 s (its ACSE timeout) with the
+    slot taken, so that a few idle sockets would shut every modality out. At most _MAX_WAITING
+    connections wait: beyond, the oldest of the host with the most waiting is dropped (a host
+    opening connections crowds out its own, not the others')."""
+
+    request_queue_size = 64  # the listen backlog: bursts of connections are accepted, then judged
+
+    def __init__(self, ae, address, ae_title, contexts, ssl_context=None, evt_handlers=None, *,
+                 request_timeout: float):
+        self.request_timeout = request_timeout
+        self._waiting: dict[socket.socket, tuple[str, float]] = {}  # connection -> (host, since)
+        self._waiting_lock = threading.Lock()
+        self._closing = False
+        super().__init__(ae, address, ae_title, contexts, ssl_context, evt_handlers,
+                         request_handler=_WaitingHandler)
+
+    def server_bind(self) -> None:
+        # Accepted connections inherit the buffer: a whole A-ASSOCIATE-RQ must fit before it is read.
+        if self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < 4 * _MAX_REQUEST_BYTES:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * _MAX_REQUEST_BYTES)
+        super().server_bind()
+
+    def verify_request(self, request, client_address) -> bool:
+        """In the listening thread, for each connection accepted: wait for its request, making room."""
+        if self._closing:
+            return False
+        host, dropped = str(client_address[0]), None
+        with self._waiting_lock:
+            if len(self._waiting) >= _MAX_WAITING:
+                crowded = Counter(h for h, _ in self._waiting.values()).most_common(1)[0][0]
+                dropped = min((s for s, (h, _) in self._waiting.items() if h == crowded),
+                              key=lambda s: self._waiting[s][1])
+                del self._waiting[dropped]
+            self._waiting[request] = (host, time.monotonic())
+        if dropped is not None:
+            _wake(dropped)  # its thread finds it closed, closes it and ends
+            _audit({"event": "mpps-connection", "host": crowded,
+                    "outcome": f"refused: dropped before its A-ASSOCIATE-RQ, {_MAX_WAITING} connections waiting"})
+        return True
+
+    def process_request(self, request, client_address) -> None:
+        try:
+            super().process_request(request, client_address)  # a thread for it (_WaitingHandler)
+        except BaseException:
+            self.done_waiting(request)
+            raise
+
+    def done_waiting(self, request) -> bool:
+        """The connection stops waiting; False when it was dropped meanwhile."""
+        with self._waiting_lock:
+            return self._waiting.pop(request, None) is not None
+
+    def shutdown(self) -> None:
+        self._closing = True
+        with self._waiting_lock:
+            waiting = list(self._waiting)
+        for request in waiting:  # server_close joins their threads: wake them now
+            _wake(request)
+        super().shutdown()
+
+
+class _WaitingHandler(RequestHandler):
+    """Hands a connection to pynetdicom once its whole A-ASSOCIATE-RQ waits in the receive
+    buffer; drops it when none comes in time, or something else does."""
+
+    server: _MppsServer
+
+    def handle(self) -> None:
+        sock, host = self.request, str(self.client_address[0])
+        try:
+            why = _await_request(sock, self.server.request_timeout)
+        except OSError:
+            why = "closed"
+        if not self.server.done_waiting(sock) and not why:
+            why = "closed"  # dropped for another while its request arrived
+        if why:
+            if why != "closed":  # a port probe's connect and close is no event
+                _audit({"event": "mpps-connection", "host": host, "outcome": f"refused: {why}"})
+            _shut(sock)
+            return
+        # A PDU that stops half-way no longer holds the association's reader for ever: pynetdicom
+        # treats a timed out read as the connection closed.
+        sock.settimeout(self.ae.network_timeout)
+        super().handle()
+
+
+def _await_request(sock: socket.socket, timeout: float) -> str:
+    """'' once a whole A-ASSOCIATE-RQ is in the connection's receive buffer (only peeked at:
+    pynetdicom reads it), else why the connection is dropped."""
+    deadline = time.monotonic() + timeout
+    needed, seen = _PDU_HEADER, 0
+    poller = select.poll()  # not select(): Orthanc may hold more than 1024 descriptors
+    poller.register(sock, select.POLLIN)
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not poller.poll(remaining * 1000):
+                return f"no A-ASSOCIATE-RQ within {timeout:g} s"
+            try:
+                data = sock.recv(needed, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:  # woken without data after all
+                time.sleep(0.05)
+                continue
+            if not data:
+                return "closed"
+            if len(data) >= _PDU_HEADER:
+                kind, _, length = struct.unpack(">BBL", data[:_PDU_HEADER])
+                if kind != _A_ASSOCIATE_RQ:
+                    return "not an A-ASSOCIATE-RQ"
+                if length > _MAX_REQUEST_BYTES:
+                    return f"an A-ASSOCIATE-RQ of more than {_MAX_REQUEST_BYTES} bytes"
+                needed = _PDU_HEADER + length
+            if len(data) >= needed:
+                return ""
+            if len(data) == seen:  # readable without more data: the low-water mark is not honoured
+                time.sleep(0.05)
+            seen = len(data)
+            _low_water(sock, needed)  # select wakes when that much is there, not at each byte
+    finally:
+        _low_water(sock, 1)
+
+
+def _low_water(sock: socket.socket, size: int) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
+    except (OSError, AttributeError):
+        pass
+
+
+def _wake(sock: socket.socket) -> None:
+    """End a connection another thread waits on: select() there wakes and reads its end (the
+    waiting thread closes it: closing its descriptor under it would not wake it, and the
+    number could be reused meanwhile)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _shut(sock: socket.socket) -> None:
+    _wake(sock)
+    sock.close()
 
 
 def _at_exit(stop) -> None:
@@ -211,14 +398,21 @@ def _no_delay(assoc) -> None:
 
 
 def _on_requested(event) -> None:
-    """A-ASSOCIATE-RQ: refused (calling AE title not recognized) unless DicomModalities list the
-    peer, by AE title and, with DicomCheckModalityHost, by host."""
+    """A-ASSOCIATE-RQ: refused (local limit exceeded) beyond the associations a host, or all
+    callers, may hold; refused (calling AE title not recognized) unless DicomModalities list
+    the peer, by AE title and, with DicomCheckModalityHost, by host."""
     assoc = event.assoc
     _no_delay(assoc)
     _quick_ack(assoc)
     calling = str(assoc.requestor.primitive.calling_ae_title or "").strip()
     host = assoc.requestor.address
     settings = _running.get("settings")
+    full = _full(assoc, host, settings)
+    if full:
+        _audit({"event": "mpps-association", "calling_aet": calling, "host": host, "outcome": f"refused: {full}"})
+        assoc.acse.send_reject(0x02, 0x03, 0x02)  # rejected-transient, service provider, local limit exceeded
+        assoc.kill()
+        return
     try:
         modalities = json.loads(orthanc.RestApiGet("/modalities?expand"))
         known = settings is not None and admitted(calling, host, modalities, settings.check_host, settings.strict_aet)
@@ -231,6 +425,22 @@ def _on_requested(event) -> None:
             "outcome": "refused: not in DicomModalities"})
     assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, service user, calling AE title not recognized
     assoc.kill()
+
+
+def _full(assoc, host: str, settings: MppsSettings | None) -> str:
+    """Why the association would take more than its share of slots ('' if it would not). The
+    associations counted are those whose A-ASSOCIATE-RQ has arrived (_MppsServer), being
+    negotiated too: two requests at once see each other, so neither slips past a limit."""
+    if settings is None:
+        return ""
+    others = [a for a in assoc.ae.active_associations if a.is_acceptor and a is not assoc]
+    if len(others) >= settings.max_associations:
+        return f"{len(others)} associations open, the most accepted (Coercion.Mpps.MaxAssociations)"
+    from_host = sum(1 for a in others if a.requestor.address == host)
+    if from_host >= settings.max_per_host:
+        return (f"{from_host} associations open from this host, the most accepted "
+                "(Coercion.Mpps.MaxAssociationsPerHost)")
+    return ""
 
 
 def _quick_ack(assoc) -> None:
@@ -334,8 +544,13 @@ def _arm(route: str, destination: str, uid: str, retries: int, retry_interval: i
 
 def _resolve(destination: str) -> str:
     """A forward's destination by its name in DicomModalities (as given when unknown)."""
-    found = find_modality(json.loads(orthanc.RestApiGet("/modalities?expand")), destination)
+    found = find_modality(json.loads(orthanc.RestApiGet("/modalities?expand")), destination, _strict())
     return found[0] if found else destination
+
+
+def _strict() -> bool:
+    """StrictAetComparison, as the service compares AE titles."""
+    return state.service.peers.strict
 
 
 class _Peer:
@@ -389,7 +604,7 @@ def send_mpps_forward(row: dict) -> str:
         exchange = state.mpps_exchange
         if exchange is None:
             return _failed(row, "the MPPS store is not open (Coercion.Mpps)", retry=False)
-        found = find_modality(json.loads(orthanc.RestApiGet("/modalities?expand")), row["destination"])
+        found = find_modality(json.loads(orthanc.RestApiGet("/modalities?expand")), row["destination"], _strict())
         if found is None:
             return _failed(row, f"no modality named {row['destination']!r} in DicomModalities")
         name, peer = found

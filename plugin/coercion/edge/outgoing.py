@@ -174,7 +174,8 @@ def on_move(**request):
 def _move(request: dict) -> None:
     target = request.get("TargetAET", "")
     modalities = json.loads(orthanc.RestApiGet("/modalities?expand"))
-    found = [(name, m) for name, m in sorted(modalities.items()) if m.get("AET") == target]
+    # Orthanc's own C-MOVE SCP resolves the destination as it compares AE titles.
+    found = [(name, m) for name, m in sorted(modalities.items()) if state.service.peers.same(m.get("AET"), target)]
     if not found:
         raise LookupError(f"unknown C-MOVE destination {target!r}: not in DicomModalities")
     modality, peer = found[0]

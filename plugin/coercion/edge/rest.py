@@ -28,11 +28,17 @@ from .worklist import worklists_route
 # Where each credential is configured, said in the answer when it is not.
 _HOW_TO_ENABLE = {
     "admin": "configure Coercion.AdminTokenFile (or COERCION_ADMIN_TOKEN_FILE) with a token of at least 16 "
-             "characters and send it as 'Authorization: Bearer <token>'",
+             "characters and send it as 'X-Coercion-Token: <token>'",
     "linkage": "configure Coercion.LinkageTokenFile (or COERCION_LINKAGE_TOKEN_FILE) with a token of at least 16 "
-               "characters and send it as 'Authorization: Bearer <token>'",
+               "characters and send it as 'X-Coercion-Token: <token>'",
 }
 _NAMES = {"admin": "administration", "linkage": "re-identification"}
+# A preview is a dry run of one instance, held several times over while it is coerced and
+# answered (the body, the result, Orthanc's copy of the answer): large enough for an
+# ultrasound cine; a larger instance is previewed by a smaller one of its kind. The other
+# bodies are bounded where they are read (worklist items: exchanges/worklist.py); reloads and
+# retries take none.
+MAX_PREVIEW_BYTES = 256 << 20
 
 
 def _error(output, status: int, message: str, **extra) -> None:
@@ -57,7 +63,7 @@ def _granted(output, request: dict, kind: str, route: str, event: str) -> bool:
         _error(output, 403, f"/coercion/{route.split('/')[0]} is disabled until a {_NAMES[kind]} credential is "
                             f"configured: {_HOW_TO_ENABLE[kind]}")
     else:
-        _error(output, 403, f"a valid {_NAMES[kind]} credential is required (Authorization: Bearer ...)")
+        _error(output, 403, f"a valid {_NAMES[kind]} credential is required (X-Coercion-Token: ...)")
     return False
 
 
@@ -216,6 +222,9 @@ def on_rest(output, uri, **request):
                 return output.SendMethodNotAllowed("POST")
             if not _granted(output, request, "admin", "preview", "preview"):
                 return None
+            if len(request.get("body") or b"") > MAX_PREVIEW_BYTES:
+                return _error(output, 413, f"a preview takes one DICOM file of at most {MAX_PREVIEW_BYTES} bytes "
+                                           "(MAX_PREVIEW_BYTES)")
             # Orthanc 1.10 drops the query string of POST requests before plugins see it:
             # /coercion/preview/rule/NAME and /coercion/preview/uri/URI say the same thing.
             headers = request.get("headers", {})

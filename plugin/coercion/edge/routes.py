@@ -19,11 +19,12 @@ import time
 import orthanc
 
 from ..engine.dicomio import DicomError, read_instance
+from ..exchanges.mpps import find_modality
 from ..rules import Transaction
 from .answers import orthanc_job
 from .mpps import send_mpps_forward
 from .outgoing import UnsupportedPeer, instances_of, outgoing_transaction, plan_send
-from .state import log_failure, state
+from .state import configured_host, log_failure, state
 
 _forward_wakeup = threading.Event()
 _LEVEL_OF_WHEN = {"received": "Instance", "stable-series": "Series", "stable-study": "Study"}
@@ -90,7 +91,7 @@ def _route_instance(instance_id: str, arming) -> None:
     calling_aet = arming.reposted_from(uid) if metadata.get("Origin") != "DicomProtocol" else None
     if calling_aet is not None or metadata.get("Origin") == "DicomProtocol":
         calling_aet = calling_aet or metadata.get("RemoteAET")
-        host = state.modality_hosts.get(calling_aet)
+        host = configured_host(calling_aet)
     else:
         calling_aet, host = None, metadata.get("RemoteIP")
 
@@ -184,12 +185,13 @@ def _orthanc_time(text: str) -> float:
 def _send_forward(row: dict) -> None:
     if row["level"] == "MPPS":  # a performed procedure step: its messages, in order
         return send_mpps_forward(row)
-    modalities = json.loads(orthanc.RestApiGet("/modalities?expand"))
-    found = [(name, m) for name, m in sorted(modalities.items()) if row["destination"] in (name, m.get("AET"))]
+    # A route names a modality by its symbolic name or by AE title, compared as Orthanc compares.
+    found = find_modality(json.loads(orthanc.RestApiGet("/modalities?expand")), row["destination"],
+                          state.service.peers.strict)
     if not found:
         state.forwards.attempt_failed(row["id"], f"no modality named {row['destination']!r} in DicomModalities")
         return
-    modality, peer = found[0]
+    modality, peer = found
     try:
         instances = instances_of(row["resource"])
     except LookupError:

@@ -18,10 +18,11 @@ import threading
 import orthanc
 
 from ..engine.quiet import quiet_pydicom
-from ..rules import RuleError, RuleSet
+from ..rules import Peers, RuleError, RuleSet, aet_key
 from ..service import FIND, CoercionService, Settings, safe_message
-from ..checks import check_ruleset
+from ..checks import check_ruleset, startup_refusals
 from ..stores.forwards import LEASE_SECONDS, ForwardQueue
+from .capabilities import probe
 from .find import find_settings, on_find
 from .ingest import on_cstore_instance, on_http_request, on_received_instance
 from .mpps import start_mpps
@@ -51,7 +52,20 @@ def _check_restart_needed(ruleset: RuleSet) -> None:
                         "so that what it receives can be forwarded (the old rules stay active)")
 
 
+def _refuse_unsafe(ruleset: RuleSet, config: dict) -> None:
+    """What stops Orthanc at start-up refuses a reload too (rules that a C-GET would bypass)."""
+    refusals = startup_refusals(ruleset, config)
+    if refusals:
+        raise RuleError("; ".join(refusals) + " (the old rules stay active)")
+
+
 # -- start-up -----------------------------------------------------------------------------
+
+
+def live_modalities() -> dict[str, str]:
+    """The AE title of each DicomModalities entry as Orthanc knows it now (PUT /modalities/{id}
+    changes it while Orthanc runs)."""
+    return {name: str(peer.get("AET", "")) for name, peer in json.loads(orthanc.RestApiGet("/modalities?expand")).items()}
 
 
 def _stop_orthanc(message: str) -> None:
@@ -69,15 +83,22 @@ def start() -> None:
         state.orthanc_aet = config.get("DicomAet", "ORTHANC")
         state.scu_timeout = int(config.get("DicomScuTimeout", 10))
         state.stable_age = int(config.get("StableAge", 60))
+        settings = Settings.from_configuration(config)
         for value in (config.get("DicomModalities") or {}).values():
             if isinstance(value, list) and len(value) >= 2:
-                state.modality_hosts[value[0]] = value[1]
+                state.modality_hosts.setdefault(aet_key(value[0], settings.strict_aet), value[1])
             elif isinstance(value, dict) and "AET" in value:
-                state.modality_hosts[value["AET"]] = value.get("Host")
+                state.modality_hosts.setdefault(aet_key(value["AET"], settings.strict_aet), value.get("Host"))
         # Opens the stores: the linkage store and the activity store (Coercion.ActivityDatabase).
-        state.service = CoercionService(Settings.from_configuration(config))
+        state.service = CoercionService(settings, peers=Peers(settings.strict_aet, live_modalities))
     except Exception as exc:  # RuleError, SecretError, bad settings, StoreError: all stop Orthanc
         _stop_orthanc(str(exc))
+        return
+    state.capabilities = probe(config)
+    orthanc.LogWarning(f"coercion: {state.capabilities.summary()}")
+    refusals = startup_refusals(state.service.ruleset, config)
+    if refusals:  # fail closed: a configuration around the plugin that defeats the rules
+        _stop_orthanc("; ".join(refusals))
         return
     _keep_statistics()
     orthanc.RegisterIncomingHttpRequestFilter(on_http_request)
@@ -96,7 +117,7 @@ def start() -> None:
         state.find_settings = find_settings(config)
         orthanc.RegisterFindCallback(on_find)
         state.find_registered = True
-        if orthanc.CheckVersionAdvanced(1, 11, 0):
+        if state.capabilities.newer_than_1_10:
             # The answers for callers no rule matches are rebuilt after Orthanc 1.10's C-FIND SCP.
             orthanc.LogWarning("coercion: the plugin's C-FIND SCP answers callers no rule matches as Orthanc 1.10 "
                                "does; this Orthanc is newer, and its own C-FIND SCP may answer differently")
@@ -110,6 +131,7 @@ def start() -> None:
             on_query_read)
         state.query_registered = True
     state.service.validators.append(_check_restart_needed)
+    state.service.validators.append(lambda ruleset: _refuse_unsafe(ruleset, config))
     try:
         # Its status stays readable without routes. Several Orthancs on one database tell their
         # leases apart by node name: Coercion.NodeName, else host, AE title and DICOM port.
@@ -142,7 +164,9 @@ def start() -> None:
     _warn_about_rules(config)
     try:
         start_worklists(config)
-    except Exception as exc:  # bad settings, or another plugin answers worklists already
+    except ValueError as exc:  # bad settings, or the folder missing with its parent (both named)
+        _stop_orthanc(f"the worklist SCP cannot start: {exc}")
+    except Exception as exc:  # another plugin answers worklists already
         _stop_orthanc(f"the worklist SCP cannot start: {safe_message(exc)} (Orthanc lets one plugin answer "
                       "worklists: leave out the ModalityWorklists sample plugin when the coercion plugin serves them)")
     start_mpps(config)

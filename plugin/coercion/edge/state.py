@@ -24,7 +24,7 @@ class EdgeState:
     orthanc_aet: str = "ORTHANC"
     scu_timeout: int = 10  # Orthanc's DicomScuTimeout
     stable_age: int = 60  # Orthanc's StableAge
-    modality_hosts: dict = field(default_factory=dict)  # AE title -> the host DicomModalities gives it
+    modality_hosts: dict = field(default_factory=dict)  # AE title's key (rules.aet_key) -> its DicomModalities host
     sends: SendJobs = field(default_factory=SendJobs)  # coerced send jobs of this process
     forwards: ForwardQueue | None = None
     outgoing_registered: bool = False  # the plugin's store route and C-MOVE SCP replace Orthanc's
@@ -37,6 +37,7 @@ class EdgeState:
     mpps: object | None = None  # stores.mpps.MppsStore, when the MPPS SCP runs (or kept steps exist)
     mpps_exchange: object | None = None  # exchanges.mpps.MppsExchange over it
     config: dict = field(default_factory=dict)  # Orthanc's configuration, as the rule checks read it
+    capabilities: object | None = None  # capabilities.Capabilities: what this Orthanc's SDK offers
     rule_warnings: list = field(default_factory=list)  # what the checks say of the active rules
 
 
@@ -96,6 +97,11 @@ def log_event(event: str, **fields) -> None:
 def log_audit(decision, origin: str, calling_aet: str | None, called_aet: str | None = None) -> None:
     """The audit line of a coerced or refused instance (never PHI)."""
     audit("coercion", refused=decision.action == REJECTED, **decision_fields(decision, origin, calling_aet, called_aet))
+
+
+def configured_host(aet: str | None) -> str | None:
+    """The host DicomModalities gives a caller's AE title, compared as Orthanc compares it."""
+    return state.modality_hosts.get(state.service.peers.key(aet)) if aet is not None else None
 
 
 def modality_exists(modality: str) -> bool:

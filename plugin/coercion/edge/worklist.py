@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import orthanc
 from pydicom import dcmread
 
-from ..exchanges.orthanc_api import MAX_JSON_DEPTH, JsonTooDeep, NotJson, read_json_body
 from ..exchanges.worklist import (
     ITEM_ID,
     ItemViews,
@@ -29,7 +28,7 @@ from ..exchanges.worklist import (
     WorklistFolder,
     encode,
     handed_out,
-    item_from_json,
+    item_from_json_body,
     query_station,
     read_item,
     station_only,
@@ -140,24 +139,28 @@ def _answer(answers, query, issuer_aet: str, called_aet: str) -> None:
 # -- /coercion/worklists --------------------------------------------------------------------
 
 def worklists_route(route: str, method: str, request: dict):
-    """(status, JSON-able answer) for /coercion/worklists[/{id}]; None if the route is not one."""
+    """(status, JSON-able answer) for /coercion/worklists[/{id}]; None if the route is not one.
+    A refused item is answered with its status (413: too large, 400: not an item, too many
+    elements, too deep), a folder gone with 503, each naming the limit or the path."""
     match = re.fullmatch(r"worklists(?:/([^/]+))?", route)
     if match is None:
         return None
     if state.worklists is None:
         return 404, {"error": 'worklists are not enabled: set "Worklists": {"Enable": true, "Database": "..."} '
                               "in the configuration", "status": 404}
-    item_id = match.group(1)
+    try:
+        return _worklists(match.group(1), method, request)
+    except WorklistError as exc:
+        return exc.status, {"error": str(exc), "status": exc.status}
+
+
+def _worklists(item_id: str | None, method: str, request: dict):
     if item_id is None:
         if method == "GET":
             expand = "expand" in (request.get("get") or {})
             return 200, [_describe(item, expand) for item in state.worklists.items()]
         if method == "POST":
-            try:
-                ds = _item_of(request)
-            except WorklistError as exc:
-                return 400, {"error": str(exc), "status": 400}
-            new = state.worklists.add(ds)
+            new = state.worklists.add(_item_of(request))
             return 200, {"ID": new, "Path": f"/coercion/worklists/{new}"}
         return 405, "GET, POST"
     if not ITEM_ID.fullmatch(item_id):
@@ -173,16 +176,12 @@ def worklists_route(route: str, method: str, request: dict):
 
 
 def _item_of(request: dict):
+    """The item a POST gives, DICOM or DICOM JSON; both forms are bounded, size first."""
     body = request.get("body", b"") or b""
     kind = (request.get("headers") or {}).get("content-type", "").split(";")[0].strip().lower()
     if kind in ("application/json", "application/dicom+json") or body[:1] in (b"{", b"["):
-        try:
-            value = read_json_body(body)
-        except (NotJson, JsonTooDeep):
-            raise WorklistError("the body is neither DICOM nor DICOM JSON of a worklist item (nested at most "
-                                f"{MAX_JSON_DEPTH} levels)") from None
-        return item_from_json(value[0] if isinstance(value, list) and len(value) == 1 else value)
-    return read_item(bytes(body))
+        return item_from_json_body(body)
+    return read_item(body)
 
 
 def _describe(item, expand: bool) -> dict:
@@ -200,8 +199,11 @@ def start_worklists(config: dict) -> bool:
     settings = worklist_settings(config)
     if settings is None:
         return False
+    folder = WorklistFolder(settings.folder)
+    if folder.prepare():  # FolderUnavailable (its parent is missing too): start-up stops, naming it
+        orthanc.LogWarning(f"coercion: made the worklist folder {folder.folder.absolute()} (owner-only)")
     state.worklist_settings = settings
-    state.worklists = WorklistFolder(settings.folder)
+    state.worklists = folder
     orthanc.RegisterWorklistCallback(on_worklist)
     orthanc.LogWarning(f"coercion: the worklist SCP answers from {settings.folder}")
     return True

@@ -421,8 +421,15 @@ def check_nesting(buf, pos: int, implicit: bool, little: bool, single: bool = Fa
                 and head.unpack_from(buf, value) == (0xFFFE, 0xE000):
             guessed = True
         else:
-            if undefined or single:  # encapsulated data outside the pixel data: its fragments do not nest
-                return
+            if single and not stack:
+                return  # the element asked about is no sequence: nothing nests in it
+            if undefined:  # encapsulated data outside the pixel data: its fragments do not nest
+                pos = _after_fragments(buf, value, head, uint32)
+                if pos is None:
+                    return  # cut short: the readers judge it
+                continue
+            # Every element of an item is measured, not only those before the first plain one:
+            # a sequence after an ordinary attribute nests as deep as one before it.
             pos = value + length
             continue
         entered = True
@@ -431,6 +438,40 @@ def check_nesting(buf, pos: int, implicit: bool, little: bool, single: bool = Fa
             raise DicomError(str(too_deep()))
         stack.append(_Frame(None if undefined else value + length, True, frame_implicit, guessed))
         pos = value
+
+
+def _after_fragments(buf, pos: int, head, uint32) -> int | None:
+    """Where undefined-length encapsulated data that starts at ``pos`` ends (after its
+    Sequence Delimitation Item); None if it is cut short or not made of items."""
+    end = len(buf)
+    while pos + 8 <= end:
+        group, element = head.unpack_from(buf, pos)
+        length = uint32(buf, pos + 4)[0]
+        if (group, element) == (0xFFFE, 0xE0DD):
+            return pos + 8
+        if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+            return None
+        pos += 8 + length
+    return None
+
+
+def check_all_nesting(data) -> None:
+    """Raise DicomError if sequences anywhere in ``data`` (a Part 10 file or a bare dataset) nest
+    deeper than MAX_SEQUENCE_DEPTH, every element of the dataset measured before any parser
+    sees it, the whole input at once: for small inputs that are kept and read again by other
+    parsers (a worklist item: DCMTK's matcher). Deflated data is refused: inflating is for
+    readers that bound it."""
+    buf = memoryview(data)
+    fp = _reader(buf)
+    try:
+        read_preamble(fp, force=True)
+        file_meta = _read_file_meta_info(fp)
+        implicit, little, deflated = _encoding(file_meta, fp)
+    except Exception:  # pydicom raises many kinds on garbage; read_instance says what is wrong
+        return
+    if deflated:
+        raise DicomError("deflated data is not taken here")
+    check_nesting(buf, fp.tell(), implicit, little)
 
 
 # An instance cut short at an element boundary parses cleanly: what tells is the pixel data

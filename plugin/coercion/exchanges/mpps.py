@@ -27,7 +27,7 @@ from pydicom.sequence import Sequence
 
 from ..engine.dicomio import DicomError, check_nesting
 from ..engine.values import DUMMY_STRINGS
-from ..rules import Rule, Transaction
+from ..rules import Rule, Transaction, aet_key
 from ..service import COERCED, UNCHANGED, CoercionService, safe_message
 from ..stores.mpps import Delivery, DuplicateStep, Kept, MppsStore, Step, UnknownStep
 
@@ -47,6 +47,12 @@ INVALID_OBJECT_INSTANCE = 0x0117
 NO_SUCH_SOP_CLASS = 0x0118
 MISSING_ATTRIBUTE = 0x0120
 MISSING_ATTRIBUTE_VALUE = 0x0121
+# An N-SET from an AE title other than the one that created the step. PS3.7 Annex C's general
+# "Refused: Not Authorized" (PS3.2 Annex N lists it among the MPPS statuses) says what happened:
+# the request is well formed and the step exists, but this caller may not change it. 0110
+# Processing Failure would read as a fault of the SCP, worth retrying; 0112 No Such Object
+# Instance would be untrue.
+NOT_AUTHORIZED = 0x0124
 RESOURCE_LIMITATION = 0x0213
 # Error ID (0000,0903) of "Performed Procedure Step Object may no longer be updated" (F.7.2.2.4)
 MAY_NO_LONGER_BE_UPDATED = 0xA710
@@ -276,20 +282,20 @@ def check_set(current_status: str, modifications: Dataset, kept: dict) -> str | 
 
 def admitted(calling_aet: str, host: str | None, modalities: dict, check_host: bool, strict: bool = False) -> bool:
     """Whether Orthanc's DicomModalities (``/modalities?expand``) list the caller, as Orthanc's
-    own SCP decides with DicomAlwaysAllowStore false: by AE title (case-insensitive unless
-    StrictAetComparison), and by host too with DicomCheckModalityHost."""
-    calling = calling_aet.strip()
-    for peer in modalities.values():
-        aet = str(peer.get("AET", "")).strip()
-        if (aet == calling if strict else aet.upper() == calling.upper()) and (
-                not check_host or str(peer.get("Host", "")) == (host or "")):
-            return True
-    return False
+    own SCP decides with DicomAlwaysAllowStore false: by AE title (``rules.aet_key``: padding
+    ignored, case too unless StrictAetComparison), and by host too with DicomCheckModalityHost."""
+    calling = aet_key(calling_aet, strict)
+    return any(aet_key(str(peer.get("AET", "")), strict) == calling
+               and (not check_host or str(peer.get("Host", "")) == (host or "")) for peer in modalities.values())
 
 
-def find_modality(modalities: dict, destination: str) -> tuple[str, dict] | None:
-    """The modality a forward names, by symbolic name or AE title (as routes do)."""
-    found = [(name, m) for name, m in sorted(modalities.items()) if destination in (name, m.get("AET"))]
+def find_modality(modalities: dict, destination: str, strict: bool = False) -> tuple[str, dict] | None:
+    """The modality a forward names: by symbolic name (exactly), else by AE title (as Orthanc
+    compares AE titles: a name is never taken for another entry's AE title in other case)."""
+    if destination in modalities:
+        return destination, modalities[destination]
+    key = aet_key(destination, strict)
+    found = [(name, m) for name, m in sorted(modalities.items()) if aet_key(str(m.get("AET", "")), strict) == key]
     return found[0] if found else None
 
 
@@ -460,6 +466,12 @@ class MppsExchange:
             if found is None:
                 raise Refused(NO_SUCH_OBJECT_INSTANCE, "no such Performed Procedure Step")
             kept_uid = found.step.uid
+            if not self.service.peers.same(found.step.calling_aet, message.calling_aet):
+                # Only the modality that performs the step reports on it; AE titles compared as
+                # Orthanc admitted the caller (case and padding, StrictAetComparison).
+                raise Refused(NOT_AUTHORIZED, "not the AE title that created the step",
+                              reason=f"the step was created by {found.step.calling_aet!r}, not by the calling AE "
+                                     "title")
             status = check_set(found.step.status, modifications, found.dataset)
             fallback = None
             if found.step.rule:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import os
 import re
 import tempfile
@@ -27,10 +28,11 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
 from ..engine.deidentify import Deidentifier, Outcome
-from ..engine.dicomio import DicomError, read_instance
-from ..engine.limits import MAX_SEQUENCE_DEPTH
+from ..engine.dicomio import DicomError, check_all_nesting, read_instance
+from ..engine.limits import MAX_SEQUENCE_DEPTH, too_deep
 from ..engine.profile import PATIENT_ID_TAG
 from .find_coercion import HandedOut
+from .orthanc_api import json_depth
 
 SCHEDULED_PROCEDURE_STEP_SEQUENCE = 0x00400100
 SCHEDULED_STATION_AE_TITLE = 0x00400001
@@ -41,7 +43,15 @@ STUDY_INSTANCE_UID = 0x0020000D
 ACCESSION_NUMBER = 0x00080050
 REQUESTED_PROCEDURE_ID = 0x00401001
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
-MAX_ITEM_BYTES = 1 << 20  # a worklist item is a few kilobytes; refuse what is not one
+# A worklist item is a few kilobytes and tens of attributes (a few hundred with its sequences):
+# refuse what is not one, in either form, before it costs memory (parsed, a 1 MiB body of tiny
+# elements is hundreds of thousands of objects) or every later C-FIND its time.
+MAX_ITEM_BYTES = 1 << 20
+MAX_ITEM_ELEMENTS = 10_000  # attributes and sequence items at any depth (in JSON, extra values too)
+# DICOM JSON nests three levels per sequence (attribute, "Value", item), plus the top item, the
+# deepest attribute, its "Value" and a person name's object, and the array the item may come in:
+# the JSON nesting an item of MAX_SEQUENCE_DEPTH levels of sequences needs, measured unparsed.
+MAX_ITEM_JSON_DEPTH = 3 * MAX_SEQUENCE_DEPTH + 5
 # An item ID made here (the file name without .wl): what the REST API accepts in its paths.
 ITEM_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 STEP_STATUSES = ("SCHEDULED", "ARRIVED", "READY", "STARTED", "IN PROGRESS", "COMPLETED", "DISCONTINUED")
@@ -49,7 +59,22 @@ STEP_STATUSES = ("SCHEDULED", "ARRIVED", "READY", "STARTED", "IN PROGRESS", "COM
 
 class WorklistError(ValueError):
     """A worklist item that cannot be taken, or a request about one that cannot be done (the
-    message names the reason, never a value)."""
+    message names the reason, never a value); ``status`` is the HTTP status to answer."""
+
+    status = 400
+
+
+class ItemTooLarge(WorklistError):
+    """A body larger than MAX_ITEM_BYTES, refused before it is read."""
+
+    status = 413
+
+
+class FolderUnavailable(WorklistError):
+    """The worklist folder is gone or cannot be used (the message names it): the server's
+    trouble, not the request's."""
+
+    status = 503
 
 
 @dataclass(frozen=True)
@@ -123,14 +148,29 @@ def encode(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def read_item(data: bytes) -> Dataset:
-    """A worklist item from a client (DICOM): refused unless it is one, bounded in size and nesting."""
+def _check_size(data) -> None:
     if len(data) > MAX_ITEM_BYTES:
-        raise WorklistError(f"a worklist item is at most {MAX_ITEM_BYTES} bytes")
+        raise ItemTooLarge(f"a worklist item is at most {MAX_ITEM_BYTES} bytes (MAX_ITEM_BYTES); this body has "
+                           f"{len(data)}")
+
+
+def _too_many() -> WorklistError:
+    return WorklistError(f"a worklist item holds at most {MAX_ITEM_ELEMENTS} elements (attributes, sequence items "
+                         "and values, MAX_ITEM_ELEMENTS)")
+
+
+def read_item(data: bytes) -> Dataset:
+    """A worklist item from a client (DICOM): refused unless it is one, bounded in size (first),
+    nesting and elements."""
+    _check_size(data)
     try:
-        instance = read_instance(data)  # measures the nesting before parsing
+        check_all_nesting(data)  # every element, before any parser (DCMTK's matcher reads it too)
+        instance = read_instance(data)
         header = instance.header
         ds = dcmread(io.BytesIO(bytes(data)), force=not instance.had_meta)
+        _count_elements(ds)
+    except WorklistError:
+        raise
     except DicomError as exc:
         raise WorklistError(f"not a readable DICOM worklist item: {exc}") from None
     except Exception as exc:
@@ -139,11 +179,46 @@ def read_item(data: bytes) -> Dataset:
     return ds
 
 
+def _count_elements(ds: Dataset) -> None:
+    """Refuse more than MAX_ITEM_ELEMENTS elements and items (and, again, sequences nested
+    deeper than MAX_SEQUENCE_DEPTH), level by level without recursion; each dataset is counted
+    before its elements are converted, so at most about that many are."""
+    count, pending = 0, [(ds, 0)]
+    while pending:
+        level, depth = pending.pop()
+        count += len(level)
+        if count > MAX_ITEM_ELEMENTS:
+            raise _too_many()
+        for elem in level:
+            if elem.VR == "SQ":
+                if depth + 1 > MAX_SEQUENCE_DEPTH:
+                    raise WorklistError(str(too_deep()))
+                count += len(elem.value or ())
+                if count > MAX_ITEM_ELEMENTS:
+                    raise _too_many()
+                pending.extend((item, depth + 1) for item in elem.value or ())
+
+
+def item_from_json_body(body: bytes) -> Dataset:
+    """A worklist item from a body of DICOM JSON (one object, or an array of one), bounded like
+    the DICOM form: its size first, then its nesting measured unparsed, then its elements."""
+    _check_size(body)
+    text = bytes(body).decode("utf-8", errors="replace")
+    if json_depth(text) > MAX_ITEM_JSON_DEPTH:
+        raise WorklistError(f"the DICOM JSON nests deeper than {MAX_ITEM_JSON_DEPTH} levels (MAX_ITEM_JSON_DEPTH: "
+                            f"sequences nested {MAX_SEQUENCE_DEPTH} levels, the most accepted)")
+    try:
+        value = json.loads(text, strict=False)
+    except ValueError:
+        raise WorklistError("the body is neither DICOM nor DICOM JSON of a worklist item") from None
+    return item_from_json(value[0] if isinstance(value, list) and len(value) == 1 else value)
+
+
 def item_from_json(value) -> Dataset:
     """A worklist item from DICOM JSON (PS3.18 F.2), bounded like the DICOM form."""
     if not isinstance(value, dict):
         raise WorklistError("DICOM JSON of a worklist item must be an object")
-    _check_json_depth(value)
+    _check_json_item(value)
     try:
         ds = Dataset.from_json(value)
     except Exception as exc:  # pydicom's messages may quote values
@@ -152,14 +227,27 @@ def item_from_json(value) -> Dataset:
     return ds
 
 
-def _check_json_depth(value) -> None:
-    pending = [(value, 0)]
+def _check_json_item(value: dict) -> None:
+    """Refuse sequences nested deeper than MAX_SEQUENCE_DEPTH and more than MAX_ITEM_ELEMENTS
+    elements, counted as in the DICOM form (an attribute, a sequence item; and here each value
+    past an attribute's first, each a Python object), without recursion."""
+    count, pending = 0, [(value, 0)]
     while pending:
-        node, depth = pending.pop()
-        if depth > 3 * MAX_SEQUENCE_DEPTH:  # an attribute, its Value, an item: three per level
-            raise WorklistError(f"sequences are nested deeper than {MAX_SEQUENCE_DEPTH} levels, the most accepted")
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+        dataset, depth = pending.pop()
+        count += len(dataset)
+        for attribute in dataset.values():
+            values = attribute.get("Value") if isinstance(attribute, dict) else None
+            if not isinstance(values, list):
+                continue
+            if attribute.get("vr") != "SQ":
+                count += max(len(values) - 1, 0)
+                continue
+            if depth + 1 > MAX_SEQUENCE_DEPTH:
+                raise WorklistError(str(too_deep()))
+            count += len(values)
+            pending.extend((item, depth + 1) for item in values if isinstance(item, dict))
+        if count > MAX_ITEM_ELEMENTS:
+            raise _too_many()
 
 
 def _check_item(ds: Dataset) -> None:
@@ -176,13 +264,41 @@ class WorklistFolder:
         self._lock = threading.Lock()  # the status updates of one file do not interleave
         self._read: dict[str, tuple[tuple, bytes]] = {}  # name -> (version, bytes): read once per version
 
+    def prepare(self) -> bool:
+        """At start-up: make the folder, owner-only, when it is missing but its parent exists
+        (True when made). A missing parent is a mistyped path or a share not mounted: refused,
+        naming the path, rather than made (items would land beside the share)."""
+        path = self.folder.absolute()
+        if path.is_dir():
+            return False
+        if path.exists() or path.is_symlink():
+            raise FolderUnavailable(f"the worklist folder {path} (Worklists.Database) is not a folder")
+        if not path.parent.is_dir():
+            raise FolderUnavailable(f"the worklist folder {path} (Worklists.Database) does not exist, nor does "
+                                    f"its parent {path.parent}: create it or correct Worklists.Database")
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            return False  # made meanwhile
+        except OSError as exc:
+            raise FolderUnavailable(f"the worklist folder {path} (Worklists.Database) cannot be made: "
+                                    f"{exc.strerror}") from None
+        os.chmod(path, 0o700)  # whatever the umask
+        return True
+
+    def _unavailable(self, exc: OSError, doing: str) -> FolderUnavailable:
+        gone = not self.folder.is_dir()
+        return FolderUnavailable(f"the worklist folder {self.folder.absolute()} (Worklists.Database) "
+                                 + ("does not exist (any more): restore it, owner-only (a restart makes it when "
+                                    "its parent exists)" if gone else f"cannot be {doing}: {exc.strerror}"))
+
     def items(self) -> Iterator[WorklistItem]:
         """Every ``.wl`` item, as the sample plugin finds them (regular files, any case of the
         extension, in the order the folder lists them)."""
         try:
             entries = os.scandir(self.folder)
-        except OSError:
-            raise WorklistError(f"the worklist folder {self.folder} cannot be read") from None
+        except OSError as exc:
+            raise self._unavailable(exc, "read") from None
         seen = set()
         with entries:
             for entry in entries:
@@ -211,16 +327,24 @@ class WorklistFolder:
         return next((item for item in self.items() if item.id == item_id), None)
 
     def add(self, ds: Dataset) -> str:
-        """Write a new item; its ID."""
+        """Write a new item; its ID. A folder gone is not made again here (an unmounted share
+        would then fill its mount point): FolderUnavailable names it."""
         item_id = str(uuid.uuid4())
-        self._write(self.folder / f"{item_id}.wl", encode(ds))
+        data = encode(ds)
+        try:
+            self._write(self.folder / f"{item_id}.wl", data)
+        except OSError as exc:
+            raise self._unavailable(exc, "written") from None
         return item_id
 
     def delete(self, item_id: str) -> bool:
         item = self.get(item_id)
         if item is None:
             return False
-        item.path.unlink(missing_ok=True)
+        try:
+            item.path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._unavailable(exc, "written") from None
         return True
 
     def step_performed(self, steps: list[dict], status: str) -> int:

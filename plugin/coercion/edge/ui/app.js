@@ -19,7 +19,8 @@ function say(text, isError) {
 }
 
 async function call(path, options = {}) {
-  const headers = Object.assign({ Authorization: "Bearer " + token() }, options.headers || {});
+  // X-Coercion-Token, not Authorization: that header carries Orthanc's own credential (Basic).
+  const headers = Object.assign({ "X-Coercion-Token": token() }, options.headers || {});
   const response = await fetch(new URL(path, API), Object.assign({}, options, { headers }));
   const type = response.headers.get("Content-Type") || "";
   const body = type.includes("json") ? await response.json() : await response.text();

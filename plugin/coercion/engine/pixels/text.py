@@ -208,17 +208,40 @@ def _shared(a: Box, b: Box) -> int:
     return max(w, 0) * max(h, 0)
 
 
+# Where Debian's tesseract-ocr-eng puts the English model (the version folder changes with
+# Tesseract's major release). PyPI's tesserocr wheels bundle a Tesseract of their own that looks
+# for its models elsewhere and ships none: they are pointed here.
+DEBIAN_TESSDATA = ("/usr/share/tesseract-ocr/*/tessdata", "/usr/share/tessdata")
+
+
+def tessdata_folders() -> list[str]:
+    """The folders holding eng.traineddata: TESSDATA_PREFIX first, then Debian's."""
+    from glob import glob
+
+    candidates = [os.environ["TESSDATA_PREFIX"]] if os.environ.get("TESSDATA_PREFIX") else []
+    for pattern in DEBIAN_TESSDATA:
+        candidates += sorted(glob(pattern), reverse=True)  # the newest release first
+    return [c for c in dict.fromkeys(candidates) if os.path.isfile(os.path.join(c, "eng.traineddata"))]
+
+
 def _new_engine():
     try:
         from tesserocr import PSM, PyTessBaseAPI
     except ImportError:
         raise OcrUnavailable("CleanPixelDataOption needs Tesseract: install Debian's tesseract-ocr and the "
                              "Python package tesserocr (plugin/scripts/common.sh does)") from None
+    # Sparse text: as much text as possible, in no particular order (captions, not pages).
     try:
-        # Sparse text: as much text as possible, in no particular order (captions, not pages).
-        return PyTessBaseAPI(lang="eng", psm=PSM.SPARSE_TEXT)
+        return PyTessBaseAPI(lang="eng", psm=PSM.SPARSE_TEXT)  # where this Tesseract looks itself
     except RuntimeError:
-        raise OcrUnavailable("Tesseract has no English model (Debian: tesseract-ocr-eng)") from None
+        pass
+    for folder in tessdata_folders():
+        try:
+            return PyTessBaseAPI(path=folder + os.sep, lang="eng", psm=PSM.SPARSE_TEXT)
+        except RuntimeError:
+            continue
+    raise OcrUnavailable("Tesseract has no English model: install Debian's tesseract-ocr-eng (or set "
+                         "TESSDATA_PREFIX to a folder holding eng.traineddata)") from None
 
 
 def find_text_finder() -> TextFinder:
