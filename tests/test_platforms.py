@@ -79,8 +79,9 @@ def test_the_readmes_first_command_and_its_quick_start(chroot):
         while time.monotonic() < deadline:
             assert serving.poll() is None, f"the first command stopped:\n{tail(log_path)}"
             try:
-                auth = tuple(credential.read_text().strip().split(":", 1)) if credential.exists() else None
-                if auth and requests.get(f"http://127.0.0.1:{http}/system", auth=auth, timeout=2).ok:
+                user, _, password = credential.read_text().strip().partition(":") if credential.exists() else ("", "", "")
+                auth = (user, password)
+                if password and requests.get(f"http://127.0.0.1:{http}/system", auth=auth, timeout=2).ok:
                     break
             except requests.RequestException:
                 pass
@@ -117,3 +118,63 @@ def test_the_integration_tests_pass_against_its_orthanc(chroot):
         status = box.run(f"bash plugin/scripts/test.sh -q -p no:randomly {' '.join(INTEGRATION)}", log,
                          timeout=2400)
     assert status == 0, tail(log_path, 120)
+
+
+def test_the_images_install_script_on_the_images_orthanc(chroot):
+    """docker/install.sh, the Dockerfile's steps, on Debian testing's Orthanc 1.13.0 and
+    orthanc-python 7.1 (the orthancteam image's): the plugin loads from the venv it makes and
+    coerces what the image's configuration says."""
+    box, logs = chroot
+    if box.release != "forky":
+        pytest.skip("the image's versions are Debian testing's")
+    log_path = logs / "docker-install.log"
+    with log_path.open("wb") as log:
+        status = box.run(f"sh docker/install.sh {COPY}", log, timeout=1500, COERCION_VENV="/opt/coercion/venv")
+    assert status == 0, tail(log_path)
+    http, dicom, mpps = free_port(), free_port(), free_port()
+    work = "/root/image-run"
+    config = json.loads((box.path(COPY) / "docker" / "coercion.json").read_text())
+    secret_dir = box.path(work)
+    if secret_dir.exists():
+        subprocess.run(["rm", "-r", "--one-file-system", str(secret_dir)], check=True)
+    secret_dir.mkdir(parents=True)
+    (secret_dir / "site.key").write_bytes(os.urandom(48))
+    (secret_dir / "linkage.token").write_text("linkage-token-0123456789abcdef\n")
+    (secret_dir / "admin.token").write_text("admin-token-0123456789abcdef\n")
+    coercion = config["Coercion"]
+    coercion.update(RulesDirectory=f"{COPY}/rules", SecretFile=f"{work}/site.key",
+                    LinkageDatabase=f"{work}/linkage.sqlite", LinkageTokenFile=f"{work}/linkage.token",
+                    AdminTokenFile=f"{work}/admin.token", Mpps={"Port": mpps, "Host": "127.0.0.1"})
+    config.update(HttpPort=http, DicomPort=dicom, StorageDirectory=f"{work}/storage", IndexDirectory=f"{work}/storage",
+                  Plugins=["/usr/share/orthanc/plugins/libOrthancPython.so"], RemoteAccessAllowed=False,
+                  AuthenticationEnabled=True, RegisteredUsers={"coercion": "image-password-0123456789"},
+                  PythonScript=f"{COPY}/plugin/orthanc_entry.py",
+                  DicomModalities={"research-ct": {"AET": "RESEARCH_CT", "Host": "127.0.0.1", "Port": free_port(),
+                                                   "AllowGet": False}})
+    (secret_dir / "orthanc.json").write_text(json.dumps(config))
+    orthanc_log = logs / "image-orthanc.log"
+    auth = ("coercion", "image-password-0123456789")
+    with orthanc_log.open("wb") as log:
+        orthanc = box.popen(f"/usr/sbin/Orthanc {work}/orthanc.json", log, COERCION_VENV="/opt/coercion/venv")
+    try:
+        for _ in range(300):
+            assert orthanc.poll() is None, tail(orthanc_log)
+            try:
+                if requests.get(f"http://127.0.0.1:{http}/system", auth=auth, timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        store_log = logs / "image-store.log"
+        with store_log.open("wb") as log:
+            status = box.run("storescu -aet RESEARCH_CT -aec ORTHANC 127.0.0.1 "
+                             f"{dicom} \"$(/opt/coercion/venv/bin/python -c "
+                             "'from pydicom.data import get_testdata_file as f; print(f(\"CT_small.dcm\"))')\"",
+                             log, timeout=120, TCP_NODELAY="1")
+        assert status == 0, tail(store_log) + tail(orthanc_log)
+        patients = requests.get(f"http://127.0.0.1:{http}/patients?expand", auth=auth, timeout=10).json()
+        assert [len(p["MainDicomTags"]["PatientID"]) for p in patients] == [26], patients
+        assert "SDK features found" in orthanc_log.read_text(errors="replace")
+    finally:
+        os.killpg(orthanc.pid, signal.SIGTERM)
+        orthanc.wait(60)
