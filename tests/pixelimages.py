@@ -205,15 +205,18 @@ def cine(count: int = 40, moving: bool = False, rgb: bool = False, name_in: rang
     return pictures
 
 
-def cine_picture(index: int, width: int = 800, height: int = 600, _backgrounds: dict = {}) -> Picture:
+_BACKGROUNDS: dict = {}  # cine_picture's backgrounds, made once per (index % 20, size)
+
+
+def cine_picture(index: int, width: int = 800, height: int = 600) -> Picture:
     """Frame ``index`` of a long RGB ultrasound cine (smooth speckle, as probes show it), with
     the patient's name, ID and birth date, a clock that ticks every 100 frames, and a name that
     shows in frames 500 to 509 only. The same index always makes the same frame."""
     key = (index % 20, width, height)
-    if key not in _backgrounds:
+    if key not in _BACKGROUNDS:
         speckle = Image.fromarray(ultrasound(width, height, seed=index % 20))
-        _backgrounds[key] = np.asarray(speckle.filter(ImageFilter.GaussianBlur(0.8)))
-    p = burned_in(_backgrounds[key], rgb=True)
+        _BACKGROUNDS[key] = np.asarray(speckle.filter(ImageFilter.GaussianBlur(0.8)))
+    p = burned_in(_BACKGROUNDS[key], rgb=True)
     p.draw((width - 120, 40), f"12:{index // 100:02d}:00", 16)
     if 500 <= index < 510:
         p.draw((width // 2 - 60, height // 2), "SMITH^JOHN", 20)

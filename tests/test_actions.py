@@ -102,6 +102,56 @@ def test_compound_codes_follow_the_iod_type():
     assert out.ContrastBolusAgent == ""
 
 
+def _with_responsible_party(species: str | None = None) -> Dataset:
+    """A CT whose patient has a Responsible Person and Organization (X in Table E.1-1, 2C in
+    the Patient Module: required of an animal) and a Patient's Sex Neutered (X/Z, 2C in the
+    Patient Study Module); an animal when ``species`` says how it is named."""
+    ds = make_ct()
+    ds.ResponsiblePerson = "Doe^Jane"
+    ds.ResponsiblePersonRole = "OWNER"
+    ds.ResponsibleOrganization = "Happy Paws Veterinary Clinic"
+    ds.PatientSexNeutered = "ALTERED"
+    if species == "description":
+        ds.PatientSpeciesDescription = "Canis lupus familiaris"
+    elif species == "code":
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "448771007", "SCT", "Canis lupus familiaris"
+        ds.PatientSpeciesCodeSequence = Sequence([code])
+    return ds
+
+
+ANIMAL_ONLY_KEYWORDS = ("ResponsiblePerson", "ResponsibleOrganization", "PatientSexNeutered")
+
+
+def test_a_human_patient_loses_what_only_an_animal_needs():
+    # No Patient Species: not an animal, the 2C attributes are not required, the table's X applies
+    # (and the weakest alternative of X/Z).
+    out = run(_with_responsible_party())
+    for keyword in ANIMAL_ONLY_KEYWORDS:
+        assert keyword not in out, keyword
+    assert "ResponsiblePersonRole" not in out  # 1C: only with a Responsible Person that has a value
+    out = run(_with_responsible_party(), "deidentify:RetainPatientCharacteristicsOption")
+    assert "ResponsiblePerson" not in out and "ResponsibleOrganization" not in out
+    assert out.PatientSexNeutered == "ALTERED"  # K of the option
+
+
+@pytest.mark.parametrize("species", ["description", "code"])
+def test_an_animal_patient_keeps_them_empty_as_type_2(species):
+    out = run(_with_responsible_party(species))
+    for keyword in ANIMAL_ONLY_KEYWORDS:
+        assert keyword in out and out[keyword].value in ("", None), keyword
+    assert "PatientSpeciesDescription" in out or "PatientSpeciesCodeSequence" in out  # still an animal
+    assert "ResponsiblePersonRole" not in out  # 1C: not allowed once the Responsible Person is empty
+
+
+def test_the_kind_of_patient_is_decided_per_instance():
+    # One de-identifier, a human, an animal, a human: the types of the IOD are not shared between them.
+    deid = deidentifier()
+    outputs = [pydicom.dcmread(io.BytesIO(deid.deidentify_bytes(encode(_with_responsible_party(species)))))
+               for species in (None, "description", None)]
+    assert ["ResponsiblePerson" in out for out in outputs] == [False, True, False]
+
+
 def test_compound_codes_with_an_unknown_iod_keep_the_instance_valid():
     ds = make_ct()
     ds.SOPClassUID = "1.2.826.0.1.3680043.8.498.999"  # not a standard SOP Class

@@ -14,11 +14,11 @@ import pytest
 from coercion.checks import OPEN_REST_API_ACKNOWLEDGEMENT, WARNING, check_rules, rest_api_authenticated, \
     startup_refusals
 from coercion.exchanges.crosssite import cross_site_refusal
-from coercion.rules import Peers, RuleError, RuleSet, Transaction, aet_key, load_rules
+from coercion.rules import DEFAULT_PEERS, Peers, RuleError, RuleSet, Transaction, aet_key, load_rules
 from coercion.serve import ServeError, effective_configuration
 
 
-def rules(tmp_path, text: str, peers: Peers = Peers()) -> RuleSet:
+def rules(tmp_path, text: str, peers: Peers = DEFAULT_PEERS) -> RuleSet:
     (tmp_path / "rules.yaml").write_text(textwrap.dedent(text))
     return load_rules(tmp_path, peers)
 

@@ -103,6 +103,25 @@ def test_the_basic_profile_removes_empties_maps_and_adds_naming_the_table_row():
     assert meta["result"] == "uid-mapped" and meta["reason"]["source"] == "file-meta" and meta["action"] is None
 
 
+def test_a_conditional_type_says_whether_its_condition_holds():
+    # Responsible Person: X, 2C (required of an animal); Patient's Sex Neutered: X/Z, 2C.
+    ds = make_ct()
+    ds.ResponsiblePerson = "Doe^Jane"
+    ds.PatientSexNeutered = "ALTERED"
+    ds.ResponsiblePersonRole = "OWNER"
+    entries = by_path(explained(ds))
+    assert entries["(0010,2297)"]["result"] == "removed" and entries["(0010,2297)"]["action"] == "X"
+    role = entries["(0010,2298)"]  # 1C: only while the Responsible Person has a value
+    assert role["result"] == "removed" and role["action"] == "X" and "(0010,2297)" in role["reason"]["text"]
+    neutered = entries["(0010,2203)"]
+    assert neutered["action"] == "X" and "no Patient Species" in neutered["reason"]["text"]
+    ds.PatientSpeciesDescription = "Canis lupus familiaris"
+    entries = by_path(explained(ds))
+    person = entries["(0010,2297)"]
+    assert person["result"] == "emptied" and person["action"] == "Z"
+    assert "Type 2C" in person["reason"]["text"] and "the patient is one" in person["reason"]["text"]
+
+
 def test_the_date_options_shift_or_keep_dates_and_say_which_option():
     shifted = by_path(explained(make_ct(), f"deidentify:{MODIFIED}"))
     date = shifted["(0008,0020)"]

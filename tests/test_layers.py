@@ -15,11 +15,12 @@ ALLOWED = {
     "engine": set(),
     "stores": {"engine"},
     "rules": {"engine"},
-    "service": {"engine", "stores", "rules"},
+    "configuration": {"stores"},  # stores: where a store lives by default (beside the linkage store)
+    "service": {"engine", "stores", "rules", "configuration"},
     "exchanges": {"engine", "stores", "rules", "service"},
-    "edge": {"engine", "stores", "rules", "service", "exchanges", "checks"},
-    "checks": {"engine", "rules"},
-    "serve": {"engine", "rules", "stores"},  # stores: where a store lives (a path or a URL)
+    "edge": {"engine", "stores", "rules", "service", "exchanges", "checks", "configuration"},
+    "checks": {"engine", "rules", "configuration"},
+    "serve": {"engine", "rules", "stores", "configuration"},  # stores: where a store lives (a path or a URL)
     "cli": {"engine", "serve", "checks"},
     "__init__": {"engine"},
 }
@@ -101,3 +102,80 @@ def test_every_subpackage_says_what_it_may_import():
 def test_the_checker_sees_a_forbidden_import(where, source, expected):
     # A test that cannot fail is a defect: each of these must be caught.
     assert any(expected in v for v in violations(PACKAGE / where, source))
+
+
+def module_name(path: Path) -> str:
+    parts = ["coercion", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(sources: dict[str, tuple[Path, str]]) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (lazy imports too: a circle is a circle)."""
+    graph: dict[str, set[str]] = {}
+    for name, (path, source) in sources.items():
+        targets = set()
+        for module, _ in imports_of(path, source):
+            while module and module not in sources:  # from .x import name: the module x
+                module = module.rpartition(".")[0]
+            if module and module != name and module.startswith("coercion"):
+                targets.add(module)
+        graph[name] = targets
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                group = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.append(member)
+                    if member == node:
+                        break
+                if len(group) > 1:
+                    found.append(sorted(group))
+    return found
+
+
+def test_no_module_of_the_package_imports_itself_in_a_circle():
+    sources = {module_name(p): (p, p.read_text()) for p in MODULES}
+    # A package's __init__ imported by its own modules is how Python loads them, not a circle.
+    graph = {name: {t for t in targets if not name.startswith(t + ".")}
+             for name, targets in import_graph(sources).items()}
+    assert circles(graph) == []
+
+
+def test_the_circle_finder_sees_a_circle_and_a_lazy_one():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"e"}, "e": set()}
+    assert circles(graph) == [["a", "b", "c"]]
+    sources = {"coercion.edge.x": (PACKAGE / "edge" / "x.py", "def f():\n    from .y import g\n"),
+               "coercion.edge.y": (PACKAGE / "edge" / "y.py", "from .x import f\n")}
+    assert circles(import_graph(sources)) == [["coercion.edge.x", "coercion.edge.y"]]

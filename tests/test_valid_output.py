@@ -77,7 +77,8 @@ URIS = [
 # groups with source image references), an ECG waveform and an MR with overlays.
 PYDICOM_FILES = ["MR_small.dcm", "test-SR.dcm", "reportsi.dcm", "rtplan.dcm", "liver_1frame.dcm",
                  "waveform_ecg.dcm", "examples_overlay.dcm"]
-BUILT = ["ct", "gsps", "sr"]
+# The CT's patient with a responsible party (2C, required of an animal), as a human and as a dog.
+BUILT = ["ct", "gsps", "sr", "ct-responsible", "ct-animal"]
 
 
 def options(uri: str) -> set[str]:
@@ -110,6 +111,24 @@ def _ct(number: int) -> Dataset:
     ref.ReferencedSOPClassUID = ds.SOPClassUID
     ref.ReferencedSOPInstanceUID = f"{ROOT}1.1.{3 - number}"
     ds.ReferencedImageSequence = Sequence([ref])
+    return ds
+
+
+def _responsible(number: int, animal: bool) -> Dataset:
+    """A CT slice whose patient has a Responsible Person and Organization (X in Table E.1-1;
+    Type 2C in the Patient Module, required if the patient is an animal) and a Sex Neutered
+    (X/Z; 2C in Patient Study); ``animal``: a dog, with its species and breed (1C and 2C)."""
+    ds = _ct(number)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{ROOT}1.1.{number}"
+    ds.ResponsiblePerson = "Roe^Rosalind"
+    ds.ResponsiblePersonRole = "OWNER"
+    ds.ResponsibleOrganization = "Happy Paws Veterinary Clinic"
+    ds.PatientSexNeutered = "ALTERED"
+    if animal:
+        ds.PatientSpeciesDescription = "Canis lupus familiaris"
+        ds.PatientBreedDescription = "Beagle"
+        ds.PatientBreedCodeSequence = Sequence()
+        ds.BreedRegistrationSequence = Sequence()
     return ds
 
 
@@ -186,7 +205,8 @@ def samples(tmp_path_factory) -> dict[str, Path]:
     pytest.importorskip("highdicom", reason="highdicom (the test extra) writes the presentation state and SR")
     folder = tmp_path_factory.mktemp("valid-in")
     cts = [_ct(1), _ct(2)]
-    built = {"ct": cts[0], "gsps": _gsps(cts), "sr": _sr(cts)}
+    built = {"ct": cts[0], "gsps": _gsps(cts), "sr": _sr(cts),
+             "ct-responsible": _responsible(3, animal=False), "ct-animal": _responsible(4, animal=True)}
     paths = {}
     for name, ds in built.items():
         paths[name] = folder / f"{name}.dcm"
@@ -422,6 +442,16 @@ def test_structured_report_keeps_its_content_tree(samples, uri, tmp_path):
         assert out.ReferencedPerformedProcedureStepSequence[0].ReferencedSOPInstanceUID == ROOT + "9"
     else:
         assert len(out.ReferencedPerformedProcedureStepSequence) == 0  # X/Z/D on a Type 2: Z
+
+
+@pytest.mark.parametrize("uri", URIS)
+def test_a_responsible_party_stays_only_for_an_animal(samples, uri, tmp_path):
+    # 2C attributes follow their condition: removed (X) for a human, emptied (Type 2) for an animal.
+    human = pydicom.dcmread(deidentified(samples, "ct-responsible", uri, tmp_path))
+    assert "ResponsiblePerson" not in human and "ResponsibleOrganization" not in human
+    animal = pydicom.dcmread(deidentified(samples, "ct-animal", uri, tmp_path))
+    assert animal.ResponsiblePerson == "" and animal.ResponsibleOrganization == ""
+    assert animal.PatientSpeciesDescription == "Canis lupus familiaris"
 
 
 def test_an_identifying_code_sequence_under_d_loses_its_codes():

@@ -10,6 +10,7 @@ The package in layers, each a subpackage whose docstring says what it may import
   answers, coerced queries both ways, outgoing sends);
 * ``edge``: the Orthanc edge, the only modules that import ``orthanc``;
 * ``checks``: what a rule set will do against an Orthanc configuration (warnings, errors);
+* ``configuration``: the ``Coercion`` section and the environment, one table of keys;
 * ``cli``, ``serve``: the command line.
 
 The public names below are the engine's; importing them loads pydicom only when used.

@@ -21,29 +21,21 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
+from . import configuration
 from .engine.pseudonyms import Keys, SecretError
-from .stores.locations import beside, is_url
+from .stores.locations import is_url
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO / "orthanc.json"
-# option -> (environment variable, configuration key path)
-OVERRIDES = {
-    "http_port": ("COERCION_HTTP_PORT", ("HttpPort",)),
-    "dicom_port": ("COERCION_DICOM_PORT", ("DicomPort",)),
-    "mpps_port": ("COERCION_MPPS_PORT", ("Coercion", "Mpps", "Port")),
-    "storage": ("COERCION_STORAGE", ("StorageDirectory",)),
-    "rules": ("COERCION_RULES", ("Coercion", "RulesDirectory")),
-    "secret_file": ("COERCION_SECRET_FILE", ("Coercion", "SecretFile")),
-    "linkage_db": ("COERCION_LINKAGE_DB", ("Coercion", "LinkageDatabase")),
-}
-_PATH_KEYS = [("StorageDirectory",), ("IndexDirectory",), ("PythonScript",), ("Coercion", "RulesDirectory"),
-              ("Coercion", "SecretFile"), ("Coercion", "LinkageDatabase"), ("Coercion", "LinkageTokenFile"),
-              ("Coercion", "AdminTokenFile"), ("Coercion", "ForwardsDatabase"), ("Coercion", "TablesDirectory"),
-              ("Coercion", "MppsDatabase"), ("Coercion", "DatabasePasswordFile"), ("Worklists", "Database"),
-              ("Coercion", "ActivityDatabase"), ("Coercion", "RestCredentialFile")]
-# The file of Orthanc's REST API credential ("user:password", one line), which serve adds to
-# RegisteredUsers of the configuration it starts Orthanc with: never written in orthanc.json.
-REST_CREDENTIAL_VARIABLE = "COERCION_REST_CREDENTIAL_FILE"
+
+
+def _overrides() -> list[tuple[str, str, tuple[str, ...], bool]]:
+    """(option, environment variable, configuration key path, is a port) of every override:
+    Orthanc's own settings and the Coercion keys that have an option (configuration.py)."""
+    found = [(option, variable, path, path[-1].endswith("Port"))
+             for path, variable, option, _ in configuration.ORTHANC_OVERRIDES]
+    found += [(key.option, key.variable, ("Coercion", key.name), False) for key in configuration.KEYS if key.option]
+    return found
 
 
 class ServeError(RuntimeError):
@@ -73,33 +65,33 @@ def effective_configuration(args: argparse.Namespace, environ: dict) -> dict:
     except ValueError as exc:
         raise ServeError(f"configuration file {config_path} is not valid JSON: {exc}") from None
     base = config_path.parent
-    for path in _PATH_KEYS:  # Orthanc resolves relative paths against its working folder
+    for path in configuration.path_keys():  # Orthanc resolves relative paths against its working folder
         value = _get(config, path)
         if isinstance(value, str) and value and not is_url(value) and not Path(value).is_absolute():
             _set(config, path, str(base / value))
     config["Plugins"] = [p if Path(p).is_absolute() else str(base / p) for p in config.get("Plugins", [])]
-    for option, (variable, path) in OVERRIDES.items():
-        value = getattr(args, option, None) or environ.get(variable)
+    for option, variable, path, port in _overrides():
+        value = getattr(args, option.removeprefix("--").replace("-", "_"), None) or environ.get(variable)
         if value is None:
             continue
-        if option in ("http_port", "dicom_port", "mpps_port"):
+        if port:
             try:
                 value = int(value)
             except ValueError:
-                raise ServeError(f"--{option.replace('_', '-')} must be a port number, got {value!r}") from None
+                raise ServeError(f"{option} must be a port number, got {value!r}") from None
         elif not is_url(value):  # a postgresql:// URL is never a path
             value = str(Path(value).resolve())
         _set(config, path, value)
-        if option == "storage":
+        if path == ("StorageDirectory",):
             config["IndexDirectory"] = value
     _add_rest_credential(config, environ)
     return config
 
 
 def _add_rest_credential(config: dict, environ: dict) -> None:
-    """Orthanc's REST API user from Coercion.RestCredentialFile (or COERCION_REST_CREDENTIAL_FILE)."""
-    coercion = config.get("Coercion") or {}
-    path = environ.get(REST_CREDENTIAL_VARIABLE) or coercion.get("RestCredentialFile")
+    """Orthanc's REST API user from Coercion.RestCredentialFile (or COERCION_REST_CREDENTIAL_FILE),
+    added to RegisteredUsers of the configuration Orthanc starts with: never in orthanc.json."""
+    path = configuration.read(config, environ)["RestCredentialFile"]
     if not path:
         return
     try:
@@ -157,27 +149,10 @@ def _check(config: dict, environ: dict) -> None:
 
 def _sensitive_files(config: dict, environ: dict) -> list[tuple[str, Path]]:
     """(what, path) of the files that hold the secret, a credential or the stores, where the
-    plugin will look for them (Settings.from_configuration has the same defaults)."""
-    coercion = config.get("Coercion") or {}
-    found = []
-    if not environ.get("COERCION_SECRET") and coercion.get("SecretFile"):
-        found.append(("the site secret", coercion["SecretFile"]))
-    for kind, key in (("linkage", "LinkageTokenFile"), ("admin", "AdminTokenFile")):
-        token_file = environ.get(f"COERCION_{kind.upper()}_TOKEN_FILE") or coercion.get(key)
-        if token_file:
-            found.append((f"the {kind} credential", token_file))
-    rest_file = environ.get(REST_CREDENTIAL_VARIABLE) or coercion.get("RestCredentialFile")
-    if rest_file:
-        found.append(("Orthanc's REST API credential", rest_file))
-    password_file = environ.get("COERCION_DATABASE_PASSWORD_FILE") or coercion.get("DatabasePasswordFile")
-    if password_file:
-        found.append(("the database password", password_file))
-    linkage = coercion.get("LinkageDatabase") or "linkage.sqlite"
-    forwards = coercion.get("ForwardsDatabase") or beside(linkage, "forwards.sqlite")
-    mpps = coercion.get("MppsDatabase") or beside(linkage, "mpps.sqlite")
-    activity = coercion.get("ActivityDatabase") or beside(linkage, "activity.sqlite")
-    for what, store in (("the linkage store", linkage), ("the forwarding queue", forwards),
-                        ("the MPPS store", mpps), ("the activity store", activity)):
+    plugin will look for them (configuration.py: the same table as the plugin's)."""
+    values = configuration.read(config, environ)
+    found = configuration.secret_files(values, environ)
+    for what, store in configuration.stores(values):
         if not is_url(store):  # a database server's files are its own
             found += [(what, f"{store}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
     return [(what, Path(path)) for what, path in found]
@@ -245,7 +220,8 @@ def exposed_storage(config: dict) -> list[str]:
 def _check_ports(config: dict) -> None:
     """A port already taken (Debian's own Orthanc service listens on 8042 and 4242) would make
     Orthanc stop with a cryptic message: say which port and what to do instead."""
-    for key, option in (("HttpPort", "http_port"), ("DicomPort", "dicom_port")):
+    for key, option, variable in (("HttpPort", "--http-port", "COERCION_HTTP_PORT"),
+                                  ("DicomPort", "--dicom-port", "COERCION_DICOM_PORT")):
         port = config.get(key)
         if not isinstance(port, int):
             continue
@@ -256,7 +232,7 @@ def _check_ports(config: dict) -> None:
             except OSError:
                 raise ServeError(
                     f"{key} {port} is already in use (by Debian's orthanc service? 'systemctl stop orthanc'); "
-                    f"choose another with --{option.replace('_', '-')} or {OVERRIDES[option][0]}"
+                    f"choose another with {option} or {variable}"
                 ) from None
 
 
@@ -349,13 +325,12 @@ def add_parser(sub) -> None:
         "overrides it without editing it (and so does the environment variable named).",
     )
     serve.add_argument("--config", default=str(DEFAULT_CONFIG), help="Orthanc configuration (default: the repository's orthanc.json)")
-    serve.add_argument("--http-port", type=int, help="HTTP port (COERCION_HTTP_PORT)")
-    serve.add_argument("--dicom-port", type=int, help="DICOM port (COERCION_DICOM_PORT)")
-    serve.add_argument("--mpps-port", type=int, help="the MPPS SCP's port, Coercion.Mpps.Port (COERCION_MPPS_PORT)")
-    serve.add_argument("--storage", help="storage and index folder (COERCION_STORAGE)")
-    serve.add_argument("--rules", help="rules folder (COERCION_RULES)")
-    serve.add_argument("--secret-file", help="site secret file (COERCION_SECRET_FILE; or COERCION_SECRET)")
-    serve.add_argument("--linkage-db", help="linkage store: an SQLite file or a postgresql:// URL (COERCION_LINKAGE_DB)")
+    for path, variable, option, what in configuration.ORTHANC_OVERRIDES:
+        serve.add_argument(option, type=int if path[-1].endswith("Port") else None,
+                           help=f"{what}, {'.'.join(path)} ({variable})")
+    for key in configuration.KEYS:
+        if key.option:
+            serve.add_argument(key.option, help=f"{key.help}, Coercion.{key.name} ({key.variable})")
     serve.add_argument("--orthanc", help="the Orthanc executable (default: Orthanc on PATH, /usr/sbin/Orthanc)")
     serve.add_argument("orthanc_args", nargs="*", help="extra arguments for Orthanc (after --), e.g. -- --verbose")
     serve.set_defaults(func=serve_command)

@@ -25,10 +25,10 @@ from .engine.pixels.settings import PixelSettings
 from .engine.profile import PATIENT_ID_TAG
 from .engine.pseudonyms import Keys
 from .engine.uri import parse_uri
+from . import configuration
 from .rules import STUDY_ROOT_FIND, Peers, Rule, RuleError, RuleSet, Transaction, load_rules
 from .stores.activity import Activity, Counts, open_activity
 from .stores.linkage import LinkageStore, open_store
-from .stores.locations import beside
 
 UNCHANGED = "unchanged"
 COERCED = "coerced"
@@ -70,34 +70,33 @@ class Settings:
 
     @classmethod
     def from_configuration(cls, config: dict, environ: dict | None = None) -> "Settings":
-        """From the ``Coercion`` section of orthanc.json; COERCION_* variables take precedence."""
+        """From the ``Coercion`` section of orthanc.json; COERCION_* variables take precedence
+        (configuration.py: one table of keys, variables and defaults)."""
         env = os.environ if environ is None else environ
-        section = config.get("Coercion", {}) if isinstance(config, dict) else {}
-        rules = env.get("COERCION_RULES") or section.get("RulesDirectory")
-        if not rules:
+        values = configuration.read(config, env)
+        if not values["RulesDirectory"]:
             raise ValueError("Coercion.RulesDirectory is not set in the configuration (or COERCION_RULES)")
-        window = section.get("DateShiftWindow", [-1095, 1095])
+        window = values["DateShiftWindow"]
         if (not isinstance(window, list) or len(window) != 2
                 or not all(isinstance(v, int) and not isinstance(v, bool) for v in window)):
             raise ValueError("Coercion.DateShiftWindow must be a list of two whole numbers of days")
-        secret_env = {k: v for k, v in env.items() if k in ("COERCION_SECRET", "COERCION_SECRET_FILE")}
-        if not secret_env and section.get("SecretFile"):
-            secret_env["COERCION_SECRET_FILE"] = section["SecretFile"]
+        secret_env = {k: v for k, v in env.items() if k == "COERCION_SECRET"}
+        if values["SecretFile"]:
+            secret_env["COERCION_SECRET_FILE"] = values["SecretFile"]
         keys = Keys.from_env(secret_env, date_shift_window=tuple(window))
-        credentials = {kind: _credential(env, section, kind) for kind in CREDENTIALS}
-        linkage = env.get("COERCION_LINKAGE_DB") or section.get("LinkageDatabase") or "linkage.sqlite"
+        credentials = {kind: _credential(env, values, kind) for kind in CREDENTIALS}
         return cls(
-            rules_directory=rules,
-            linkage_database=linkage,
-            forwards_database=section.get("ForwardsDatabase") or beside(linkage, "forwards.sqlite"),
-            mpps_database=section.get("MppsDatabase") or beside(linkage, "mpps.sqlite"),
-            activity_database=section.get("ActivityDatabase") or beside(linkage, "activity.sqlite"),
-            database_password_file=env.get("COERCION_DATABASE_PASSWORD_FILE") or section.get("DatabasePasswordFile"),
+            rules_directory=values["RulesDirectory"],
+            linkage_database=values["LinkageDatabase"],
+            forwards_database=values["ForwardsDatabase"],
+            mpps_database=values["MppsDatabase"],
+            activity_database=values["ActivityDatabase"],
+            database_password_file=values["DatabasePasswordFile"],
             keys=keys,
             linkage_token=credentials["linkage"],
             admin_token=credentials["admin"],
-            tables=section.get("TablesDirectory"),
-            send_batch_size=_positive_int(section.get("SendBatchSize", 32), "Coercion.SendBatchSize"),
+            tables=values["TablesDirectory"],
+            send_batch_size=_positive_int(values["SendBatchSize"], "Coercion.SendBatchSize"),
             strict_aet=config.get("StrictAetComparison") is True,
         )
 
@@ -416,12 +415,12 @@ CREDENTIALS = {
 MIN_CREDENTIAL_LENGTH = 16
 
 
-def _credential(env, section: dict, kind: str) -> str | None:
+def _credential(env, values: dict, kind: str) -> str | None:
     """A credential from COERCION_<KIND>_TOKEN, else the file COERCION_<KIND>_TOKEN_FILE or
     Coercion.<Kind>TokenFile; a missing file leaves what it guards disabled (403)."""
     what, key, variable = CREDENTIALS[kind]
     token = env.get(variable)
-    path = env.get(variable + "_FILE") or section.get(key)
+    path = values[key]
     if not token and path and Path(path).exists():
         try:
             token = Path(path).read_text().strip()

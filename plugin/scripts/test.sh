@@ -7,5 +7,7 @@ export TCP_NODELAY=1  # Debian's DCMTK waits on delayed ACKs without it (about 4
 install_debian_packages "$DEBIAN_PACKAGES $TEST_DEBIAN_PACKAGES"
 build_venv "[test]"
 cd "$REPO"
+# The linter first ([tool.ruff] in pyproject.toml): a finding fails the run like a failed test.
+"$VENV/bin/ruff" check plugin tests bench
 # pytest exits 5 when no test ran: with `set -e` that is a failure, as it must be.
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"

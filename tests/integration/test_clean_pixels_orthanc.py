@@ -8,7 +8,6 @@ import io
 import sys
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import JPEGBaseline8Bit

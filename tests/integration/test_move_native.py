@@ -2,7 +2,7 @@
 plugin's C-MOVE SCP replace Orthanc's, asked by dcmtk's movescu to send to a destination no
 rule names. Every identifier form Orthanc's SCP takes delivers the same instances with the same
 final status. Orthanc's Python plugin 4.0 runs a plugin's C-MOVE as one sub-operation created
-before the plugin sees the request, which the tests pin down where it shows (see README)."""
+before the plugin sees the request, which the tests pin down where it shows (see docs/administrators-guide.md, What leaves Orthanc)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,6 @@ SCU); ``mpps_route`` answers /coercion/mpps.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import select
 import socket
@@ -55,7 +54,7 @@ from ..exchanges.mpps import (
 from ..service import safe_message
 from ..stores.locations import is_url
 from ..stores.mpps import open_mpps_store
-from .state import audit, log_failure, state
+from .state import audit, forward_wakeup, log_failure, modalities, state, stop_orthanc
 
 # pynetdicom logs datasets and identifiers at its "standard" level: none of it here (the data
 # is PHI until a rule coerces it); the plugin writes its own audit lines.
@@ -154,12 +153,10 @@ _running: dict = {}  # "ae", "server", "settings" while the SCP runs
 
 def start_mpps(config: dict) -> None:
     """Start the MPPS SCP if the configuration asks for it; bad settings stop Orthanc."""
-    from .startup import _stop_orthanc  # start-up imports this module
-
     try:
         settings = MppsSettings.from_configuration(config)
     except ValueError as exc:
-        _stop_orthanc(str(exc))
+        stop_orthanc(str(exc))
         return
     service = state.service
     database = service.settings.mpps_database  # a path or a URL: never made a Path before it is known
@@ -172,7 +169,7 @@ def start_mpps(config: dict) -> None:
     try:
         state.mpps = open_mpps_store(database, service.keys, service.settings.database_password_file)
     except Exception as exc:  # StoreError: a wrong secret, an altered or unwritable file
-        _stop_orthanc(f"the MPPS store cannot be opened: {safe_message(exc)}")
+        stop_orthanc(f"the MPPS store cannot be opened: {safe_message(exc)}")
         return
     state.mpps_exchange = MppsExchange(service, state.mpps, arm=_arm, resolve=_resolve,
                                        worklists=lambda: state.worklists, audit=_audit, warn=_warn)
@@ -182,7 +179,7 @@ def start_mpps(config: dict) -> None:
     try:
         _serve(settings)
     except OSError as exc:
-        _stop_orthanc(f"the MPPS SCP cannot listen on {settings.host}:{settings.port} (Coercion.Mpps): "
+        stop_orthanc(f"the MPPS SCP cannot listen on {settings.host}:{settings.port} (Coercion.Mpps): "
                       f"{exc.strerror or exc}; is the port taken? choose another with Coercion.Mpps.Port")
         return
     _at_exit(stop_mpps)
@@ -414,8 +411,8 @@ def _on_requested(event) -> None:
         assoc.kill()
         return
     try:
-        modalities = json.loads(orthanc.RestApiGet("/modalities?expand"))
-        known = settings is not None and admitted(calling, host, modalities, settings.check_host, settings.strict_aet)
+        known = settings is not None and admitted(calling, host, modalities(), settings.check_host,
+                                                  settings.strict_aet)
     except Exception:
         log_failure("MPPS SCP: DicomModalities could not be read")
         known = False
@@ -536,15 +533,13 @@ def _warn(text: str) -> None:
 def _arm(route: str, destination: str, uid: str, retries: int, retry_interval: int) -> None:
     """Queue a forward of the step (one open per route, destination and step: a message kept
     while one is being sent opens the next, which a failed attempt is merged into)."""
-    from .routes import wake_forwards  # routes imports this module
-
     state.forwards.arm(route, destination, "MPPS", uid, True, retries, retry_interval)
-    wake_forwards()
+    forward_wakeup.set()  # the worker runs: MPPS forwards come from routes, loaded at start-up
 
 
 def _resolve(destination: str) -> str:
     """A forward's destination by its name in DicomModalities (as given when unknown)."""
-    found = find_modality(json.loads(orthanc.RestApiGet("/modalities?expand")), destination, _strict())
+    found = find_modality(modalities(), destination, _strict())
     return found[0] if found else destination
 
 
@@ -604,7 +599,7 @@ def send_mpps_forward(row: dict) -> str:
         exchange = state.mpps_exchange
         if exchange is None:
             return _failed(row, "the MPPS store is not open (Coercion.Mpps)", retry=False)
-        found = find_modality(json.loads(orthanc.RestApiGet("/modalities?expand")), row["destination"], _strict())
+        found = find_modality(modalities(), row["destination"], _strict())
         if found is None:
             return _failed(row, f"no modality named {row['destination']!r} in DicomModalities")
         name, peer = found

@@ -28,7 +28,7 @@ from .answers import (
     passthrough_post,
     run_as_orthanc_job,
 )
-from .state import Refused, audit, log_audit, log_event, log_failure, modality_exists, state
+from .state import Refused, audit, log_audit, log_event, log_failure, modalities, modality_exists, state
 
 # -- outgoing C-STORE ---------------------------------------------------------------------
 
@@ -59,7 +59,7 @@ def on_modality_store(output, uri, request):
         return output.SendMethodNotAllowed("POST")
     modality, body = request["groups"][0], request.get("body", b"")
     ruleset = state.service.ruleset
-    peer = json.loads(orthanc.RestApiGet("/modalities?expand")).get(modality)
+    peer = modalities().get(modality)
     try:
         # Orthanc's checks first, in its order and with its answers, whoever the peer is.
         store = read_store_request(body, _resource_exists, modality_exists, modality)
@@ -173,9 +173,8 @@ def on_move(**request):
 
 def _move(request: dict) -> None:
     target = request.get("TargetAET", "")
-    modalities = json.loads(orthanc.RestApiGet("/modalities?expand"))
-    # Orthanc's own C-MOVE SCP resolves the destination as it compares AE titles.
-    found = [(name, m) for name, m in sorted(modalities.items()) if state.service.peers.same(m.get("AET"), target)]
+    # Orthanc's own C-MOVE SCP resolves the destination by AE title, as it compares them.
+    found = [(name, m) for name, m in sorted(modalities().items()) if state.service.peers.same(m.get("AET"), target)]
     if not found:
         raise LookupError(f"unknown C-MOVE destination {target!r}: not in DicomModalities")
     modality, peer = found[0]

@@ -48,7 +48,7 @@ from .answers import (
     orthanc_error,
     passthrough_post,
 )
-from .state import audit, modality_exists, state
+from .state import audit, modalities, modality_exists, state
 
 _FORMS = ("simplify", "short", "full")
 
@@ -100,7 +100,7 @@ def _issuers_of(patient_id: str) -> list[str]:
 
 def _rules_for(modality: str, body: dict, query: dict, worklist: bool = False):
     """(peer, request rule, response rule) for a query to ``modality``; rules None if none applies."""
-    peer = json.loads(orthanc.RestApiGet("/modalities?expand")).get(modality)
+    peer = modalities().get(modality)
     if peer is None:
         return None, None, None
     calling = body.get("LocalAet") or peer.get("LocalAet") or state.orthanc_aet

@@ -13,7 +13,10 @@ import base64
 import hashlib
 import re
 import urllib.parse
+from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
+from typing import Callable
 
 import orthanc
 
@@ -21,7 +24,7 @@ from ..checks import check_ruleset
 from ..rules import RuleError
 from .answers import answer_json
 from .mpps import mpps_route
-from .routes import wake_forwards
+from .forwarding import wake_forwards
 from .state import log_event, log_failure, recent_audit, state
 from .worklist import worklists_route
 
@@ -67,45 +70,15 @@ def _granted(output, request: dict, kind: str, route: str, event: str) -> bool:
     return False
 
 
-# The API, for GET /coercion (README.md's table says the same; tests/test_checks.py compares).
-API = (
-    ("GET", "/coercion", None, "this list and the version"),
-    ("GET", "/coercion/rules", None, "the active rules, their files, when they were loaded, the last load error, "
-                                     "the rule checks' warnings"),
-    ("POST", "/coercion/rules/reload", "administration", "reload the rules atomically"),
-    ("POST", "/coercion/preview/rule/{name}", "administration",
-     "a DICOM file coerced by a rule, nothing stored; with Accept: application/json (or ?format=json, "
-     "X-Coercion-Format: json) each attribute's result, values before and after, and reason"),
-    ("POST", "/coercion/preview/uri/{uri}", "administration",
-     "a DICOM file coerced by a URI, nothing stored; as JSON, each attribute explained (as above)"),
-    ("GET", "/coercion/stats", None, "per rule: matched, coerced, rejected, discarded, bytes, seconds, last seen"),
-    ("GET", "/coercion/activity", None, "per rule and per calling AE title: counts, first and last seen, last failure"),
-    ("GET", "/coercion/audit", "administration", "this node's recent audit records, newest first (?limit=N)"),
-    ("GET", "/coercion/ui/", None, "the administrator's page (it asks for the administration credential)"),
-    ("GET", "/coercion/sends", None, "the coerced send jobs of this process"),
-    ("GET", "/coercion/sends/{id}", None, "one send job"),
-    ("GET", "/coercion/forwards", None, "the forwarding queue (?state=...)"),
-    ("GET", "/coercion/forwards/{id}", None, "one forward"),
-    ("POST", "/coercion/forwards/{id}/retry", "administration", "make a forward due now"),
-    ("GET", "/coercion/mpps", "administration", "the kept MPPS steps"),
-    ("GET", "/coercion/mpps/{uid}", "administration", "one kept step"),
-    ("GET", "/coercion/worklists", "administration", "the worklist items"),
-    ("POST", "/coercion/worklists", "administration", "add a worklist item"),
-    ("GET", "/coercion/worklists/{id}", "administration", "one worklist item"),
-    ("DELETE", "/coercion/worklists/{id}", "administration", "remove a worklist item"),
-    ("GET", "/coercion/linkage/{pseudonym}", "re-identification", "the originals behind a pseudonymous patient ID"),
-)
-
-
 def on_rest_index(output, uri, **request):
-    """GET /coercion: what the API offers (no value, nothing of a patient)."""
+    """GET /coercion: what the API offers (no value, nothing of a patient), read from ROUTES."""
     from ..engine.implementation import VERSION
 
     if request["method"] != "GET":
         return output.SendMethodNotAllowed("GET")
     return answer_json(output, {"version": VERSION, "routes": [
-        {"method": method, "path": path, "credential": credential, "answer": answer}
-        for method, path, credential, answer in API]})
+        {"method": method, "path": route.path, "credential": _NAMES.get(route.credential), "answer": route.answer}
+        for route in (_INDEX, *ROUTES) for method in route.methods]})
 
 
 def _ui_page(output, route: str, method: str):
@@ -187,131 +160,215 @@ def _preview_format(headers: dict, args: dict) -> str | None:
     return "json" if json_q > 0 and json_q > quality.get("application/dicom", 0.0) else "dicom"
 
 
-def on_rest(output, uri, **request):
-    method = request["method"]
-    route = request["groups"][0] if request.get("groups") else ""
-    args = request.get("get", {})
+# -- the handlers: (output, request, route, match) -> answer; the table below binds them -------
+
+
+def _rules(output, request, route, match):
+    return answer_json(output, rules_report())
+
+
+def _audit(output, request, route, match):
     try:
-        if route == "rules" and method == "GET":
-            return answer_json(output, rules_report())
-        if route == "rules/reload":
-            if method != "POST":
-                return output.SendMethodNotAllowed("POST")
-            if not _granted(output, request, "admin", route, "rules-reload"):
-                return None
-            return _reload(output, route)
-        if route == "ui" or route.startswith("ui/"):
-            return _ui_page(output, route, method)
-        if route == "audit":
-            if method != "GET":
-                return output.SendMethodNotAllowed("GET")
-            if not _granted(output, request, "admin", route, "audit-read"):
-                return None
-            try:
-                limit = int(args.get("limit") or 200)
-            except ValueError:
-                return _error(output, 400, "limit must be a whole number")
-            return answer_json(output, list(reversed(recent_audit))[:max(limit, 0)])
-        if route == "stats" and method == "GET":
-            return answer_json(output, state.service.stats())
-        if route == "activity" and method == "GET":
-            return answer_json(output, state.service.activity())
-        preview = re.fullmatch(r"preview(?:/(rule|uri)/(.+))?", route)
-        if preview:
-            if method != "POST":
-                return output.SendMethodNotAllowed("POST")
-            if not _granted(output, request, "admin", "preview", "preview"):
-                return None
-            if len(request.get("body") or b"") > MAX_PREVIEW_BYTES:
-                return _error(output, 413, f"a preview takes one DICOM file of at most {MAX_PREVIEW_BYTES} bytes "
-                                           "(MAX_PREVIEW_BYTES)")
-            # Orthanc 1.10 drops the query string of POST requests before plugins see it:
-            # /coercion/preview/rule/NAME and /coercion/preview/uri/URI say the same thing.
-            headers = request.get("headers", {})
-            chosen = {"rule": args.get("rule") or headers.get("x-coercion-rule"),
-                      "uri": args.get("uri") or headers.get("x-coercion-uri")}
-            if preview.group(1):
-                chosen[preview.group(1)] = urllib.parse.unquote(preview.group(2))
-            form = _preview_format(headers, args)
-            if form is None:
-                return _error(output, 400, "format must be json or dicom (?format=, X-Coercion-Format or Accept)")
-            explained = state.service.preview_explained if form == "json" else state.service.preview
-            try:
-                answer = explained(request.get("body", b""), chosen["rule"], chosen["uri"])
-            except LookupError as exc:
-                return _error(output, 404, str(exc))
-            except ValueError as exc:  # URIError, DicomError and bad arguments
-                return _error(output, 400, str(exc))
-            # The JSON answer holds values of the upload: the audit line says only that it was given.
-            log_event("preview", route="preview", outcome="answered", rule=chosen["rule"], uri=chosen["uri"],
-                      format=form)
-            if form == "json":
-                return answer_json(output, answer)
-            return output.AnswerBuffer(answer[0], "application/dicom")
-        if route == "sends" and method == "GET":
-            return answer_json(output, [job.as_dict() for job in state.sends.all()])
-        match = re.fullmatch(r"sends/([^/]+)", route)
-        if match and method == "GET":
-            job = state.sends.get(match.group(1))
-            if job is None:
-                return _error(output, 404, f"no send job {match.group(1)} (jobs are kept in memory until a restart)")
-            return answer_json(output, job.as_dict())
-        if route == "forwards" and method == "GET":
-            return answer_json(output, state.forwards.list(args.get("state") or None))
-        match = re.fullmatch(r"forwards/([0-9]+)", route)
-        if match and method == "GET":
-            row = state.forwards.get(int(match.group(1)))
-            return answer_json(output, row) if row else _error(output, 404, f"no forward {match.group(1)}")
-        match = re.fullmatch(r"forwards/([0-9]+)/retry", route)
-        if match:
-            if method != "POST":
-                return output.SendMethodNotAllowed("POST")
-            if not _granted(output, request, "admin", route, "forward-retry"):
-                return None
-            row = state.forwards.retry(int(match.group(1)))
-            if row is None:
-                return _error(output, 404, f"no forward {match.group(1)}")
-            if row["state"] == "sending":
-                log_event("forward-retry", route=route, outcome="refused: being sent")
-                return _error(output, 409, f"forward {match.group(1)} is being sent; retry it once it has ended")
-            log_event("forward-retry", route=route, outcome="accepted")
-            wake_forwards()
-            return answer_json(output, row)
-        if route == "worklists" or route.startswith("worklists/"):
-            if not _granted(output, request, "admin", "worklists", "worklists"):
-                return None
-            status, answer = worklists_route(route, method, request)
-            if status == 405:
-                return output.SendMethodNotAllowed(answer)
-            if method in ("POST", "DELETE"):
-                log_event("worklists", route=route, method=method, outcome="done" if status == 200 else f"{status}")
-            return answer_json(output, answer, status)
-        if re.fullmatch(r"mpps(/[^/]+)?", route):
-            # The kept steps show patient data unless a rule coerced them: administration only.
-            if method != "GET":
-                return output.SendMethodNotAllowed("GET")
-            if not _granted(output, request, "admin", "mpps", "mpps-read"):
-                return None
-            status, answer = mpps_route(route, args)
-            which = {"sop_instance_uid": route[len("mpps/"):]} if route != "mpps" else {}
-            log_event("mpps-read", route="mpps/{uid}" if which else "mpps",
-                      outcome="answered" if status == 200 else f"not answered: {status}", **which)
-            return answer_json(output, answer, status)
-        match = re.fullmatch(r"linkage/([^/]+)", route)
-        if match:
-            if method != "GET":
-                return output.SendMethodNotAllowed("GET")
-            if not _granted(output, request, "linkage", "linkage", "re-identification"):
-                return None
-            links = state.service.linkage(match.group(1))
-            # The pseudonym is a keyed hash, not PHI: the trail says which record was re-identified.
-            log_event("re-identification", route="linkage", outcome="answered" if links else "unknown pseudonym",
-                      pseudonym=match.group(1), links=len(links))
-            if not links:
-                return _error(output, 404, "no patient is linked to this pseudonym")
-            return answer_json(output, {"pseudonym": match.group(1), "links": links})
-        return _error(output, 404, f"no such route: /coercion/{route} ({method}); GET /coercion lists them")
+        limit = int(request.get("get", {}).get("limit") or 200)
+    except ValueError:
+        return _error(output, 400, "limit must be a whole number")
+    return answer_json(output, list(reversed(recent_audit))[:max(limit, 0)])
+
+
+def _stats(output, request, route, match):
+    return answer_json(output, state.service.stats())
+
+
+def _activity(output, request, route, match):
+    return answer_json(output, state.service.activity())
+
+
+def _preview(output, request, route, match):
+    if len(request.get("body") or b"") > MAX_PREVIEW_BYTES:
+        return _error(output, 413, f"a preview takes one DICOM file of at most {MAX_PREVIEW_BYTES} bytes "
+                                   "(MAX_PREVIEW_BYTES)")
+    # Orthanc 1.10 drops the query string of POST requests before plugins see it:
+    # /coercion/preview/rule/NAME and /coercion/preview/uri/URI say the same thing.
+    args, headers = request.get("get", {}), request.get("headers", {})
+    chosen = {"rule": args.get("rule") or headers.get("x-coercion-rule"),
+              "uri": args.get("uri") or headers.get("x-coercion-uri")}
+    if match.group("kind"):
+        chosen[match.group("kind")] = urllib.parse.unquote(match.group("name"))
+    form = _preview_format(headers, args)
+    if form is None:
+        return _error(output, 400, "format must be json or dicom (?format=, X-Coercion-Format or Accept)")
+    explained = state.service.preview_explained if form == "json" else state.service.preview
+    try:
+        answer = explained(request.get("body", b""), chosen["rule"], chosen["uri"])
+    except LookupError as exc:
+        return _error(output, 404, str(exc))
+    except ValueError as exc:  # URIError, DicomError and bad arguments
+        return _error(output, 400, str(exc))
+    # The JSON answer holds values of the upload: the audit line says only that it was given.
+    log_event("preview", route="preview", outcome="answered", rule=chosen["rule"], uri=chosen["uri"], format=form)
+    if form == "json":
+        return answer_json(output, answer)
+    return output.AnswerBuffer(answer[0], "application/dicom")
+
+
+def _sends(output, request, route, match):
+    return answer_json(output, [job.as_dict() for job in state.sends.all()])
+
+
+def _send(output, request, route, match):
+    job = state.sends.get(match.group("id"))
+    if job is None:
+        return _error(output, 404, f"no send job {match.group('id')} (jobs are kept in memory until a restart)")
+    return answer_json(output, job.as_dict())
+
+
+def _forwards(output, request, route, match):
+    return answer_json(output, state.forwards.list(request.get("get", {}).get("state") or None))
+
+
+def _forward(output, request, route, match):
+    row = state.forwards.get(int(match.group("id")))
+    return answer_json(output, row) if row else _error(output, 404, f"no forward {match.group('id')}")
+
+
+def _forward_retry(output, request, route, match):
+    row = state.forwards.retry(int(match.group("id")))
+    if row is None:
+        return _error(output, 404, f"no forward {match.group('id')}")
+    if row["state"] == "sending":
+        log_event("forward-retry", route=route, outcome="refused: being sent")
+        return _error(output, 409, f"forward {match.group('id')} is being sent; retry it once it has ended")
+    log_event("forward-retry", route=route, outcome="accepted")
+    wake_forwards()
+    return answer_json(output, row)
+
+
+def _worklists(output, request, route, match):
+    method = request["method"]
+    status, answer = worklists_route(route, method, request)
+    if status == 405:
+        return output.SendMethodNotAllowed(answer)
+    if method in ("POST", "DELETE"):
+        log_event("worklists", route=route, method=method, outcome="done" if status == 200 else f"{status}")
+    return answer_json(output, answer, status)
+
+
+def _mpps(output, request, route, match):
+    # The kept steps show patient data unless a rule coerced them: administration only.
+    status, answer = mpps_route(route, request.get("get", {}))
+    which = {"sop_instance_uid": match.group("uid")} if match.group("uid") else {}
+    log_event("mpps-read", route="mpps/{uid}" if which else "mpps",
+              outcome="answered" if status == 200 else f"not answered: {status}", **which)
+    return answer_json(output, answer, status)
+
+
+def _linkage(output, request, route, match):
+    pseudonym = match.group("pseudonym")
+    links = state.service.linkage(pseudonym)
+    # The pseudonym is a keyed hash, not PHI: the trail says which record was re-identified.
+    log_event("re-identification", route="linkage", outcome="answered" if links else "unknown pseudonym",
+              pseudonym=pseudonym, links=len(links))
+    if not links:
+        return _error(output, 404, "no patient is linked to this pseudonym")
+    return answer_json(output, {"pseudonym": pseudonym, "links": links})
+
+
+def _ui(output, request, route, match):
+    return _ui_page(output, route, request["method"])
+
+
+def _reload_route(output, request, route, match):
+    return _reload(output, route)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One entry of the API: methods, the path under /coercion (``{name}`` a segment, as the
+    index and docs/rest-api.md show it), the credential it needs (None, "admin", "linkage"), the
+    audit event of a refusal (and the route it names: the path matched, unless given), the
+    handler, what it answers. ``pattern``: a regular expression with named groups, when the
+    path's ``{name}`` segments are not enough."""
+
+    methods: tuple[str, ...]
+    path: str
+    credential: str | None
+    event: str | None
+    handler: Callable | None
+    answer: str
+    pattern: str | None = None
+    audit_route: str | None = None
+    methods_by_handler: bool = False  # its handler answers 405 itself (paths under one pattern differ)
+
+    @cached_property
+    def regex(self) -> re.Pattern:
+        if self.pattern is not None:
+            return re.compile(self.pattern)
+        relative = self.path.removeprefix("/coercion").lstrip("/")
+        return re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(relative)))
+
+
+_INDEX = Route(("GET",), "/coercion", None, None, None, "this list and the version")
+# The API: the dispatcher and GET /coercion read it; docs/rest-api.md's table is compared with
+# GET /coercion by tests/integration/test_admin_routes.py. One entry a route, as pynetdicom
+# binds one handler an event.
+ROUTES = (
+    Route(("GET",), "/coercion/rules", None, None, _rules,
+          "the active rules, their files, when they were loaded, the last load error, the rule checks' warnings"),
+    Route(("POST",), "/coercion/rules/reload", "admin", "rules-reload", _reload_route, "reload the rules atomically"),
+    Route(("POST",), "/coercion/preview/rule/{name}", "admin", "preview", _preview,
+          "a DICOM file coerced by a rule, nothing stored; with Accept: application/json (or ?format=json, "
+          "X-Coercion-Format: json) each attribute's result, values before and after, and reason",
+          pattern=r"preview(?:/(?P<kind>rule|uri)/(?P<name>.+))?", audit_route="preview"),
+    Route(("POST",), "/coercion/preview/uri/{uri}", "admin", "preview", None,
+          "a DICOM file coerced by a URI, nothing stored; as JSON, each attribute explained (as above)"),
+    Route(("GET",), "/coercion/stats", None, None, _stats,
+          "per rule: matched, coerced, rejected, discarded, bytes, seconds, last seen"),
+    Route(("GET",), "/coercion/activity", None, None, _activity,
+          "per rule and per calling AE title: counts, first and last seen, last failure"),
+    Route(("GET",), "/coercion/audit", "admin", "audit-read", _audit,
+          "this node's recent audit records, newest first (?limit=N)"),
+    Route(("GET",), "/coercion/ui/", None, None, _ui,
+          "the administrator's page (it asks for the administration credential)", pattern=r"ui(?:/.*)?"),
+    Route(("GET",), "/coercion/sends", None, None, _sends, "the coerced send jobs of this process"),
+    Route(("GET",), "/coercion/sends/{id}", None, None, _send, "one send job"),
+    Route(("GET",), "/coercion/forwards", None, None, _forwards, "the forwarding queue (?state=...)"),
+    Route(("GET",), "/coercion/forwards/{id}", None, None, _forward, "one forward", pattern=r"forwards/(?P<id>[0-9]+)"),
+    Route(("POST",), "/coercion/forwards/{id}/retry", "admin", "forward-retry", _forward_retry,
+          "make a forward due now", pattern=r"forwards/(?P<id>[0-9]+)/retry"),
+    Route(("GET",), "/coercion/mpps", "admin", "mpps-read", _mpps, "the kept MPPS steps",
+          pattern=r"mpps(?:/(?P<uid>[^/]+))?", audit_route="mpps"),
+    Route(("GET",), "/coercion/mpps/{uid}", "admin", "mpps-read", None, "one kept step"),
+    Route(("GET", "POST"), "/coercion/worklists", "admin", "worklists", _worklists,
+          "the worklist items; POST: add one", pattern=r"worklists(?:/.*)?", audit_route="worklists",
+          methods_by_handler=True),
+    Route(("GET", "DELETE"), "/coercion/worklists/{id}", "admin", "worklists", None,
+          "one worklist item; DELETE: remove it"),
+    Route(("GET",), "/coercion/linkage/{pseudonym}", "linkage", "re-identification", _linkage,
+          "the originals behind a pseudonymous patient ID", audit_route="linkage"),
+)
+
+
+def _dispatch(output, request: dict, route: str):
+    """The first entry whose pattern matches the route; its methods, its credential, its handler."""
+    for entry in ROUTES:
+        if entry.handler is None:  # listed only: another entry's pattern serves it
+            continue
+        match = entry.regex.fullmatch(route)
+        if match is None:
+            continue
+        if request["method"] not in entry.methods and not entry.methods_by_handler:
+            return output.SendMethodNotAllowed(",".join(entry.methods))
+        if entry.credential and not _granted(output, request, entry.credential, entry.audit_route or route,
+                                             entry.event):
+            return None
+        return entry.handler(output, request, route, match)
+    return _error(output, 404, f"no such route: /coercion/{route} ({request['method']}); GET /coercion lists them")
+
+
+def on_rest(output, uri, **request):
+    route = request["groups"][0] if request.get("groups") else ""
+    try:
+        return _dispatch(output, request, route)
     except Exception as exc:  # never leak a traceback with values to the client
         log_failure("REST error")
         return _error(output, 500, f"internal error: {type(exc).__name__}")
-

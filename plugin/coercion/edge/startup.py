@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import threading
 
 import orthanc
@@ -20,8 +19,9 @@ import orthanc
 from ..engine.quiet import quiet_pydicom
 from ..rules import Peers, RuleError, RuleSet, aet_key
 from ..service import FIND, CoercionService, Settings, safe_message
+from .. import configuration
 from ..checks import check_ruleset, startup_refusals
-from ..stores.forwards import LEASE_SECONDS, ForwardQueue
+from ..stores.forwards import ForwardQueue
 from .capabilities import probe
 from .find import find_settings, on_find
 from .ingest import on_cstore_instance, on_http_request, on_received_instance
@@ -29,8 +29,8 @@ from .mpps import start_mpps
 from .outgoing import on_modality_store, on_move
 from .query import on_modality_query, on_query_read
 from .rest import on_rest, on_rest_index, ui_file
-from .routes import on_change, start_forward_worker
-from .state import state
+from .forwarding import on_change, start_forward_worker
+from .state import modalities, state, stop_orthanc
 from .worklist import start_worklists
 
 
@@ -65,19 +65,33 @@ def _refuse_unsafe(ruleset: RuleSet, config: dict) -> None:
 def live_modalities() -> dict[str, str]:
     """The AE title of each DicomModalities entry as Orthanc knows it now (PUT /modalities/{id}
     changes it while Orthanc runs)."""
-    return {name: str(peer.get("AET", "")) for name, peer in json.loads(orthanc.RestApiGet("/modalities?expand")).items()}
-
-
-def _stop_orthanc(message: str) -> None:
-    # Running without the protection the rules promise is worse than not running at all.
-    text = f"coercion: refusing to start: {message}"
-    orthanc.LogError(text)
-    print(text, file=sys.stderr, flush=True)
-    os._exit(78)  # EX_CONFIG
+    return {name: str(peer.get("AET", "")) for name, peer in modalities().items()}
 
 
 def start() -> None:
+    """Read the configuration, load the rules, register what they need (each step stops
+    Orthanc, saying why, when it cannot be done: the plugin never runs half-armed)."""
     quiet_pydicom()
+    config = _open_service()
+    state.capabilities = probe(config)
+    orthanc.LogWarning(f"coercion: {state.capabilities.summary()}")
+    refusals = startup_refusals(state.service.ruleset, config)
+    if refusals:  # fail closed: a configuration around the plugin that defeats the rules
+        stop_orthanc("; ".join(refusals))
+    _keep_statistics()
+    _register_callbacks(config)
+    state.service.validators.append(_check_restart_needed)
+    state.service.validators.append(lambda ruleset: _refuse_unsafe(ruleset, config))
+    _start_forwarding(config)
+    orthanc.LogWarning(
+        f"coercion: {len(state.service.ruleset.rules)} rule(s) active from {state.service.settings.rules_directory}"
+    )
+    _warn_about_rules(config)
+    _start_scps(config)
+
+
+def _open_service() -> dict:
+    """Orthanc's configuration, and the service over it (rules, keys, the stores it opens)."""
     try:
         config = json.loads(orthanc.GetConfiguration())
         state.orthanc_aet = config.get("DicomAet", "ORTHANC")
@@ -92,27 +106,26 @@ def start() -> None:
         # Opens the stores: the linkage store and the activity store (Coercion.ActivityDatabase).
         state.service = CoercionService(settings, peers=Peers(settings.strict_aet, live_modalities))
     except Exception as exc:  # RuleError, SecretError, bad settings, StoreError: all stop Orthanc
-        _stop_orthanc(str(exc))
-        return
-    state.capabilities = probe(config)
-    orthanc.LogWarning(f"coercion: {state.capabilities.summary()}")
-    refusals = startup_refusals(state.service.ruleset, config)
-    if refusals:  # fail closed: a configuration around the plugin that defeats the rules
-        _stop_orthanc("; ".join(refusals))
-        return
-    _keep_statistics()
+        stop_orthanc(str(exc))
+    return config
+
+
+def _register_callbacks(config: dict) -> None:
+    """What every rule set needs, then what the rules at start-up need: Orthanc takes some
+    callbacks only now, and an idle one still costs (a reload needing more is refused)."""
+    rules = state.service.ruleset.rules
     orthanc.RegisterIncomingHttpRequestFilter(on_http_request)
     orthanc.RegisterReceivedInstanceCallback(on_received_instance)
     orthanc.RegisterIncomingCStoreInstanceFilter(on_cstore_instance)
     orthanc.RegisterRestCallback("/coercion", on_rest_index)
     orthanc.ExtendOrthancExplorer(ui_file("explorer.js").decode())  # a link to /coercion/ui/
     orthanc.RegisterRestCallback("/coercion/(.*)", on_rest)
-    if any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in state.service.ruleset.rules):
+    if any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in rules):
         # Both replace Orthanc's own: without outgoing rules, Orthanc's route and C-MOVE SCP stay.
         orthanc.RegisterRestCallback("/modalities/([^/]+)/store", on_modality_store)
         orthanc.RegisterMoveCallback(on_move)
         state.outgoing_registered = True
-    if any(r.dimse in FIND and r.role == "SCU" for r in state.service.ruleset.rules):
+    if any(r.dimse in FIND and r.role == "SCU" for r in rules):
         # Replaces Orthanc's C-FIND SCP as a whole: without C-FIND rules, Orthanc's own answers.
         state.find_settings = find_settings(config)
         orthanc.RegisterFindCallback(on_find)
@@ -121,7 +134,7 @@ def start() -> None:
             # The answers for callers no rule matches are rebuilt after Orthanc 1.10's C-FIND SCP.
             orthanc.LogWarning("coercion: the plugin's C-FIND SCP answers callers no rule matches as Orthanc 1.10 "
                                "does; this Orthanc is newer, and its own C-FIND SCP may answer differently")
-    if any(r.dimse in FIND and r.role == "SCP" for r in state.service.ruleset.rules):
+    if any(r.dimse in FIND and r.role == "SCP" for r in rules):
         # Called instead of Orthanc's own routes; queries no rule applies to go to Orthanc's.
         orthanc.RegisterRestCallback(
             "/modalities/([^/]+)/(query|find|find-patient|find-study|find-series|find-instance|find-worklist)",
@@ -130,21 +143,24 @@ def start() -> None:
             "/queries/([^/]+)/answers((?:/[0-9]+/(?:content|query-studies|query-series|query-instances))?)",
             on_query_read)
         state.query_registered = True
-    state.service.validators.append(_check_restart_needed)
-    state.service.validators.append(lambda ruleset: _refuse_unsafe(ruleset, config))
+
+
+def _start_forwarding(config: dict) -> None:
+    """The forwarding queue (its status stays readable without routes), the change log it
+    follows while routes are loaded, and its worker."""
     try:
-        # Its status stays readable without routes. Several Orthancs on one database tell their
-        # leases apart by node name: Coercion.NodeName, else host, AE title and DICOM port.
-        node = (config.get("Coercion") or {}).get("NodeName") or \
+        # Several Orthancs on one database tell their leases apart by node name:
+        # Coercion.NodeName, else host, AE title and DICOM port.
+        values = configuration.read(config, os.environ)
+        node = values["NodeName"] or \
             f"{socket.gethostname()}:{config.get('DicomAet', 'ORTHANC')}:{config.get('DicomPort', 4242)}"
-        lease = (config.get("Coercion") or {}).get("ForwardLeaseSeconds", LEASE_SECONDS)
+        lease = values["ForwardLeaseSeconds"]
         if isinstance(lease, bool) or not isinstance(lease, (int, float)) or lease < 4:
             raise ValueError("Coercion.ForwardLeaseSeconds must be a number of seconds, at least 4")
         state.forwards = ForwardQueue(state.service.settings.forwards_database, str(node),
                                       state.service.settings.database_password_file, lease)
     except Exception as exc:  # StoreError: an unusable file or location
-        _stop_orthanc(str(exc))
-        return
+        stop_orthanc(str(exc))
     if state.service.ruleset.store_routes:  # MPPS routes are armed by the MPPS SCP itself
         orthanc.RegisterOnChangeCallback(on_change)
         state.routes_registered = True
@@ -154,22 +170,24 @@ def start() -> None:
         else:  # what comes in while no route is loaded is not for the routes a later start brings
             state.forwards.unfollow_changes()
     except Exception as exc:
-        _stop_orthanc(safe_message(exc))
-        return
+        stop_orthanc(safe_message(exc))
     if state.service.ruleset.routes:
         start_forward_worker()
-    orthanc.LogWarning(
-        f"coercion: {len(state.service.ruleset.rules)} rule(s) active from {state.service.settings.rules_directory}"
-    )
-    _warn_about_rules(config)
+
+
+def _start_scps(config: dict) -> None:
+    """The worklist SCP and the MPPS SCP, when the configuration asks for them."""
     try:
         start_worklists(config)
     except ValueError as exc:  # bad settings, or the folder missing with its parent (both named)
-        _stop_orthanc(f"the worklist SCP cannot start: {exc}")
+        stop_orthanc(f"the worklist SCP cannot start: {exc}")
     except Exception as exc:  # another plugin answers worklists already
-        _stop_orthanc(f"the worklist SCP cannot start: {safe_message(exc)} (Orthanc lets one plugin answer "
-                      "worklists: leave out the ModalityWorklists sample plugin when the coercion plugin serves them)")
+        stop_orthanc(f"the worklist SCP cannot start: {safe_message(exc)} (Orthanc lets one plugin answer "
+                     "worklists: leave out the ModalityWorklists sample plugin when the coercion plugin serves them)")
     start_mpps(config)
+    if state.mpps_exchange is not None:
+        # The SCP arms MPPS forwards for routes a reload may add: the worker must be there.
+        start_forward_worker()
 
 
 def _keep_statistics() -> None:

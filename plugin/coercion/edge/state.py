@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import deque
 import threading
 import traceback
 from dataclasses import dataclass, field
+from typing import NoReturn
 from pathlib import Path
 
 import orthanc
@@ -104,6 +106,25 @@ def configured_host(aet: str | None) -> str | None:
     return state.modality_hosts.get(state.service.peers.key(aet)) if aet is not None else None
 
 
+def modalities() -> dict[str, dict]:
+    """Orthanc's DicomModalities as it knows them now, by symbolic name (PUT /modalities/{id}
+    changes them while Orthanc runs): the one place the edge reads them."""
+    return json.loads(orthanc.RestApiGet("/modalities?expand"))
+
+
 def modality_exists(modality: str) -> bool:
     """Whether Orthanc knows a modality by this symbolic name."""
-    return modality in json.loads(orthanc.RestApiGet("/modalities"))
+    return modality in modalities()
+
+
+def stop_orthanc(message: str) -> NoReturn:
+    """Stop Orthanc at start-up: running without the protection the rules promise is worse
+    than not running at all."""
+    text = f"coercion: refusing to start: {message}"
+    orthanc.LogError(text)
+    print(text, file=sys.stderr, flush=True)
+    os._exit(78)  # EX_CONFIG
+
+
+# The forwarding worker waits on this between its rounds; what arms a forward sets it.
+forward_wakeup = threading.Event()

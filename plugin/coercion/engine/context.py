@@ -9,6 +9,7 @@ from pydicom.dataset import Dataset
 
 from .clean import IDENTIFYING_KEYWORDS, Identifiers, date_forms, person_name_values
 from .limits import MAX_SEQUENCE_DEPTH, too_deep
+from .profile import patient_is_animal
 from .pseudonyms import Keys
 from .values import text_of, values_of
 
@@ -26,8 +27,10 @@ class InstanceContext:
     def __init__(self, header: Dataset, keys: Keys, needs_identifiers: bool, tables=None):
         self.keys = keys
         self.sop_class_uid = text_of(header, SOP_CLASS_UID)
-        # The types of the attributes of the instance's IOD (None: not a standard SOP Class).
-        self.types = tables.item_types(self.sop_class_uid) if tables is not None else None
+        # The types of the attributes of the instance's IOD (None: not a standard SOP Class),
+        # for its kind of patient (the conditions of some 2C attributes).
+        self.types = (tables.item_types(self.sop_class_uid, patient_is_animal(header))
+                      if tables is not None else None)
         self.patient_id = text_of(header, PATIENT_ID)
         self.issuer = text_of(header, ISSUER_OF_PATIENT_ID)
         self._study_uid = text_of(header, STUDY_INSTANCE_UID)

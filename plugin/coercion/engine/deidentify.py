@@ -46,6 +46,7 @@ from .profile import (
     SAFE_PRIVATE,
     SHIFT_DATES,
     UID,
+    VALUE_DEPENDENT,
     Profile,
     nested_subtree,
     resolve_profile,
@@ -285,6 +286,8 @@ class Deidentifier:
             scope.instance.overlays_removed = True
             for tag in [t for t in ds.keys() if (t >> 16) in removed_overlay_groups]:
                 del ds[tag]
+        if top:
+            _drop_unconditioned(ds)
 
     def walk_items(self, elem: DataElement, scope: Scope) -> None:
         """Walk the items of a sequence in their ``scope`` (an SR content tree that is cleaned
@@ -367,6 +370,14 @@ def _refuse_directory(*_) -> None:
     raise DeidentificationError(
         "a DICOMDIR (Media Storage Directory Storage) is the directory of a file-set, not an "
         "instance: it is not de-identified; build a new one from the de-identified files")
+
+
+def _drop_unconditioned(ds: Dataset) -> None:
+    """A Type 1C attribute whose condition went with another's value (profile.VALUE_DEPENDENT)
+    is not allowed any more: it goes too (the Role of a Responsible Person removed or emptied)."""
+    for tag, on in VALUE_DEPENDENT.items():
+        if tag in ds and not text_of(ds, on):
+            del ds[tag]
 
 
 def _empty(ds: Dataset, tag: int, keyword, scope) -> None:

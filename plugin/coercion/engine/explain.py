@@ -52,6 +52,7 @@ from .method import (
 )
 from .private import _NOT_PRIVATE_GROUPS, private_creators
 from .profile import (
+    ANIMAL_ONLY,
     CLEAN_GRAPHICS,
     CLEAN_STRUCTURED,
     CLEAN_TEXT,
@@ -66,8 +67,10 @@ from .profile import (
     SHIFT_DATES,
     UID,
     UNKNOWN_TYPE,
+    VALUE_DEPENDENT,
     Profile,
     nested_subtree,
+    patient_is_animal,
     resolve_row,
 )
 from .structured import HAS_OBS_CONTEXT, RELATIONSHIP_TYPE
@@ -120,6 +123,20 @@ _METHOD = {
 }
 _FILE_META = ("file meta information: rebuilt from the de-identified dataset (SOP Class and Instance "
               "UIDs, transfer syntax, this implementation's UID and version); nothing else of the old one is kept")
+
+
+def _unconditioned(tag: int) -> dict:
+    on = VALUE_DEPENDENT[tag]
+    return _reason("not-in-table", f"not in PS3.15 Table E.1-1; Type 1C in the IOD, only while {tag_text(on)} "
+                                   f"{keyword_of(on)} has a value, and it has none now: removed")
+
+
+def _type_text(tag: int, level: int, place: _Place) -> str:
+    """What the IOD's type says; for a conditional type the instance decides, its condition."""
+    if place.top and tag in ANIMAL_ONLY and level != UNKNOWN_TYPE:
+        return ("Type 2C in the IOD, required of an animal: the patient is one (a Patient Species is present)"
+                if level else "Type 2C in the IOD, required of an animal only: no Patient Species, not one")
+    return _TYPES[level]
 
 
 class _Full(Exception):
@@ -271,6 +288,8 @@ class _Explanation:
                 child = place
             else:
                 action, reason, child = self.why(tag, vr, place, creators, overlay_groups)
+                if place.top and tag in VALUE_DEPENDENT and b is not None and a is None:
+                    action, reason = REMOVE, _unconditioned(tag)
                 result = self.result(b, a, action, vr, tag, place)
                 reason = self.noted(reason, action, result)
             self.add(path, tag, vr, result, b, a, action, reason)
@@ -356,7 +375,7 @@ class _Explanation:
                 parts.append(", ".join(f"{o.value} {row.options[o.value]}" for o in deciding) + f": {resolved}")
             if action != resolved:
                 level = UNKNOWN_TYPE if place.types is None else place.types.required.get(tag, 0)
-                parts.append(f"{_TYPES[level]}: {action}")
+                parts.append(f"{_type_text(tag, level, place)}: {action}")
             parts.append(_MEANING.get(action, action))
             reason = _reason("table", "; ".join(parts), row.tag if row else None, row.basic if row else None,
                              deciding)
@@ -507,7 +526,8 @@ def explain(original: Instance, coerced: Instance, profile: Profile) -> dict:
     try:
         explanation.file_meta(original.file_meta, coerced.file_meta)
         sop_class = original.header.get(SOP_CLASS_UID)
-        types = profile.tables.item_types(str(sop_class.value).strip() if sop_class is not None else None)
+        types = profile.tables.item_types(str(sop_class.value).strip() if sop_class is not None else None,
+                                          patient_is_animal(original.header))
         explanation.level(_elements(original.segments), _elements(coerced.segments),
                           _creators(original.segments), _Place(types=types))
     except _Full:

@@ -74,6 +74,33 @@ BY_TYPE = {
 }
 UNKNOWN_TYPE = 3
 
+# Conditional types that the instance decides. The tables count 1C and 2C as required (the
+# safe side for validity), but PS3.3 requires these of an animal only (C.7.1.1 Patient: breed,
+# Responsible Person and Organization; C.7.2.2 Patient Study: Patient's Sex Neutered). An
+# instance says its patient is an animal with a Patient Species Description or Code Sequence
+# (Type 1C for an animal: without either the patient is not one; dciodvfy decides on their
+# presence too). For any other patient these are Type 3: the profile's action stands, an X
+# removes them (Table E.1-1 removes Responsible Person and Organization).
+PATIENT_SPECIES_TAGS = (0x00102201, 0x00102202)  # Patient Species Description, Code Sequence
+ANIMAL_ONLY = frozenset({
+    0x00102203,  # Patient's Sex Neutered
+    0x00102292,  # Patient Breed Description
+    0x00102293,  # Patient Breed Code Sequence
+    0x00102294,  # Breed Registration Sequence
+    0x00102297,  # Responsible Person
+    0x00102299,  # Responsible Organization
+})
+# Type 1C attributes that are required while another has a value and not allowed otherwise;
+# Table E.1-1 removes or empties that other one, and they go with its value. PS3.3 C.7.1.1:
+# Responsible Person Role, "Required if Responsible Person is present and has a value".
+VALUE_DEPENDENT = {0x00102298: 0x00102297}  # Responsible Person Role: Responsible Person
+
+
+def patient_is_animal(header) -> bool:
+    """Whether the instance's patient is an animal, as the conditions of ANIMAL_ONLY mean it."""
+    return any(tag in header for tag in PATIENT_SPECIES_TAGS)
+
+
 PATIENT_ID_TAG = 0x00100020
 # A DICOMDIR's Directory Record Sequence (Type 2 in the Basic Directory IOD: in every DICOMDIR):
 # a DICOMDIR is refused, it is not an instance (deidentify._refuse_directory).
@@ -137,6 +164,15 @@ def _merge(into: dict, tree: dict) -> None:
             into[keyword] = min(value, current)
 
 
+def _not_animal(types: ItemTypes) -> ItemTypes:
+    """The top level of an IOD for a patient who is not an animal: ANIMAL_ONLY is Type 3
+    (the sequences' items are the same)."""
+    node = ItemTypes()
+    node.required = {tag: level for tag, level in types.required.items() if tag not in ANIMAL_ONLY}
+    node.children = types.children
+    return node
+
+
 def _item_types(tree: dict, enclosing: dict) -> ItemTypes:
     node = ItemTypes()
     for keyword, value in tree.items():
@@ -169,18 +205,24 @@ class Tables:
     module_types: dict  # module -> {keyword: type | [type, items | "^"]}
     _by_iod: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def item_types(self, sop_class_uid: str | None) -> ItemTypes | None:
-        """The types of the SOP Class's IOD (None when the SOP Class is not a standard one)."""
+    def item_types(self, sop_class_uid: str | None, animal: bool = True) -> ItemTypes | None:
+        """The types of the SOP Class's IOD (None when the SOP Class is not a standard one);
+        ``animal``: whether the patient is one (patient_is_animal), which decides the types of
+        ANIMAL_ONLY; a caller that cannot tell keeps them required."""
         iod = self.sop_class_iod.get(sop_class_uid or "")
         if iod is None:
             return None
-        types = self._by_iod.get(iod)
-        if types is None:  # built once per IOD (a race builds it twice, the same)
-            tree: dict = {}
-            for module in self.iod_modules.get(iod, ()):
-                _merge(tree, self.module_types.get(module, {}))
-            types = self._by_iod[iod] = _item_types(tree, {})
+        types = self._by_iod.get((iod, animal))
+        if types is None:  # built once per IOD and kind of patient (a race builds it twice, the same)
+            types = self._by_iod[(iod, animal)] = (
+                self._iod_types(iod) if animal else _not_animal(self.item_types(sop_class_uid)))
         return types
+
+    def _iod_types(self, iod: str) -> ItemTypes:
+        tree: dict = {}
+        for module in self.iod_modules.get(iod, ()):
+            _merge(tree, self.module_types.get(module, {}))
+        return _item_types(tree, {})
 
 
 def tables_dir() -> Traversable:

@@ -24,9 +24,8 @@ from ..rules import Transaction
 from .answers import orthanc_job
 from .mpps import send_mpps_forward
 from .outgoing import UnsupportedPeer, instances_of, outgoing_transaction, plan_send
-from .state import configured_host, log_failure, state
+from .state import configured_host, forward_wakeup, log_failure, modalities, state
 
-_forward_wakeup = threading.Event()
 _LEVEL_OF_WHEN = {"received": "Instance", "stable-series": "Series", "stable-study": "Study"}
 _CHANGES_PER_BATCH = 100
 # Several Orthancs write the change log at once: a sequence number can show up after a later
@@ -38,7 +37,7 @@ GAP_SECONDS = 10
 def on_change(change_type, level, resource_id):
     if change_type in (orthanc.ChangeType.NEW_INSTANCE, orthanc.ChangeType.STABLE_SERIES,
                        orthanc.ChangeType.STABLE_STUDY):
-        _forward_wakeup.set()
+        forward_wakeup.set()
 
 
 def _first_change_after(seq: int) -> dict | None:
@@ -130,14 +129,14 @@ def start_forward_worker() -> None:
 def wake_forwards() -> None:
     """Make the worker look for due forwards now (a forward armed, an administrator's retry)."""
     start_forward_worker()
-    _forward_wakeup.set()
+    forward_wakeup.set()
 
 
 def forward_worker() -> None:
     swept = 0.0
     while True:
-        _forward_wakeup.wait(timeout=1.0)
-        _forward_wakeup.clear()
+        forward_wakeup.wait(timeout=1.0)
+        forward_wakeup.clear()
         try:
             if state.routes_registered:
                 while state.forwards.route_changes(place_in_changes, route_changes):
@@ -174,7 +173,7 @@ def _sweep_waiting() -> None:
         last = resource.get("LastUpdate")
         if last and now - _orthanc_time(last) >= 2 * state.stable_age and \
                 state.forwards.stable(row["level"], row["resource"]):
-            _forward_wakeup.set()
+            forward_wakeup.set()
 
 
 def _orthanc_time(text: str) -> float:
@@ -186,7 +185,7 @@ def _send_forward(row: dict) -> None:
     if row["level"] == "MPPS":  # a performed procedure step: its messages, in order
         return send_mpps_forward(row)
     # A route names a modality by its symbolic name or by AE title, compared as Orthanc compares.
-    found = find_modality(json.loads(orthanc.RestApiGet("/modalities?expand")), row["destination"],
+    found = find_modality(modalities(), row["destination"],
                           state.service.peers.strict)
     if not found:
         state.forwards.attempt_failed(row["id"], f"no modality named {row['destination']!r} in DicomModalities")

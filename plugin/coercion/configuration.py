@@ -1,0 +1,133 @@
+"""The configuration in one table: orthanc.json's ``Coercion`` section and the environment.
+
+Each key says where it is read (``Coercion.<Key>``), the environment variable that takes
+precedence over it, its default, what kind of value it holds (a path resolved against
+orthanc.json's folder, a store's location, a file that holds a secret...), the option of
+``coercion serve`` that sets it, and what it is for. The service's settings, ``coercion serve``
+(its options, the paths it resolves, the files it warns about) and the documentation's table
+are read from here (tests/test_configuration.py compares them), so they cannot disagree.
+
+Plain code: no Orthanc, no parsing of DICOM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .stores.forwards import LEASE_SECONDS
+from .stores.locations import beside
+
+# Kinds of value.
+PATH = "path"  # a file or folder, resolved against orthanc.json's folder by coercion serve
+LOCATION = "location"  # a store: an SQLite file (a path) or a postgresql:// URL
+SECRET_FILE = "secret file"  # a path to a file that holds a secret: owner-only, warned about
+NUMBER = "number"
+TEXT = "text"
+FLAG = "flag"
+DAYS = "days"  # [low, high]
+SECTION = "section"  # a section of its own
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str  # in the Coercion section
+    variable: str | None  # the environment variable that takes precedence
+    default: object  # a value, or a function of the values read before it
+    kind: str
+    option: str | None  # coercion serve's option that sets it
+    what: str  # what it is, as messages name it
+    help: str
+
+
+def _beside_linkage(name: str) -> Callable[[dict], str]:
+    return lambda values: beside(values["LinkageDatabase"], name)
+
+
+KEYS: tuple[Key, ...] = (
+    Key("RulesDirectory", "COERCION_RULES", None, PATH, "--rules", "the rules folder", "the rules folder (required)"),
+    Key("SecretFile", "COERCION_SECRET_FILE", None, SECRET_FILE, "--secret-file", "the site secret",
+        "the site secret, at least 32 bytes (COERCION_SECRET: the secret itself)"),
+    Key("LinkageDatabase", "COERCION_LINKAGE_DB", "linkage.sqlite", LOCATION, "--linkage-db", "the linkage store",
+        "the linkage store: an SQLite file or a postgresql:// URL"),
+    Key("ForwardsDatabase", None, _beside_linkage("forwards.sqlite"), LOCATION, None, "the forwarding queue",
+        "the forwarding queue (default: beside the linkage store)"),
+    Key("MppsDatabase", None, _beside_linkage("mpps.sqlite"), LOCATION, None, "the MPPS store",
+        "the MPPS store (default: beside the linkage store)"),
+    Key("ActivityDatabase", None, _beside_linkage("activity.sqlite"), LOCATION, None, "the activity store",
+        "statistics per rule and calling AE title (default: beside the linkage store)"),
+    Key("LinkageTokenFile", "COERCION_LINKAGE_TOKEN_FILE", None, SECRET_FILE, None, "the linkage credential",
+        "the re-identification credential (COERCION_LINKAGE_TOKEN: the token itself)"),
+    Key("AdminTokenFile", "COERCION_ADMIN_TOKEN_FILE", None, SECRET_FILE, None, "the admin credential",
+        "the administration credential (COERCION_ADMIN_TOKEN: the token itself)"),
+    Key("RestCredentialFile", "COERCION_REST_CREDENTIAL_FILE", None, SECRET_FILE, None, "Orthanc's REST API credential",
+        "Orthanc's REST API user, one line user:password, added to RegisteredUsers by coercion serve"),
+    Key("DatabasePasswordFile", "COERCION_DATABASE_PASSWORD_FILE", None, SECRET_FILE, None, "the database password",
+        "the password of postgresql:// stores (or PGPASSWORD)"),
+    Key("TablesDirectory", None, None, PATH, None, "the tables",
+        "a folder of the standard's tables read instead of the package's own"),
+    Key("DateShiftWindow", None, [-1095, 1095], DAYS, None, "the date shift window", "the range of the keyed date shift, in days"),
+    Key("SendBatchSize", None, 32, NUMBER, None, "the send batch size", "instances per association of a coerced send"),
+    Key("NodeName", None, None, TEXT, None, "the node name",
+        "this node's name among Orthancs sharing one archive (default: host, AE title and DICOM port)"),
+    Key("ForwardLeaseSeconds", None, LEASE_SECONDS, NUMBER, None, "the forward lease",
+        "how long a node's hold on a forward it sends lasts without renewal (at least 4)"),
+    Key("Mpps", None, None, SECTION, None, "the MPPS SCP", "the MPPS SCP: Port (--mpps-port, COERCION_MPPS_PORT), Host, Aet..."),
+    Key("UnsafeOpenRestApiExposesOriginals", None, False, FLAG, None, "the open REST API acknowledgement",
+        "start although Orthanc's REST API asks for no credential (another plugin or proxy must)"),
+    Key("UnsafeCGetBypassesRules", None, False, FLAG, None, "the C-GET acknowledgement",
+        "start although a peer an outgoing rule names may C-GET originals"),
+)
+BY_NAME = {key.name: key for key in KEYS}
+
+# Orthanc's own settings that coercion serve sets from its options (key path, variable, option).
+ORTHANC_OVERRIDES: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
+    (("HttpPort",), "COERCION_HTTP_PORT", "--http-port", "HTTP port"),
+    (("DicomPort",), "COERCION_DICOM_PORT", "--dicom-port", "DICOM port"),
+    (("StorageDirectory",), "COERCION_STORAGE", "--storage", "storage and index folder"),
+    (("Coercion", "Mpps", "Port"), "COERCION_MPPS_PORT", "--mpps-port", "the MPPS SCP's port"),
+)
+# Orthanc's own paths, resolved like the section's against orthanc.json's folder.
+ORTHANC_PATHS: tuple[tuple[str, ...], ...] = (("StorageDirectory",), ("IndexDirectory",), ("PythonScript",),
+                                              ("Worklists", "Database"))
+
+
+def section_of(config) -> dict:
+    section = config.get("Coercion") if isinstance(config, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
+def read(config: dict, environ) -> dict:
+    """Every key's value: its environment variable, else the section's value, else its default."""
+    section = section_of(config)
+    values: dict = {}
+    for key in KEYS:
+        value = environ.get(key.variable) if key.variable else None
+        if value in (None, ""):
+            value = section.get(key.name)
+        if value in (None, ""):
+            value = key.default(values) if callable(key.default) else key.default
+        values[key.name] = value
+    return values
+
+
+def path_keys() -> list[tuple[str, ...]]:
+    """Every setting that holds a path (or a location that may be one): serve resolves them."""
+    return [*ORTHANC_PATHS, *(("Coercion", k.name) for k in KEYS if k.kind in (PATH, LOCATION, SECRET_FILE))]
+
+
+def secret_files(values: dict, environ) -> list[tuple[str, str]]:
+    """(what, path) of the files that hold a secret, where the plugin will read them."""
+    found = []
+    for key in KEYS:
+        if key.kind != SECRET_FILE or not values.get(key.name):
+            continue
+        if key.name == "SecretFile" and environ.get("COERCION_SECRET"):
+            continue  # the secret comes from the environment: the file is not read
+        found.append((key.what, str(values[key.name])))
+    return found
+
+
+def stores(values: dict) -> list[tuple[str, str]]:
+    """(what, location) of every store."""
+    return [(key.what, str(values[key.name])) for key in KEYS if key.kind == LOCATION]
