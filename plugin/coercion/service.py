@@ -22,7 +22,7 @@ from .engine.deidentify import Deidentifier, Outcome
 from .engine.dicomio import DicomError, joined, read_instance
 from .engine.explain import explain
 from .engine.pixels.settings import PixelSettings
-from .engine.profile import PATIENT_ID_TAG
+from .engine.tags import PATIENT_ID
 from .engine.pseudonyms import Keys
 from .engine.uri import parse_uri
 from . import configuration
@@ -381,10 +381,10 @@ class CoercionService:
     def record_find(self, rule: Rule, answers: int, handed_out, seconds: float, calling_aet: str | None = None) -> None:
         """Count a coerced C-FIND (from ``calling_aet``) and remember the pseudonyms its
         answers handed out."""
-        uids = [(h.original, h.pseudonym) for h in handed_out if h.tag != PATIENT_ID_TAG]
+        uids = [(h.original, h.pseudonym) for h in handed_out if h.tag != PATIENT_ID]
         self.store.record_uids(uids)
         for h in handed_out:
-            if h.tag == PATIENT_ID_TAG:
+            if h.tag == PATIENT_ID:
                 self.store.record(h.pseudonym, h.issuer, h.original, rule.name, count=0)
         self.statistics.count(rule.name, calling_aet, coerced=answers, seconds=seconds)
 

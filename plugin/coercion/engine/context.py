@@ -11,12 +11,9 @@ from .clean import IDENTIFYING_KEYWORDS, Identifiers, date_forms, person_name_va
 from .limits import MAX_SEQUENCE_DEPTH, too_deep
 from .profile import patient_is_animal
 from .pseudonyms import Keys
+from .tags import ISSUER_OF_PATIENT_ID, PATIENT_ID, SOP_CLASS_UID, STUDY_INSTANCE_UID
 from .values import text_of, values_of
 
-SOP_CLASS_UID = 0x00080016
-PATIENT_ID = 0x00100020
-ISSUER_OF_PATIENT_ID = 0x00100021
-STUDY_INSTANCE_UID = 0x0020000D
 
 _NO_IDENTIFIERS = Identifiers(set())
 

@@ -55,10 +55,10 @@ from .pseudonyms import Keys
 from .structured import without_context
 from .text import TextCleaner, clean_unlisted
 from .uids import UIDReplacer, query_uids, replaced_uids
+from .tags import SOP_INSTANCE_UID
 from .uri import DeidentifyURI, Option, parse_uri
 from .values import DUMMY_BYTES, text_of, vr_of
 
-SOP_INSTANCE_UID = 0x00080018
 MEDIA_STORAGE_SOP_CLASS_UID = 0x00020002
 MEDIA_STORAGE_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"  # a DICOMDIR
 # The content trees whose observation context items go (structured.without_context).

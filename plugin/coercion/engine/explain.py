@@ -74,6 +74,7 @@ from .profile import (
     resolve_row,
 )
 from .structured import HAS_OBS_CONTEXT, RELATIONSHIP_TYPE
+from .tags import SOP_CLASS_UID
 from .uri import Option
 from .values import TEXT_VRS, values_of
 
@@ -90,7 +91,6 @@ RESULTS = (KEPT, REMOVED, EMPTIED, REPLACED, SHIFTED, UID_MAPPED, CLEANED, ADDED
 MAX_DISPLAY = 64  # characters of a before or after value
 MAX_ENTRIES = 20000  # entries of one answer (an enhanced multi-frame instance has many items)
 
-SOP_CLASS_UID = 0x00080016
 MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 _CLEANINGS = frozenset({CLEAN_TEXT, CLEAN_STRUCTURED, CLEAN_GRAPHICS})
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 from .dates import shift_date_value
 from .profile import DUMMY_ITEMS
 from .pseudonyms import Keys
+from .tags import ISSUER_OF_PATIENT_ID
 from .uri import Option
 from .values import (
     CODE_TAGS,
@@ -19,7 +20,6 @@ from .values import (
     vr_of,
 )
 
-ISSUER_OF_PATIENT_ID = 0x00100021
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
 # Dummies of attributes whose values have a form of their own (PS3.3).
 _DUMMY_BY_TAG = {0x00080201: "+0000"}  # Timezone Offset From UTC: &ZZXX

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydicom.datadict import tag_for_keyword
 
+from .tags import PATIENT_ID
 from .uri import DeidentifyURI, Option
 
 TABLES_ENV = "COERCION_TABLES"  # a folder read instead of the package's tables
@@ -101,7 +102,6 @@ def patient_is_animal(header) -> bool:
     return any(tag in header for tag in PATIENT_SPECIES_TAGS)
 
 
-PATIENT_ID_TAG = 0x00100020
 # A DICOMDIR's Directory Record Sequence (Type 2 in the Basic Directory IOD: in every DICOMDIR):
 # a DICOMDIR is refused, it is not an instance (deidentify._refuse_directory).
 DIRECTORY_RECORD_SEQUENCE_TAG = 0x00041220
@@ -355,7 +355,7 @@ def resolve_profile(uri: DeidentifyURI, directory: str | None = None) -> Profile
             continue
         by_tag[_tag_value(row.tag)] = (action, row.keyword)
     if Option.RetainPatientIDHashOption in options:
-        by_tag[PATIENT_ID_TAG] = (PATIENT_ID_HASH, "PatientID")
+        by_tag[PATIENT_ID] = (PATIENT_ID_HASH, "PatientID")
     by_tag[DIRECTORY_RECORD_SEQUENCE_TAG] = (REFUSE_DIRECTORY, "DirectoryRecordSequence")
     if overlay_data == CLEAN_GRAPHICS:
         # Overlay bitmaps may carry burned-in text and cannot be cleaned without a pixel

@@ -29,15 +29,11 @@ from ..engine.dates import shift_date_value
 from ..engine.deidentify import Deidentifier
 from ..engine.profile import COMPOUND, KEEP, PATIENT_ID_HASH, REMOVE, SHIFT_DATES, UID
 from ..stores.linkage import LinkageStore
+from ..engine.tags import ISSUER_OF_PATIENT_ID, PATIENT_ID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
 from .find import (
-    ISSUER_OF_PATIENT_ID,
-    PATIENT_ID,
     QUERY_RETRIEVE_LEVEL,
     RETRIEVE_AE_TITLE,
-    SERIES_INSTANCE_UID,
-    SOP_INSTANCE_UID,
     SPECIFIC_CHARACTER_SET,
-    STUDY_INSTANCE_UID,
     Constraint,
     FindRequest,
     OrthancFind,

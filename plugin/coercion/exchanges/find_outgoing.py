@@ -32,7 +32,8 @@ from pydicom.sequence import Sequence
 from ..engine.dates import shift_date_value
 from ..engine.deidentify import Deidentifier
 from ..engine.profile import KEEP, PATIENT_ID_HASH, SHIFT_DATES, UID
-from .find import ISSUER_OF_PATIENT_ID, PATIENT_ID, _put, parse_tag_key, tag_key, vr_of
+from ..engine.tags import ISSUER_OF_PATIENT_ID, PATIENT_ID
+from .find import _put, parse_tag_key, tag_key, vr_of
 from .find_coercion import action_for
 
 

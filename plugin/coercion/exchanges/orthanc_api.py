@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Callable
 
+from ..engine.tags import ACCESSION_NUMBER, PATIENT_ID, SERIES_INSTANCE_UID, STUDY_INSTANCE_UID
+
 # Orthanc's ErrorCode: number, description (Enumerations.cpp), HTTP status (ConvertErrorCodeToHttpStatus).
 ERRORS = {
     "InternalError": (-1, "Internal error", 500),
@@ -301,7 +303,7 @@ def read_query_request(body: bytes, modality_exists: Callable[[str], bool], moda
 # They answer nothing at all (HTTP 400, no body) when the body is not a JSON object, or when
 # the constraints that identify the level are shorter than three characters.
 
-_PATIENT_ID, _ACCESSION_NUMBER, _STUDY_UID, _SERIES_UID = 0x00100020, 0x00080050, 0x0020000D, 0x0020000E
+_PATIENT_ID, _ACCESSION_NUMBER, _STUDY_UID, _SERIES_UID = PATIENT_ID, ACCESSION_NUMBER, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID
 _IDENTIFYING = {
     "find-study": ((_ACCESSION_NUMBER, _PATIENT_ID),),
     "find-series": ((_ACCESSION_NUMBER, _PATIENT_ID), (_STUDY_UID,)),

@@ -30,7 +30,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from ..engine.deidentify import Deidentifier, Outcome
 from ..engine.dicomio import DicomError, check_all_nesting, read_instance
 from ..engine.limits import MAX_SEQUENCE_DEPTH, too_deep
-from ..engine.profile import PATIENT_ID_TAG
+from ..engine.tags import PATIENT_ID, STUDY_INSTANCE_UID
 from .find_coercion import HandedOut
 from .orthanc_api import json_depth
 
@@ -39,8 +39,6 @@ SCHEDULED_STATION_AE_TITLE = 0x00400001
 SCHEDULED_PROCEDURE_STEP_STATUS = 0x00400020
 SCHEDULED_PROCEDURE_STEP_ID = 0x00400009
 PREGNANCY_STATUS = 0x001021C0
-STUDY_INSTANCE_UID = 0x0020000D
-ACCESSION_NUMBER = 0x00080050
 REQUESTED_PROCEDURE_ID = 0x00401001
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 # A worklist item is a few kilobytes and tens of attributes (a few hundred with its sequences):
@@ -434,6 +432,6 @@ def handed_out(outcome: Outcome) -> list[HandedOut]:
     """The pseudonyms a worklist answer gives a peer (its patient, its study), to be linked."""
     found = [HandedOut(STUDY_INSTANCE_UID, old, new) for old, new in outcome.uids]  # (a UID: linked alike)
     if outcome.patient_pseudonym and outcome.original_patient_id:
-        found.append(HandedOut(PATIENT_ID_TAG, outcome.original_patient_id, outcome.patient_pseudonym,
+        found.append(HandedOut(PATIENT_ID, outcome.original_patient_id, outcome.patient_pseudonym,
                                outcome.issuer_of_patient_id))
     return found
