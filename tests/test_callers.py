@@ -125,19 +125,37 @@ def test_checks_warn_of_ae_titles_two_modalities_share_up_to_case_and_of_unknown
     assert any("have the same AE title" in f.message for f in strict)
 
 
+USERS = {"RegisteredUsers": {"coercion": "a-password-of-the-site-0123"}}
+
+
 @pytest.mark.parametrize("config,authenticated", [
-    ({}, False), ({"AuthenticationEnabled": False}, False), ({"AuthenticationEnabled": True}, True),
-    ({"RemoteAccessAllowed": True}, True), ({"RemoteAccessAllowed": True, "AuthenticationEnabled": False}, False),
+    ({}, False), ({"AuthenticationEnabled": False, **USERS}, False), ({"AuthenticationEnabled": True, **USERS}, True),
+    ({"RemoteAccessAllowed": True, **USERS}, True),
+    ({"RemoteAccessAllowed": True, "AuthenticationEnabled": False, **USERS}, False),
+    # Orthanc then makes the user orthanc:orthanc itself (its log: "Your setup is INSECURE").
+    ({"AuthenticationEnabled": True}, False), ({"RemoteAccessAllowed": True}, False),
+    ({"AuthenticationEnabled": True, "RegisteredUsers": {}}, False),
+    ({"AuthenticationEnabled": True, "RegisteredUsers": {"orthanc": "orthanc"}}, False),
+    ({"AuthenticationEnabled": True, "RegisteredUsers": {"orthanc": "orthanc", "coercion": "x" * 20}}, False),
 ])
 def test_the_rest_api_is_authenticated_as_orthanc_decides_it(config, authenticated):
     assert rest_api_authenticated(config) is authenticated
+
+
+def test_modalities_kept_in_orthancs_database_cannot_be_checked_for_c_get(tmp_path):
+    ruleset = rules(tmp_path, "- {name: out, dimse: C_STORE_RQ, role: SCP, receiving-aet: [VIEWER], uri: 'deidentify:'}")
+    config = {"AuthenticationEnabled": True, **USERS, "DicomModalitiesInDatabase": True}
+    (reason,) = startup_refusals(ruleset, config)
+    assert "DicomModalitiesInDatabase" in reason and "UnsafeCGetBypassesRules" in reason
+    assert startup_refusals(ruleset, {**config, "Coercion": {"UnsafeCGetBypassesRules": True}}) == []
 
 
 def test_an_open_rest_api_with_rules_is_refused_unless_acknowledged(tmp_path):
     ruleset = rules(tmp_path, RULE)
     (reason,) = startup_refusals(ruleset, {"AuthenticationEnabled": False})
     assert "REST API is open" in reason and OPEN_REST_API_ACKNOWLEDGEMENT in reason
-    assert startup_refusals(ruleset, {"AuthenticationEnabled": True}) == []
+    assert startup_refusals(ruleset, {"AuthenticationEnabled": True, **USERS}) == []
+    assert startup_refusals(ruleset, {"AuthenticationEnabled": True}) != []  # orthanc:orthanc
     assert startup_refusals(ruleset, {"Coercion": {OPEN_REST_API_ACKNOWLEDGEMENT: True}}) == []
     assert startup_refusals(ruleset, {"Coercion": {OPEN_REST_API_ACKNOWLEDGEMENT: "yes"}}) != []
     assert startup_refusals(RuleSet(), {}) == []  # no rule: nothing the plugin promises
@@ -174,6 +192,14 @@ def test_state_changing_requests_from_other_sites_are_refused(method, headers):
 ])
 def test_other_requests_go_on(method, headers):
     assert cross_site_refusal(method, {**HOST, **headers}) is None
+
+
+def test_origins_the_site_allows_may_change_state_behind_a_proxy():
+    behind = {"host": "127.0.0.1:8042", "origin": "https://pacs.example.org", "user-agent": BROWSER,
+              "content-type": "application/x-www-form-urlencoded"}
+    assert cross_site_refusal("POST", behind) is not None
+    assert cross_site_refusal("POST", behind, ("https://pacs.example.org",)) is None
+    assert cross_site_refusal("POST", {**behind, "origin": "https://evil.example"}, ("https://pacs.example.org",))
 
 
 def serve_config(tmp_path, coercion: dict, environ: dict | None = None) -> dict:

@@ -114,6 +114,14 @@ def cget_bypasses(ruleset: RuleSet, config: dict) -> list[str]:
         return [(f"DicomAlwaysAllowGet is true: any caller may C-GET, whatever DicomModalities says, and C-GET "
                  f"retrieves do not go through the rules ({names}): a caller with an AE title they name retrieves "
                  "originals. Set \"DicomAlwaysAllowGet\": false")]
+    if config.get("DicomModalitiesInDatabase") is True:
+        # The modalities live in Orthanc's database, out of the configuration's sight: none can be
+        # checked here, and any of them may C-GET unless it says otherwise.
+        names = ", ".join(f"{r.name!r} ({r.source})" for r in outgoing)
+        return [(f"DicomModalitiesInDatabase is true: the modalities are in Orthanc's database, where their "
+                 f"\"AllowGet\" cannot be checked before Orthanc starts, and C-GET retrieves do not go through the "
+                 f"rules ({names}): keep the modalities in the configuration (DicomModalitiesInDatabase false) with "
+                 "\"AllowGet\": false for those the rules name")]
     compared = configured_peers(config)
     orthanc_aet = config.get("DicomAet", "ORTHANC")
     found = []
@@ -129,13 +137,23 @@ def cget_bypasses(ruleset: RuleSet, config: dict) -> list[str]:
     return found
 
 
+# The user Orthanc makes itself when authentication is on and no user is declared (its log
+# says "Your setup is INSECURE"): a credential everyone knows.
+DEFAULT_USER = ("orthanc", "orthanc")
+
+
 def rest_api_authenticated(config: dict) -> bool:
-    """Whether Orthanc asks HTTP clients for a credential, as Orthanc decides it: an explicit
-    AuthenticationEnabled, else (Orthanc 1.5.8 and later) only when remote access is allowed."""
+    """Whether Orthanc asks HTTP clients for a credential nobody can guess, as Orthanc decides
+    it: AuthenticationEnabled (when absent, Orthanc 1.5.8 and later enable it with remote
+    access), with RegisteredUsers of its own: none, or only the public orthanc:orthanc that
+    Orthanc then creates, is no credential."""
     enabled = config.get("AuthenticationEnabled")
-    if isinstance(enabled, bool):
-        return enabled
-    return config.get("RemoteAccessAllowed") is True
+    if not isinstance(enabled, bool):
+        enabled = config.get("RemoteAccessAllowed") is True
+    users = config.get("RegisteredUsers")
+    if not enabled or not isinstance(users, dict) or not users:
+        return False
+    return DEFAULT_USER not in users.items()
 
 
 def startup_refusals(ruleset: RuleSet, config: dict) -> list[str]:
@@ -146,7 +164,8 @@ def startup_refusals(ruleset: RuleSet, config: dict) -> list[str]:
     has_rules = bool(ruleset.rules or ruleset.routes)
     if has_rules and not rest_api_authenticated(config) and section.get(OPEN_REST_API_ACKNOWLEDGEMENT) is not True:
         reasons.append(
-            "Orthanc's REST API is open (AuthenticationEnabled is false): any local process can read every original "
+            "Orthanc's REST API is open (AuthenticationEnabled is false, or no user of its own in RegisteredUsers, or "
+            "only Orthanc's public orthanc:orthanc): any local process can read every original "
             "(GET /patients), add a modality or compute a pseudonym, whatever the rules do. Set "
             "\"AuthenticationEnabled\": true with RegisteredUsers (coercion serve adds the user of "
             "Coercion.RestCredentialFile), or, if another plugin authenticates every request, set "

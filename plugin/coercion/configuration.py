@@ -73,6 +73,9 @@ KEYS: tuple[Key, ...] = (
     Key("ForwardLeaseSeconds", None, LEASE_SECONDS, NUMBER, None, "the forward lease",
         "how long a node's hold on a forward it sends lasts without renewal (at least 4)"),
     Key("Mpps", None, None, SECTION, None, "the MPPS SCP", "the MPPS SCP: Port (--mpps-port, COERCION_MPPS_PORT), Host, Aet..."),
+    Key("AllowedOrigins", None, [], TEXT, None, "the allowed origins",
+        "other origins whose pages may change state (a reverse proxy's public origin, a viewer), e.g. "
+        "[\"https://pacs.example.org\"]"),
     Key("UnsafeOpenRestApiExposesOriginals", None, False, FLAG, None, "the open REST API acknowledgement",
         "start although Orthanc's REST API asks for no credential (another plugin or proxy must)"),
     Key("UnsafeCGetBypassesRules", None, False, FLAG, None, "the C-GET acknowledgement",

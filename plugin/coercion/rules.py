@@ -402,7 +402,8 @@ def _aet_matcher(raw: dict, where: str, side: str) -> AeMatcher:
     if any(not m for m in modalities):
         raise RuleError(f"{where}: field '{side}-modality': a modality is named by its DicomModalities key, "
                         "not an empty string")
-    insensitive = tuple(re.compile(p.pattern, re.IGNORECASE) for p in titles.patterns)
+    # ASCII only, as Orthanc folds case: a Unicode fold would admit titles Orthanc tells apart.
+    insensitive = tuple(re.compile(p.pattern, re.IGNORECASE | re.ASCII) for p in titles.patterns)
     return AeMatcher(titles, modalities, insensitive)
 
 

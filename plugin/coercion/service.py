@@ -67,6 +67,7 @@ class Settings:
     activity_database: str = "activity.sqlite"  # statistics per rule and calling AE title
     database_password_file: str | None = None  # the password of postgresql:// stores
     strict_aet: bool = False  # Orthanc's StrictAetComparison: how every AE title is compared
+    allowed_origins: tuple[str, ...] = ()  # other origins whose pages may change state (crosssite)
 
     @classmethod
     def from_configuration(cls, config: dict, environ: dict | None = None) -> "Settings":
@@ -98,6 +99,7 @@ class Settings:
             tables=values["TablesDirectory"],
             send_batch_size=_positive_int(values["SendBatchSize"], "Coercion.SendBatchSize"),
             strict_aet=config.get("StrictAetComparison") is True,
+            allowed_origins=_origins(values["AllowedOrigins"]),
         )
 
 
@@ -413,6 +415,13 @@ CREDENTIALS = {
     "admin": ("administration", "AdminTokenFile", "COERCION_ADMIN_TOKEN"),
 }
 MIN_CREDENTIAL_LENGTH = 16
+
+
+def _origins(value) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith(("http://", "https://"))
+                                              for v in value):
+        raise ValueError("Coercion.AllowedOrigins must be a list of origins like \"https://pacs.example.org\"")
+    return tuple(v.rstrip("/") for v in value)
 
 
 def _credential(env, values: dict, kind: str) -> str | None:

@@ -94,7 +94,8 @@ def on_http_request(uri, **request):
     Orthanc's own and /coercion's. Orthanc answers a refusal 403; the audit line says why."""
     try:
         remember_client_address(request.get("ip"))
-        reason = cross_site_refusal(_method_name(request.get("method")), request.get("headers") or {})
+        reason = cross_site_refusal(_method_name(request.get("method")), request.get("headers") or {},
+                                    state.service.settings.allowed_origins)
         if reason is None:
             return True
         log_event("cross-site-request", outcome=f"refused: {reason}", method=_method_name(request.get("method")),

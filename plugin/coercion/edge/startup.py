@@ -100,11 +100,16 @@ def _open_service() -> dict:
         settings = Settings.from_configuration(config)
         for value in (config.get("DicomModalities") or {}).values():
             if isinstance(value, list) and len(value) >= 2:
-                state.modality_hosts.setdefault(aet_key(value[0], settings.strict_aet), value[1])
+                aet, host = value[0], value[1]
             elif isinstance(value, dict) and "AET" in value:
-                state.modality_hosts.setdefault(aet_key(value["AET"], settings.strict_aet), value.get("Host"))
+                aet, host = value["AET"], value.get("Host")
+            else:
+                continue
+            state.modality_hosts[aet] = host  # the exact title first, as before
+            state.modality_hosts.setdefault(("key", aet_key(aet, settings.strict_aet)), host)
+        # Modalities by name are read live (ttl 0): Orthanc admits a changed AE title at once.
         # Opens the stores: the linkage store and the activity store (Coercion.ActivityDatabase).
-        state.service = CoercionService(settings, peers=Peers(settings.strict_aet, live_modalities))
+        state.service = CoercionService(settings, peers=Peers(settings.strict_aet, live_modalities, ttl=0))
     except Exception as exc:  # RuleError, SecretError, bad settings, StoreError: all stop Orthanc
         stop_orthanc(str(exc))
     return config

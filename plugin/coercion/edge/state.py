@@ -26,7 +26,8 @@ class EdgeState:
     orthanc_aet: str = "ORTHANC"
     scu_timeout: int = 10  # Orthanc's DicomScuTimeout
     stable_age: int = 60  # Orthanc's StableAge
-    modality_hosts: dict = field(default_factory=dict)  # AE title's key (rules.aet_key) -> its DicomModalities host
+    # AE title -> its DicomModalities host; ("key", rules.aet_key) -> the first one's, for variants
+    modality_hosts: dict = field(default_factory=dict)
     sends: SendJobs = field(default_factory=SendJobs)  # coerced send jobs of this process
     forwards: ForwardQueue | None = None
     outgoing_registered: bool = False  # the plugin's store route and C-MOVE SCP replace Orthanc's
@@ -102,8 +103,13 @@ def log_audit(decision, origin: str, calling_aet: str | None, called_aet: str | 
 
 
 def configured_host(aet: str | None) -> str | None:
-    """The host DicomModalities gives a caller's AE title, compared as Orthanc compares it."""
-    return state.modality_hosts.get(state.service.peers.key(aet)) if aet is not None else None
+    """The host DicomModalities gives a caller's AE title: that title's own, else (a variant
+    Orthanc admits: case, padding) the first modality's with the same title as Orthanc compares."""
+    if aet is None:
+        return None
+    if aet in state.modality_hosts:
+        return state.modality_hosts[aet]
+    return state.modality_hosts.get(("key", state.service.peers.key(aet)))
 
 
 def modalities() -> dict[str, dict]:

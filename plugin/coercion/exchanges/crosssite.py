@@ -37,18 +37,21 @@ def _host_of(url: str) -> str | None:
     return parts.netloc.rsplit("@", 1)[-1].lower()
 
 
-def cross_site_refusal(method: str, headers: dict) -> str | None:
+def cross_site_refusal(method: str, headers: dict, allowed: tuple[str, ...] = ()) -> str | None:
     """Why a request must be refused as cross-site (None: it may go on). ``headers`` are
-    lower-case names, as Orthanc gives them; the answer quotes no header value."""
+    lower-case names, as Orthanc gives them; ``allowed``: other origins whose pages may change
+    state (Coercion.AllowedOrigins: a reverse proxy's public name, which Orthanc's Host is not).
+    The answer quotes no header value."""
     if method.upper() not in STATE_CHANGING:
         return None
     host = (headers.get("host") or "").strip().lower()
+    hosts = {host} | {h for h in map(_host_of, allowed) if h}
     vouched = False
     for name in ("origin", "referer"):
         value = headers.get(name)
         if value is None or value == "":
             continue
-        if not host or _host_of(value) != host:
+        if not host or _host_of(value) not in hosts:
             return (f"a {method.upper()} request whose {name.capitalize()} is another site than this Orthanc: "
                     "state-changing requests from other sites are refused")
         vouched = True
