@@ -200,6 +200,9 @@ def test_origins_the_site_allows_may_change_state_behind_a_proxy():
     assert cross_site_refusal("POST", behind) is not None
     assert cross_site_refusal("POST", behind, ("https://pacs.example.org",)) is None
     assert cross_site_refusal("POST", {**behind, "origin": "https://evil.example"}, ("https://pacs.example.org",))
+    viewer = {**behind, "origin": "https://viewer.example.org", "sec-fetch-site": "cross-site"}
+    assert cross_site_refusal("POST", viewer, ("https://viewer.example.org",)) is None
+    assert cross_site_refusal("POST", {**viewer, "origin": None}, ("https://viewer.example.org",)) is not None
 
 
 def serve_config(tmp_path, coercion: dict, environ: dict | None = None) -> dict:

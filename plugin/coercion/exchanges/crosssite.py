@@ -55,7 +55,9 @@ def cross_site_refusal(method: str, headers: dict, allowed: tuple[str, ...] = ()
             return (f"a {method.upper()} request whose {name.capitalize()} is another site than this Orthanc: "
                     "state-changing requests from other sites are refused")
         vouched = True
-    if (headers.get("sec-fetch-site") or "").strip().lower() in ("cross-site", "same-site"):
+    # An Origin of this Orthanc or of an allowed site vouches for the request; without one, the
+    # browser's own word that it comes from elsewhere refuses it.
+    if not vouched and (headers.get("sec-fetch-site") or "").strip().lower() in ("cross-site", "same-site"):
         return (f"a {method.upper()} request a browser sent from another site (Sec-Fetch-Site): state-changing "
                 "requests from other sites are refused")
     body_type = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
