@@ -97,7 +97,7 @@ def test_a_modality_is_named_by_a_non_empty_key(tmp_path):
 def test_peers_read_the_live_list_at_most_every_ttl_seconds():
     calls = []
     peers = Peers(modalities=lambda: calls.append(1) or {"a": "A"}, ttl=60)
-    assert peers.aet_of("a") == "A" and peers.names_of("a ") == ["a"] and peers.aet_of("a") == "A"
+    assert peers.aet_of("a") == "A" and peers.aet_of("b") is None and peers.aet_of("a") == "A"
     assert len(calls) == 1
 
 

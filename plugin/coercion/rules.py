@@ -21,6 +21,7 @@ Every error names the file, the rule and the field at fault.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -151,8 +152,6 @@ class Peers:
     def modalities(self) -> dict[str, str]:
         """AE title by symbolic name, as Orthanc knows them now."""
         if self._source is not None:
-            import time
-
             now = time.monotonic()
             if now - self._read_at > self._ttl:
                 self._modalities = {str(k): str(v) for k, v in dict(self._source()).items()}
@@ -161,10 +160,6 @@ class Peers:
 
     def aet_of(self, name: str) -> str | None:
         return self.modalities().get(name)
-
-    def names_of(self, aet: str | None) -> list[str]:
-        """The entries a caller with this AE title is admitted under (sorted; usually one)."""
-        return sorted(name for name, title in self.modalities().items() if self.same(title, aet))
 
 
 DEFAULT_PEERS = Peers()
@@ -178,6 +173,9 @@ class AeMatcher:
     titles: Matcher = ANY
     modalities: tuple[str, ...] = ()
     insensitive: tuple[re.Pattern, ...] = ()  # the titles' patterns, ignoring ASCII case
+    # The titles' keys (aet_key), made once: strict, and folded as by default.
+    strict_keys: frozenset = frozenset()
+    folded_keys: frozenset = frozenset()
 
     @property
     def entries(self) -> tuple[str, ...]:
@@ -188,10 +186,9 @@ class AeMatcher:
             return True
         if value is None:
             return False
-        key = peers.key(value)
-        patterns = self.titles.patterns if peers.strict else self.insensitive
-        if any(peers.key(entry) == key for entry in self.titles.entries):
+        if peers.key(value) in (self.strict_keys if peers.strict else self.folded_keys):
             return True
+        patterns = self.titles.patterns if peers.strict else self.insensitive
         if any(p.fullmatch(value.strip(" ")) for p in patterns):
             return True
         return any(peers.same(peers.aet_of(name), value) for name in self.modalities)
@@ -404,7 +401,8 @@ def _aet_matcher(raw: dict, where: str, side: str) -> AeMatcher:
                         "not an empty string")
     # ASCII only, as Orthanc folds case: a Unicode fold would admit titles Orthanc tells apart.
     insensitive = tuple(re.compile(p.pattern, re.IGNORECASE | re.ASCII) for p in titles.patterns)
-    return AeMatcher(titles, modalities, insensitive)
+    return AeMatcher(titles, modalities, insensitive, frozenset(aet_key(e, True) for e in titles.entries),
+                     frozenset(aet_key(e, False) for e in titles.entries))
 
 
 def _tag_of(part: str, where: str, text: str) -> int:
