@@ -45,3 +45,33 @@ def store_location(request, tmp_path):
     if request.param == "sqlite":
         return tmp_path / "store.sqlite", None
     return request.getfixturevalue("pg_database")
+
+
+PLATFORM_TESTS = "tests/test_platforms.py"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """The platform tests last: they wait for runs that go on beside every other test."""
+    items.sort(key=lambda item: item.nodeid.startswith(PLATFORM_TESTS))
+
+
+def pytest_collection_finish(session):
+    """Start the platform runs (tests/platforms.py) as soon as their tests are known: they take
+    minutes, mostly waiting on the network and the disk, and run beside the rest of the suite."""
+    import tempfile
+    from pathlib import Path
+
+    import platforms
+
+    wanted = {item.callspec.params.get("release") for item in session.items
+              if item.nodeid.startswith(PLATFORM_TESTS) and hasattr(item, "callspec")}
+    wanted &= set(platforms.CHOSEN)
+    if wanted and platforms.available() is None:
+        platforms.start_runs(sorted(wanted), Path(tempfile.mkdtemp(prefix="coercion-platforms-")))
+
+
+def pytest_sessionfinish(session):
+    import platforms
+
+    platforms.stop_runs()

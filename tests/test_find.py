@@ -50,9 +50,13 @@ def test_wildcards_only_for_text_vrs_and_a_range_only_for_dates():
     assert Constraint(0x00080050, "A-B", "SH").kind == "equal"  # "-" is no range on text
 
 
-def test_case_rules_fold_accents_for_person_names_only_when_insensitive():
-    assert Constraint(PATIENT_NAME, "muller*", "PN", case_sensitive=False).matches("Müller^Zoë")
-    assert not Constraint(PATIENT_NAME, "muller*", "PN", case_sensitive=True).matches("Müller^Zoë")
+def test_case_rules_fold_case_not_accents_for_person_names_only_when_insensitive():
+    # Orthanc's ToUpperCaseWithAccents: a character at a time, accents kept.
+    assert Constraint(PATIENT_NAME, "MÜLLER*", "PN", case_sensitive=False).matches("Müller^Zoë")
+    assert not Constraint(PATIENT_NAME, "MULLER*", "PN", case_sensitive=False).matches("Müller^Zoë")
+    assert not Constraint(PATIENT_NAME, "müller*", "PN", case_sensitive=True).matches("Müller^Zoë")
+    assert Constraint(PATIENT_NAME, "STRASSE", "PN", case_sensitive=False).matches("strasse")
+    assert not Constraint(PATIENT_NAME, "STRASSE", "PN", case_sensitive=False).matches("straße")
     assert not Constraint(PATIENT_ID, "mrn1", "LO").matches("MRN1")
     assert not Constraint(PATIENT_ID, "MRN1", "LO").matches(None)  # absent never matches
 
@@ -232,3 +236,115 @@ def test_answers_round_trip_through_orthancs_json_forms():
     assert dataset_to_json(ds, "short")["0020,000d"] == "1.2.3"
     coerced = coerce_answer(dataset_to_json(ds, "simplify"), "simplify", deidentifier("deidentify:"))
     assert "Doe" not in str(coerced) and coerced["StudyInstanceUID"].startswith("2.25.")
+
+
+# -- the running Orthanc's own SCP, release by release ----------------------------------------
+
+from coercion.exchanges.find import FindBehaviour, FindSettings, OrthancFind  # noqa: E402
+from coercion.exchanges.orthanc_api import OrthancError, OrthancRelease, read_query_request  # noqa: E402
+
+
+@pytest.mark.parametrize("system, expected", [
+    ({"Version": "1.10.1"}, FindBehaviour()),
+    ({"Version": "1.12.7", "Capabilities": {"HasExtendedFind": True}},
+     FindBehaviour(resource_finder=True, scp_applies_limits=False)),
+    ({"Version": "1.12.11", "Capabilities": {}}, FindBehaviour(resource_finder=True)),
+    ({"Version": "1.13.0", "Capabilities": {}},
+     FindBehaviour(resource_finder=True, copies_sequences=True, matches_private_creators=False)),
+    ({"Version": "mainline", "Capabilities": {}},
+     FindBehaviour(resource_finder=True, copies_sequences=True, matches_private_creators=False)),
+])
+def test_what_orthancs_own_scp_does_is_read_from_what_it_says_of_itself(system, expected):
+    assert FindBehaviour.of(OrthancRelease.of(system)) == expected
+
+
+def test_an_unknown_level_is_refused_with_orthancs_details_of_its_release():
+    body = b'{"Level": "Frame"}'
+    for release, details in ((OrthancRelease((1, 10, 1)), None),
+                             (OrthancRelease((1, 12, 7)), "Invalid resource type 'Frame'")):
+        with pytest.raises(OrthancError) as refused:
+            read_query_request(body, lambda name: True, "peer", lambda key: True, release)
+        assert (refused.value.code, refused.value.details) == (3, details)
+
+
+class FakeFind:
+    """Orthanc's /tools/find as ResourceFinder answers it (Full format), over a list of
+    resources: case-insensitive matching of Query, Since and Limit, a database cap."""
+
+    def __init__(self, resources, cap=0):
+        self.resources, self.cap, self.bodies = resources, cap, []
+
+    def post(self, path, body):
+        assert path == "/tools/find"
+        self.bodies.append(body)
+        found = [r for r in self.resources
+                 if all(Constraint(int(k.replace(",", ""), 16), v, "PN", case_sensitive=False).matches(
+                        r["RequestedTags"].get(k, {}).get("Value")) for k, v in body["Query"].items())]
+        found = found[body.get("Since", 0):]
+        limit = min(x for x in (body.get("Limit", 0), self.cap) if x) if body.get("Limit") or self.cap else 0
+        return found[:limit] if limit else found
+
+
+def study(n, name, sequence=None):
+    tags = {"0010,0010": {"Type": "String", "Value": name}, "0020,000d": {"Type": "String", "Value": f"1.2.{n}"}}
+    if sequence is not None:
+        tags["0008,1032"] = {"Type": "Sequence", "Value": sequence}
+    return {"ID": f"s{n}", "MainDicomTags": {}, "RequestedTags": tags}
+
+
+def test_a_resource_finder_orthanc_is_asked_for_every_key_as_a_requested_tag():
+    rest = FakeFind([study(1, "DOE^JOHN"), study(2, "ROE^JANE")])
+    finder = OrthancFind(rest, FindSettings(), FindBehaviour(resource_finder=True))
+    result = finder.find(request((0x00080052, "STUDY"), (PATIENT_NAME, "doe*"), (STUDY_UID, ""),
+                                 (0x00080201, "+0100")))
+    assert [m.resource for m in result.matches] == ["s1"] and result.complete
+    body = rest.bodies[0]
+    assert body["RequestedTags"] == ["0010,0010", "0020,000d"] and body["Full"] is True
+    assert "0008,0201" not in body["Query"]  # the time zone is never matched
+    assert result.matches[0].values[PATIENT_NAME] == "DOE^JOHN"
+
+
+def test_a_case_sensitive_key_beside_a_person_name_is_applied_to_the_answers():
+    rest = FakeFind([study(1, "DOE^JOHN"), study(2, "doe^jim")])
+    finder = OrthancFind(rest, FindSettings(), FindBehaviour(resource_finder=True))
+    # PN without case, another key with it (the SCP's per-VR rule; /tools/find has one switch).
+    found = finder.find(request((0x00080052, "STUDY"), (PATIENT_NAME, "DOE*"), (STUDY_UID, "1.2.2")))
+    assert [m.resource for m in found.matches] == ["s2"] and rest.bodies[0]["CaseSensitive"] is False
+
+
+@pytest.mark.parametrize("behaviour, expected", [
+    (FindBehaviour(resource_finder=True, scp_applies_limits=False), ({}, [])),  # 1.12: none, or empty
+    (FindBehaviour(resource_finder=True, copies_sequences=True), ({"CT1"}, [])),  # 1.13: copied
+])
+def test_requested_sequences_as_each_release_answers_them(behaviour, expected):
+    item = {"0008,0100": {"Type": "String", "Value": "CT1"}}
+    rest = FakeFind([study(1, "A^B", sequence=[item]), study(2, "C^D")])
+    finder = OrthancFind(rest, FindSettings(), behaviour)
+    found = finder.find(request((0x00080052, "STUDY"), (0x00081032, ""), (STUDY_UID, "")))
+    first, second = (m.sequences for m in found.matches)
+    held = {i.CodeValue for i in first[0x00081032]} if 0x00081032 in first else {}
+    assert (held, list(second[0x00081032])) == expected
+
+
+def test_private_creators_are_matched_until_orthanc_1_13():
+    rest = FakeFind([study(1, "A^B")])
+    creator = (0x00090010, "ACME 1.0")
+    OrthancFind(rest, FindSettings(), FindBehaviour(resource_finder=True)).find(
+        request((0x00080052, "STUDY"), creator))
+    OrthancFind(rest, FindSettings(), FindBehaviour(resource_finder=True, matches_private_creators=False)).find(
+        request((0x00080052, "STUDY"), creator))
+    assert [b["Query"] for b in rest.bodies] == [{"0009,0010": "ACME 1.0"}, {}]
+
+
+def test_orthancs_limit_cuts_as_the_scp_cuts_or_is_read_past_where_the_scp_ignores_it():
+    resources = [study(n, "DOE^X" if n % 2 else "ROE^Y") for n in range(1, 11)]
+    limited = FindSettings(limit_results=2)
+    query = request((0x00080052, "STUDY"), (PATIENT_NAME, "DOE*"))
+    applies = FakeFind(resources, cap=2)
+    result = OrthancFind(applies, limited, FindBehaviour(resource_finder=True)).find(query)
+    assert [m.resource for m in result.matches] == ["s1", "s3"]
+    ignores = FakeFind(resources, cap=2)  # 1.12.5 to 1.12.10: the SCP answers every match
+    result = OrthancFind(ignores, limited, FindBehaviour(resource_finder=True, scp_applies_limits=False)).find(query)
+    assert [m.resource for m in result.matches] == ["s1", "s3", "s5", "s7", "s9"] and result.complete
+    assert ignores.bodies[0]["Query"] == {"0010,0010": "DOE*"}  # Orthanc checks the query first
+    assert all(b["Query"] == {} and b["Limit"] == 2 for b in ignores.bodies[1:])  # then pages

@@ -123,3 +123,46 @@ def test_json_nested_deeper_than_orthanc_survives_is_never_read():
         read_json_body(b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1))
     with pytest.raises(JsonTooDeep):
         read(b"[" * 100000)
+
+
+# -- where later releases answer otherwise (compared with Orthanc 1.12.7 and 1.13.0 in the
+# platform runs, tests/test_platforms.py) -----------------------------------------------------
+
+from coercion.exchanges.orthanc_api import OrthancRelease  # noqa: E402
+
+RELEASE_1_13 = OrthancRelease((1, 13, 0), resource_finder=True)
+
+
+def read_as(release, body, modality="peer"):
+    return read_store_request(json.dumps(body).encode(), KNOWN.__contains__, lambda name: name == "peer", modality,
+                              release)
+
+
+def test_orthanc_1_13_looks_the_modality_up_before_the_options():
+    with pytest.raises(OrthancError) as caught:
+        read_as(RELEASE_1_13, {"Resources": [ID], "LocalAet": 1}, modality="unknown")
+    assert (caught.value.code, caught.value.details) == (7, "No modality with symbolic name: unknown")
+
+
+@pytest.mark.parametrize("release, code, details", [
+    (OrthancRelease((1, 12, 7)), 15, "Unsigned integer value expected in field: Timeout"),
+    (RELEASE_1_13, 5, "Negative value found while expecting an unsigned int in field 'Timeout'"),
+])
+def test_a_negative_timeout_as_each_release_refuses_it(release, code, details):
+    with pytest.raises(OrthancError) as caught:
+        read_as(release, {"Resources": [ID], "Timeout": -1})
+    assert (caught.value.code, caught.value.details) == (code, details)
+
+
+def test_an_unknown_resource_as_each_release_refuses_it():
+    unknown = "12345678-0a1b2c3d-0a1b2c3d-0a1b2c3d-0a1b2c3d"
+    for release, status in ((OrthancRelease((1, 12, 7)), 404), (RELEASE_1_13, 500)):
+        with pytest.raises(OrthancError) as caught:
+            read_as(release, [unknown])
+        assert caught.value.status == status
+
+
+def test_a_destination_for_one_send_is_read_where_orthanc_takes_it():
+    body = {"Resources": [ID], "CalledAet": "ELSEWHERE", "Port": 104}
+    assert read_as(OrthancRelease((1, 10, 1)), body).destination_overrides == {}
+    assert read_as(OrthancRelease((1, 12, 7)), body).destination_overrides == {"CalledAet": "ELSEWHERE", "Port": 104}

@@ -205,9 +205,15 @@ def test_c_find_rules_are_chosen_by_ae_titles_and_cannot_name_a_host(service, tm
     assert [r and r.name for r in service.find_rules("PEER", "ORTHANC", query)] == ["asks", None]
     assert service.find_rules("OTHER", "ORTHANC", query) == (None, None)
     (tmp_path / "rules" / "find.yaml").write_text(
-        "- {name: by-host, dimse: C_FIND_RSP, role: SCU, sending-host: ['127\\\\.0\\\\.0\\\\.1'], uri: 'deidentify:'}")
+        "- {name: by-host, dimse: C_FIND_RSP, role: SCU, sending-host: ['127.0.0.1'], uri: 'deidentify:'}")
     with pytest.raises(RuleError, match="find.yaml: rule 'by-host': field 'sending-host' cannot be applied to C_FIND_RSP"):
         service.reload()
+    # Where Orthanc tells the caller's host (its SDK 1.12.10 connection), the rule applies.
+    service.find_caller_hosts = True
+    service.reload()
+    assert service.find_rules("PEER", "ORTHANC", query, host="127.0.0.1")[1].name == "by-host"
+    assert service.find_rules("PEER", "ORTHANC", query, host="10.0.0.1") == (None, None)
+    assert service.find_rules("PEER", "ORTHANC", query) == (None, None)  # no host told: no match
 
 
 def test_only_the_projects_own_error_messages_reach_logs_and_reasons():

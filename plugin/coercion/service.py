@@ -110,8 +110,10 @@ def _key(rule: Rule) -> tuple:
 
 class CoercionService:
     def __init__(self, settings: Settings, store: LinkageStore | None = None, activity: Activity | None = None,
-                 peers: Peers | None = None):
+                 peers: Peers | None = None, find_caller_hosts: bool = False):
         self.settings = settings
+        # Whether the edge tells a C-FIND caller's host (Orthanc's SDK 1.12.10 connection).
+        self.find_caller_hosts = find_caller_hosts
         # Who is asking, as Orthanc decides it: AE titles compared as Orthanc compares them, and
         # the modalities rules name by symbolic name (the edge gives Orthanc's live list).
         self.peers = peers or Peers(settings.strict_aet)
@@ -144,11 +146,11 @@ class CoercionService:
                     f"is not applied by this version of the plugin (it applies "
                     f"{', '.join(f'{d} with role {r}' for d, r in sorted(ENFORCED))}); remove the rule "
                     "rather than rely on it")
-            if rule.dimse in FIND and rule.role == "SCU" and rule.sending_host.entries:
-                # Orthanc tells a C-FIND callback the AE titles only: the rule could never match.
+            if rule.dimse in FIND and rule.role == "SCU" and rule.sending_host.entries and not self.find_caller_hosts:
+                # An older SDK tells a C-FIND callback the AE titles only: the rule could never match.
                 raise RuleError(f"{rule.source}: rule {rule.name!r}: field 'sending-host' cannot be applied to "
-                                f"{rule.dimse}: Orthanc does not tell plugins a C-FIND caller's host; match on "
-                                "sending-aet instead")
+                                f"{rule.dimse}: this Orthanc does not tell plugins a C-FIND caller's host "
+                                "(its Python plugin 7.0 does); match on sending-aet instead")
         for validate in self.validators:
             validate(ruleset)
         deidentifiers = {_key(r): self._deidentifier(r) for r in ruleset.rules}
@@ -344,14 +346,15 @@ class CoercionService:
     # -- C-FIND -----------------------------------------------------------------------------
 
     def find_rules(self, calling_aet: str, called_aet: str, query: Dataset, sop_class_uid: str = STUDY_ROOT_FIND,
-                   ruleset: RuleSet | None = None) -> tuple[Rule | None, Rule | None]:
+                   ruleset: RuleSet | None = None, host: str | None = None) -> tuple[Rule | None, Rule | None]:
         """The C_FIND_RQ and C_FIND_RSP rules for a caller's query (role SCU: the peer asks us),
-        of a query/retrieve model (the default) or the modality worklist (MODALITY_WORKLIST_FIND)."""
+        of a query/retrieve model (the default) or the modality worklist (MODALITY_WORKLIST_FIND);
+        ``host``: the caller's address, where Orthanc tells it."""
         ruleset = ruleset or self.ruleset
         found = []
         for dimse in FIND:
-            found.append(ruleset.match(Transaction(dimse, "SCU", calling_aet, called_aet, sop_class_uid=sop_class_uid,
-                                                   dataset=query)))
+            found.append(ruleset.match(Transaction(dimse, "SCU", calling_aet, called_aet, host=host,
+                                                   sop_class_uid=sop_class_uid, dataset=query)))
         return found[0], found[1]
 
     def deidentifier(self, rule: Rule) -> Deidentifier:

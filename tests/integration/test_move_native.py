@@ -2,7 +2,9 @@
 plugin's C-MOVE SCP replace Orthanc's, asked by dcmtk's movescu to send to a destination no
 rule names. Every identifier form Orthanc's SCP takes delivers the same instances with the same
 final status. Orthanc's Python plugin 4.0 runs a plugin's C-MOVE as one sub-operation created
-before the plugin sees the request, which the tests pin down where it shows (see docs/administrators-guide.md, What leaves Orthanc)."""
+before the plugin sees the request, which the tests pin down where it shows (see
+docs/administrators-guide.md, What leaves Orthanc); from 4.2 on, the plugin's C-MOVE comes in
+Orthanc's four parts, and answers as Orthanc's own."""
 
 from __future__ import annotations
 
@@ -97,11 +99,18 @@ def test_every_form_delivers_what_orthanc_delivers(sites, form, model):
     assert expected[1], "the form should move something (a test that moves nothing proves nothing)"
 
 
+def sdk_has(server, feature: str) -> bool:
+    """Whether the plugin found ``feature`` in this Orthanc's SDK (its start-up line)."""
+    line = next(line for line in server.log().splitlines() if "SDK features found:" in line)
+    return feature in line.split("SDK features found:")[1].split(";")[0]
+
+
 @pytest.mark.parametrize("case", ["unknown-destination", "nothing-matches", "no-level"])
-def test_the_forms_orthancs_python_plugin_4_answers_otherwise(sites, case):
+def test_failures_before_any_sub_operation(sites, case):
     # Orthanc's own SCP deduces a missing level and fails unknown destinations and empty matches
-    # with 0xC000 before any sub-operation; the plugin API 4.0 creates the one sub-operation
-    # before the plugin sees the request, so its failures are 0xB000 "one or more failures".
+    # with 0xC000 before any sub-operation. With Orthanc's four-part callback (orthanc-python
+    # 4.2) the plugin does the same; the plugin API 4.0 creates the one sub-operation before the
+    # plugin sees the request, so there its failures are 0xB000 "one or more failures".
     plain, plugin, destination, made, _ = sites
     study = made[0].StudyInstanceUID
     keys, where = {"unknown-destination": (["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study}"], "NOBODY"),
@@ -113,4 +122,29 @@ def test_the_forms_orthancs_python_plugin_4_answers_otherwise(sites, case):
         assert native[0] == "0x0000" and native[1]
     else:
         assert native == ("0xc000", set())
-    assert plugin_answer == ("0xb000", set())  # a failure, and nothing sent
+    if sdk_has(plugin, "move_with_suboperations"):
+        # Orthanc's Python plugin turns a request without a level into an error before the
+        # plugin's callback is called (its wrapper knows no level "None"): refused, nothing sent.
+        assert plugin_answer == (("0xc000", set()) if case == "no-level" else native)
+    else:
+        assert plugin_answer == ("0xb000", set())  # a failure, and nothing sent
+
+
+def test_every_instance_is_a_sub_operation_where_orthanc_has_the_four_part_callback(sites):
+    plain, plugin, destination, made, _ = sites
+    if not sdk_has(plugin, "move_with_suboperations"):
+        pytest.skip("orthanc-python 4.0 (Debian 12) runs a plugin's C-MOVE as one sub-operation")
+    keys = ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={made[0].StudyInstanceUID}"]
+
+    def counts(server):
+        args = ["movescu", "-d", "-S", "-aet", "MOVER", "-aec", AET, "-aem", "DEST", "127.0.0.1",
+                str(server.dicom_port)] + [arg for key in keys for arg in ("-k", key)]
+        run = subprocess.run(args, capture_output=True, text=True, timeout=120, env=dict(os.environ, TCP_NODELAY="1"))
+        return re.findall(r"^D: (Remaining|Completed|Failed|Warning) Suboperations\s*: (\w+)$|^D: DIMSE Status\s*: (\S+)",
+                          run.stdout + run.stderr, re.M)
+
+    # Every response, as Orthanc's own SCP sends them: 2 remaining and 1 completed, then 1 and
+    # 2, then none and 3, and the final status.
+    expected = counts(plain)
+    assert counts(plugin) == expected
+    assert ("Completed", "3", "") in expected and ("", "", "0x0000:") in expected

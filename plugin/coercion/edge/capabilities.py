@@ -25,9 +25,6 @@ class Capabilities:
     # orthanc-python 4.3: "Python": {"AllowThreads": true} lets other Python threads run while
     # a callback waits on Orthanc (configured, and read by this plugin release).
     allow_threads: bool = False
-    # Orthanc 1.11.2 and later: its own C-FIND SCP may answer differently from 1.10's, which the
-    # plugin's C-FIND SCP rebuilds for callers no rule names.
-    newer_than_1_10: bool = False
 
     def summary(self) -> str:
         found = [name for name, value in asdict(self).items() if value is True]
@@ -48,5 +45,4 @@ def probe(config: dict) -> Capabilities:
         move_with_connection=hasattr(orthanc, "RegisterMoveCallback3"),
         move_with_suboperations=hasattr(orthanc, "RegisterMoveCallback2"),
         allow_threads=allow_threads,
-        newer_than_1_10=bool(orthanc.CheckVersionAdvanced(1, 11, 0)),
     )

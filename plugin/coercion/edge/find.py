@@ -16,6 +16,7 @@ import time
 import orthanc
 
 from ..exchanges.find import (
+    FindBehaviour,
     FindError,
     FindRequest,
     FindSettings,
@@ -24,7 +25,7 @@ from ..exchanges.find import (
     query_dataset,
 )
 from ..exchanges.find_coercion import coerced_answers
-from .state import Refused, audit, log_failure, state
+from .state import Refused, audit, log_failure, orthanc_release, state
 
 
 class PluginRest:
@@ -66,14 +67,20 @@ def _request(query) -> FindRequest:
         for i in range(query.GetFindQuerySize()))
 
 
-def on_find(answers, query, issuer_aet, called_aet) -> None:
+def on_find_connection(answers, query, connection) -> None:
+    """The C-FIND callback with the DICOM connection (orthanc-python 7.0): the caller's host too."""
+    on_find(answers, query, connection.GetConnectionRemoteAet(), connection.GetConnectionCalledAet(),
+            connection.GetConnectionRemoteIp())
+
+
+def on_find(answers, query, issuer_aet, called_aet, host: str | None = None) -> None:
     started = time.perf_counter()
     service = state.service
     settings = state.find_settings
     try:
         request = _request(query)
-        rq_rule, rsp_rule = service.find_rules(issuer_aet, called_aet, lambda: query_dataset(request))
-        finder = OrthancFind(PluginRest, settings)
+        rq_rule, rsp_rule = service.find_rules(issuer_aet, called_aet, lambda: query_dataset(request), host=host)
+        finder = OrthancFind(PluginRest, settings, FindBehaviour.of(orthanc_release()))
         if rq_rule is None and rsp_rule is None:
             encoded, complete = finder.answers(request)
         else:

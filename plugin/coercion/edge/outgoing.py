@@ -3,8 +3,8 @@
 * REST route ``/modalities/{id}/store`` (called instead of Orthanc's own): sends that an
   outgoing rule (C_STORE_RQ, role SCP) applies to are coerced and sent by storescu, a batch
   per association; the others go to Orthanc's route unchanged.
-* MoveCallback (registered only when outgoing rules exist at start-up; it replaces Orthanc's
-  C-MOVE SCP): C-MOVE retrieves go out the same way.
+* The C-MOVE SCP (registered only when outgoing rules exist at start-up; it replaces Orthanc's):
+  C-MOVE retrieves go out the same way, in Orthanc's four parts where the SDK has them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,17 @@ from .answers import (
     passthrough_post,
     run_as_orthanc_job,
 )
-from .state import Refused, audit, log_audit, log_event, log_failure, modalities, modality_exists, state
+from .state import (
+    Refused,
+    audit,
+    log_audit,
+    log_event,
+    log_failure,
+    modalities,
+    modality_exists,
+    orthanc_release,
+    state,
+)
 
 # -- outgoing C-STORE ---------------------------------------------------------------------
 
@@ -62,17 +72,22 @@ def on_modality_store(output, uri, request):
     peer = modalities().get(modality)
     try:
         # Orthanc's checks first, in its order and with its answers, whoever the peer is.
-        store = read_store_request(body, _resource_exists, modality_exists, modality)
+        store = read_store_request(body, _resource_exists, modality_exists, modality, orthanc_release())
     except OrthancError as error:
         return answer_error(output, "POST", uri, error)
     except JsonTooDeep as exc:  # Orthanc's own reader would crash on it: never handed on
         return orthanc_error(output, uri, "POST", "BadFileFormat", str(exc))
     transaction = outgoing_transaction(peer, store.local_aet)
+    # A destination given for this send only is where the data would go: its rules count too.
+    given = store.destination_overrides
+    elsewhere = outgoing_transaction({**peer, "AET": str(given.get("CalledAet", peer["AET"])),
+                                      "Host": str(given.get("Host", peer.get("Host")))}, store.local_aet)
     instances = [i for resource in store.resources for i in instances_of(resource)]
     planned = None
-    if ruleset.may_match(transaction):
+    if ruleset.may_match(transaction) or (store.destination_overrides and ruleset.may_match(elsewhere)):
         unsupported = [name for name, given in (("MoveOriginatorID", store.move_originator_id != 0),
-                                                ("StorageCommitment", store.storage_commitment)) if given]
+                                                ("StorageCommitment", store.storage_commitment),
+                                                ("CalledAet/Host/Port", bool(store.destination_overrides))) if given]
         if unsupported:
             return orthanc_error(output, uri, "POST", "BadRequest",
                                  f"coercion rules apply to modality {modality!r}; coerced sends do not support "
@@ -102,9 +117,13 @@ def on_modality_store(output, uri, request):
 
 
 def outgoing_transaction(peer: dict, local_aet: str | None = None) -> Transaction:
-    """Sending to ``peer``: our AE title is the modality's LocalAet, else the request's, else
-    Orthanc's DicomAet (Orthanc ignores a request's LocalAet for a modality that sets one)."""
-    calling = peer.get("LocalAet") or local_aet or state.orthanc_aet
+    """Sending to ``peer``: our AE title as Orthanc chooses it, of the request's LocalAet, the
+    modality's and DicomAet (up to 1.12 the modality's wins over the request's; since 1.13 the
+    request's wins)."""
+    if orthanc_release().request_local_aet_wins:
+        calling = local_aet or peer.get("LocalAet") or state.orthanc_aet
+    else:
+        calling = peer.get("LocalAet") or local_aet or state.orthanc_aet
     return Transaction("C_STORE_RQ", "SCP", calling, peer["AET"], peer.get("Host"))
 
 
@@ -155,23 +174,46 @@ def plan_send(modality: str, peer: dict, transaction: Transaction, instances: li
 
 
 # -- C-MOVE SCP ---------------------------------------------------------------------------
-# Registered only when rules coerce outgoing C-STORE (it replaces Orthanc's own C-MOVE SCP,
-# and the Python plugin 4.0 reports one sub-operation per C-MOVE whatever was sent).
+# Registered only when rules coerce outgoing C-STORE (it replaces Orthanc's own C-MOVE SCP).
+# Where the SDK has it (orthanc-python 4.2), in Orthanc's four parts: the request is looked up
+# before any sub-operation (its errors fail the C-MOVE as Orthanc's own SCP fails it) and every
+# instance is a sub-operation, as Orthanc counts them. Orthanc-python 4.0 has only the simple
+# callback: one sub-operation, made before the plugin sees the request.
 
 _MOVE_KEYS = {"PATIENT": ("PatientID", "Patient"), "STUDY": ("StudyInstanceUID", "Study"),
               "SERIES": ("SeriesInstanceUID", "Series"), "INSTANCE": ("SOPInstanceUID", "Instance")}
 
 
-def on_move(**request):
-    try:
-        _move(request)
-    except Exception:
-        # An exception fails the C-MOVE: nothing more is sent. The log names no patient.
-        log_failure("C-MOVE refused")
-        raise Refused("the C-MOVE failed; nothing more was sent") from None
+class MoveDriver:
+    """One C-MOVE: the instances it sends, one sub-operation each. The send itself runs at the
+    first sub-operation (a coerced send goes in batches, an association each, as any coerced
+    send; Orthanc's own goes in one); each sub-operation then reports its own instance."""
+
+    def __init__(self, request: dict):
+        self.target = request.get("TargetAET", "")
+        self.instances, self._send = _plan_move(request)
+        self._unsent: set[str] | None = None
+        self._next = 0
+
+    def size(self) -> int:
+        return len(self.instances)
+
+    def apply(self) -> None:
+        if self._unsent is None:
+            try:
+                self._unsent = self._send()
+            except Exception:
+                log_failure(f"C-MOVE to {self.target!r} failed")
+                self._unsent = set(self.instances)
+        instance = self.instances[self._next]
+        self._next += 1
+        if instance in self._unsent:
+            raise Refused("the C-MOVE sub-operation failed: its instance was not sent")
 
 
-def _move(request: dict) -> None:
+def _plan_move(request: dict):
+    """The instances a C-MOVE sends, and the function that sends them (it returns those that
+    were not sent). Raises when Orthanc's own C-MOVE SCP would fail the request."""
     target = request.get("TargetAET", "")
     # Orthanc's own C-MOVE SCP resolves the destination by AE title, as it compares them.
     found = [(name, m) for name, m in sorted(modalities().items()) if state.service.peers.same(m.get("AET"), target)]
@@ -184,17 +226,50 @@ def _move(request: dict) -> None:
     if not resources:  # Orthanc's own C-MOVE SCP fails too ("No DICOM identifier provided...")
         raise LookupError("no resource matches the identifiers of the C-MOVE request")
     instances = [i for r in resources for i in instances_of(r)]
-    ruleset = state.service.ruleset
-    planned = plan_send(modality, peer, outgoing_transaction(peer), instances, resources, False, ruleset)
+    planned = plan_send(modality, peer, outgoing_transaction(peer), instances, resources, False, state.service.ruleset)
     if planned is None:  # what Orthanc's own C-MOVE SCP does
-        orthanc.RestApiPost(f"/modalities/{modality}/store", json.dumps({
-            "Resources": resources, "Synchronous": True, "MoveOriginatorAet": request.get("OriginatorAET", ""),
-            "MoveOriginatorID": int(request.get("OriginatorID") or 0)}))
-        return
+        def send_as_orthanc() -> set[str]:
+            orthanc.RestApiPost(f"/modalities/{modality}/store", json.dumps({
+                "Resources": resources, "Synchronous": True, "MoveOriginatorAet": request.get("OriginatorAET", ""),
+                "MoveOriginatorID": int(request.get("OriginatorID") or 0)}))
+            return set()
+        return instances, send_as_orthanc
     job, run = planned
-    run()
-    if job.state == "Failure":
-        raise RuntimeError(f"C-MOVE to {target}: {job.first_failure()}")
+
+    def send_coerced() -> set[str]:
+        run()
+        if job.state == "Failure":
+            orthanc.LogError(f"coercion: C-MOVE to {target}: {job.first_failure()}")
+        return set(instances) - job.settled
+    return instances, send_coerced
+
+
+def on_move(**request):
+    """The simple callback (orthanc-python 4.0): the whole C-MOVE in one sub-operation."""
+    try:
+        unsent = _plan_move(request)[1]()
+    except Exception:
+        # An exception fails the C-MOVE: nothing more is sent. The log names no patient.
+        log_failure("C-MOVE refused")
+        raise Refused("the C-MOVE failed; nothing more was sent") from None
+    if unsent:
+        raise Refused(f"the C-MOVE failed: {len(unsent)} instance(s) not sent")
+
+
+def on_move_driver(**request) -> MoveDriver:
+    """Orthanc's four-part C-MOVE (orthanc-python 4.2): the driver, looked up now."""
+    try:
+        return MoveDriver(request)
+    except Exception:
+        log_failure("C-MOVE refused")
+        raise Refused("the C-MOVE failed; nothing was sent") from None
+
+
+def on_move_connection(connection, **request) -> MoveDriver:
+    """The same with the DICOM connection (orthanc-python 7.0): the caller and the called AE
+    title come from it."""
+    request.update(OriginatorAET=connection.GetConnectionRemoteAet(), SourceAET=connection.GetConnectionCalledAet())
+    return on_move_driver(**request)
 
 
 def _move_resources(request: dict, pseudonyms: bool = False) -> list[str]:

@@ -48,7 +48,7 @@ from .answers import (
     orthanc_error,
     passthrough_post,
 )
-from .state import audit, modalities, modality_exists, state
+from .state import audit, modalities, modality_exists, orthanc_release, state
 
 _FORMS = ("simplify", "short", "full")
 
@@ -149,7 +149,7 @@ def on_modality_query(output, uri, request):
     raw = request.get("body", b"")
     try:
         if route == "query":  # Orthanc's own checks first, answered as Orthanc answers them
-            body = read_query_request(raw, modality_exists, modality, _names_a_tag)
+            body = read_query_request(raw, modality_exists, modality, _names_a_tag, orthanc_release())
         else:
             body = read_json_body(raw)
     except OrthancError as error:

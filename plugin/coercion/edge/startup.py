@@ -23,10 +23,10 @@ from .. import configuration
 from ..checks import check_ruleset, startup_refusals
 from ..stores.forwards import ForwardQueue
 from .capabilities import probe
-from .find import find_settings, on_find
+from .find import find_settings, on_find, on_find_connection
 from .ingest import on_cstore_instance, on_http_request, on_received_instance
 from .mpps import start_mpps
-from .outgoing import on_modality_store, on_move
+from .outgoing import on_modality_store, on_move, on_move_connection, on_move_driver
 from .query import on_modality_query, on_query_read
 from .rest import on_rest, on_rest_index, ui_file
 from .forwarding import on_change, start_forward_worker
@@ -72,9 +72,10 @@ def start() -> None:
     """Read the configuration, load the rules, register what they need (each step stops
     Orthanc, saying why, when it cannot be done: the plugin never runs half-armed)."""
     quiet_pydicom()
-    config = _open_service()
+    config = json.loads(orthanc.GetConfiguration())
     state.capabilities = probe(config)
     orthanc.LogWarning(f"coercion: {state.capabilities.summary()}")
+    _open_service(config)
     refusals = startup_refusals(state.service.ruleset, config)
     if refusals:  # fail closed: a configuration around the plugin that defeats the rules
         stop_orthanc("; ".join(refusals))
@@ -90,10 +91,9 @@ def start() -> None:
     _start_scps(config)
 
 
-def _open_service() -> dict:
-    """Orthanc's configuration, and the service over it (rules, keys, the stores it opens)."""
+def _open_service(config: dict) -> None:
+    """The service over Orthanc's configuration (rules, keys, the stores it opens)."""
     try:
-        config = json.loads(orthanc.GetConfiguration())
         state.orthanc_aet = config.get("DicomAet", "ORTHANC")
         state.scu_timeout = int(config.get("DicomScuTimeout", 10))
         state.stable_age = int(config.get("StableAge", 60))
@@ -109,10 +109,11 @@ def _open_service() -> dict:
             state.modality_hosts.setdefault(("key", aet_key(aet, settings.strict_aet)), host)
         # Modalities by name are read live (ttl 0): Orthanc admits a changed AE title at once.
         # Opens the stores: the linkage store and the activity store (Coercion.ActivityDatabase).
-        state.service = CoercionService(settings, peers=Peers(settings.strict_aet, live_modalities, ttl=0))
+        caps = state.capabilities
+        state.service = CoercionService(settings, peers=Peers(settings.strict_aet, live_modalities, ttl=0),
+                                        find_caller_hosts=caps.find_with_connection and caps.worklist_with_connection)
     except Exception as exc:  # RuleError, SecretError, bad settings, StoreError: all stop Orthanc
         stop_orthanc(str(exc))
-    return config
 
 
 def _register_callbacks(config: dict) -> None:
@@ -128,17 +129,16 @@ def _register_callbacks(config: dict) -> None:
     if any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in rules):
         # Both replace Orthanc's own: without outgoing rules, Orthanc's route and C-MOVE SCP stay.
         orthanc.RegisterRestCallback("/modalities/([^/]+)/store", on_modality_store)
-        orthanc.RegisterMoveCallback(on_move)
+        _register_move_scp()
         state.outgoing_registered = True
     if any(r.dimse in FIND and r.role == "SCU" for r in rules):
         # Replaces Orthanc's C-FIND SCP as a whole: without C-FIND rules, Orthanc's own answers.
         state.find_settings = find_settings(config)
-        orthanc.RegisterFindCallback(on_find)
+        if state.capabilities.find_with_connection:  # the caller's host, for sending-host
+            orthanc.RegisterFindCallback2(on_find_connection)
+        else:
+            orthanc.RegisterFindCallback(on_find)
         state.find_registered = True
-        if state.capabilities.newer_than_1_10:
-            # The answers for callers no rule matches are rebuilt after Orthanc 1.10's C-FIND SCP.
-            orthanc.LogWarning("coercion: the plugin's C-FIND SCP answers callers no rule matches as Orthanc 1.10 "
-                               "does; this Orthanc is newer, and its own C-FIND SCP may answer differently")
     if any(r.dimse in FIND and r.role == "SCP" for r in rules):
         # Called instead of Orthanc's own routes; queries no rule applies to go to Orthanc's.
         orthanc.RegisterRestCallback(
@@ -148,6 +148,19 @@ def _register_callbacks(config: dict) -> None:
             "/queries/([^/]+)/answers((?:/[0-9]+/(?:content|query-studies|query-series|query-instances))?)",
             on_query_read)
         state.query_registered = True
+
+
+def _register_move_scp() -> None:
+    """The C-MOVE SCP in the newest form the SDK has: with the DICOM connection (7.0), in
+    Orthanc's four parts (4.2: one sub-operation per instance), else the simple callback."""
+    caps = state.capabilities
+    parts = (lambda driver: driver.size(), lambda driver: driver.apply(), lambda driver: None)
+    if caps.move_with_connection:
+        orthanc.RegisterMoveCallback3(on_move_connection, *parts)
+    elif caps.move_with_suboperations:
+        orthanc.RegisterMoveCallback2(on_move_driver, *parts)
+    else:
+        orthanc.RegisterMoveCallback(on_move)
 
 
 def _start_forwarding(config: dict) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import orthanc
 
 from ..exchanges.find import FindSettings
+from ..exchanges.orthanc_api import OrthancRelease
 from ..exchanges.sends import SendJobs
 from ..service import REJECTED, CoercionService, audit_json, audit_record, decision_fields, safe_message
 from ..stores.forwards import ForwardQueue
@@ -116,6 +117,20 @@ def modalities() -> dict[str, dict]:
     """Orthanc's DicomModalities as it knows them now, by symbolic name (PUT /modalities/{id}
     changes them while Orthanc runs): the one place the edge reads them."""
     return json.loads(orthanc.RestApiGet("/modalities?expand"))
+
+
+_release: list[OrthancRelease] = []
+
+
+def orthanc_release() -> OrthancRelease:
+    """What this Orthanc says of itself (GET /system), read once: the REST API does not answer
+    while the plugin initializes, so at the first request that needs it."""
+    if not _release:
+        found = OrthancRelease.of(json.loads(orthanc.RestApiGet("/system")))
+        orthanc.LogWarning(f"coercion: Orthanc {'.'.join(map(str, found.version))}, "
+                           f"ResourceFinder {'found' if found.resource_finder else 'absent'}")
+        _release.append(found)
+    return _release[0]
 
 
 def modality_exists(modality: str) -> bool:

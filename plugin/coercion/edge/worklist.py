@@ -67,15 +67,28 @@ def worklist_settings(config: dict) -> WorklistSettings | None:
     return WorklistSettings(folder, filter_issuer, limit)
 
 
-def on_worklist(answers, query, issuer_aet, called_aet) -> None:
+def find_matcher(query: bytes):
+    """Orthanc's C-FIND matcher for ``query``: its match function (``FindMatcherIsMatch`` up to
+    orthanc-python 5, ``IsMatch`` since the wrapper is generated from Orthanc's code model)."""
+    matcher = orthanc.CreateFindMatcher(query)
+    return getattr(matcher, "IsMatch", None) or matcher.FindMatcherIsMatch
+
+
+def on_worklist_connection(answers, query, connection) -> None:
+    """The worklist callback with the DICOM connection (orthanc-python 7.0): the caller's host too."""
+    on_worklist(answers, query, connection.GetConnectionRemoteAet(), connection.GetConnectionCalledAet(),
+                connection.GetConnectionRemoteIp())
+
+
+def on_worklist(answers, query, issuer_aet, called_aet, host: str | None = None) -> None:
     try:
-        _answer(answers, query, issuer_aet, called_aet)
+        _answer(answers, query, issuer_aet, called_aet, host)
     except Exception:  # fail closed: the C-FIND fails rather than answer unmodified
         log_failure(f"worklist C-FIND from {issuer_aet!r} failed")
         raise Refused("the worklist C-FIND failed; nothing was answered") from None
 
 
-def _answer(answers, query, issuer_aet: str, called_aet: str) -> None:
+def _answer(answers, query, issuer_aet: str, called_aet: str, host: str | None) -> None:
     started = time.perf_counter()
     service, settings = state.service, state.worklist_settings
     query_bytes = query.WorklistGetDicomQuery()
@@ -86,13 +99,14 @@ def _answer(answers, query, issuer_aet: str, called_aet: str) -> None:
             parsed.append(dcmread(io.BytesIO(query_bytes), force=True))
         return parsed[0]
 
-    rq, rsp = service.find_rules(issuer_aet, called_aet, query_dataset, sop_class_uid=MODALITY_WORKLIST_FIND)
+    rq, rsp = service.find_rules(issuer_aet, called_aet, query_dataset, sop_class_uid=MODALITY_WORKLIST_FIND,
+                                 host=host)
     world = service.deidentifier(rq or rsp) if (rq or rsp) else None
     if world is None:  # Orthanc's sample plugin, to the letter
         if settings.filter_issuer_aet:
             # Matching with the query narrowed to the caller's station; the answers are still
             # extracted by the query as asked (Orthanc's WorklistAddAnswer).
-            matches = orthanc.CreateFindMatcher(encode(station_query(query_dataset(), issuer_aet))).FindMatcherIsMatch
+            matches = find_matcher(encode(station_query(query_dataset(), issuer_aet)))
         else:
             matches = query.WorklistIsMatch
         station_matches = None
@@ -103,10 +117,10 @@ def _answer(answers, query, issuer_aet: str, called_aet: str) -> None:
         # against the item as scheduled, whatever the profile shows of it.
         station = issuer_aet if (settings.filter_issuer_aet or (rq is not None and rq.calling_aet_as_station)) \
             else query_station(query_dataset())
-        station_matches = orthanc.CreateFindMatcher(encode(station_only(station))).FindMatcherIsMatch \
+        station_matches = find_matcher(encode(station_only(station))) \
             if station else None
         if query_station(query_dataset()) is not None:
-            matches = orthanc.CreateFindMatcher(encode(without_station(query_dataset()))).FindMatcherIsMatch
+            matches = find_matcher(encode(without_station(query_dataset())))
         else:
             matches = query.WorklistIsMatch
     shown = service.deidentifier(rsp) if rsp else world
@@ -204,6 +218,9 @@ def start_worklists(config: dict) -> bool:
         orthanc.LogWarning(f"coercion: made the worklist folder {folder.folder.absolute()} (owner-only)")
     state.worklist_settings = settings
     state.worklists = folder
-    orthanc.RegisterWorklistCallback(on_worklist)
+    if state.capabilities is not None and state.capabilities.worklist_with_connection:
+        orthanc.RegisterWorklistCallback2(on_worklist_connection)  # the caller's host, for sending-host
+    else:
+        orthanc.RegisterWorklistCallback(on_worklist)
     orthanc.LogWarning(f"coercion: the worklist SCP answers from {settings.folder}")
     return True

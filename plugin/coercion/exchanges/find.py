@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import re
 import struct
-import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterable, Iterator, Mapping, Protocol
@@ -31,6 +30,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
 from ..engine.implementation import IMPLEMENTATION_CLASS_UID
+from .orthanc_api import OrthancRelease
 
 QUERY_RETRIEVE_LEVEL = 0x00080052
 SPECIFIC_CHARACTER_SET = 0x00080005
@@ -43,6 +43,7 @@ NUMBER_OF_PATIENT_RELATED_INSTANCES = 0x00201204
 NUMBER_OF_STUDY_RELATED_SERIES = 0x00201206
 NUMBER_OF_STUDY_RELATED_INSTANCES = 0x00201208
 NUMBER_OF_SERIES_RELATED_INSTANCES = 0x00201209
+TIMEZONE_OFFSET_FROM_UTC = 0x00080201
 
 LEVELS = ("Patient", "Study", "Series", "Instance")
 # Orthanc's StringToResourceType: singular and plural, any case.
@@ -105,8 +106,8 @@ def vr_of(tag: int) -> str:
     try:
         return dictionary_VR(tag)
     except KeyError:
-        if (tag >> 16) & 1 and 0x10 <= (tag & 0xFFFF) <= 0xFF:
-            return "LO"  # a private creator
+        if _is_private_creator(tag):
+            return "LO"
         return "UN"
 
 
@@ -214,6 +215,10 @@ class Constraint:
         return fold(stored) == fold(self.value)
 
 
+def _is_private_creator(tag: int) -> bool:
+    return bool((tag >> 16) & 1) and 0x10 <= (tag & 0xFFFF) <= 0xFF
+
+
 def _normalize_identifier(value: str) -> str:
     """Orthanc's NormalizeIdentifier: printable ASCII only, % and _ as spaces, upper case, trimmed."""
     kept = "".join(" " if c in "%_" else c for c in value
@@ -222,9 +227,9 @@ def _normalize_identifier(value: str) -> str:
 
 
 def _fold(text: str) -> str:
-    """Orthanc's case-insensitive comparison: upper case, accents removed."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
+    """Orthanc's case-insensitive comparison (Toolbox::ToUpperCaseWithAccents): upper case,
+    accents kept ("Müller" is not "MULLER"), a character at a time ("ß" stays "ß")."""
+    return "".join(upper if len(upper := c.upper()) == 1 else c for c in text)
 
 
 def _wildcard(pattern: str) -> re.Pattern:
@@ -408,6 +413,32 @@ class FindSettings:
     storage_access: str = "Always"  # StorageAccessOnFind: "Never" answers from the index alone
 
 
+@dataclass(frozen=True)
+class FindBehaviour:
+    """How the running Orthanc's own C-FIND SCP (``OrthancFindRequestHandler``) answers, where
+    releases differ (each release's NEWS): ``resource_finder`` as the REST API reports it, the
+    rest changed only inside the handler (:class:`OrthancRelease`)."""
+
+    # 1.12.5: the lookup and the answers come from ResourceFinder, the engine of /tools/find
+    # (requested tags, computed tags, storage access as configured); before, from the index
+    # and the stored instance's JSON, rebuilt here by OrthancFind's own code.
+    resource_finder: bool = False
+    # 1.12.5 to 1.12.10 ignore LimitFindResults/LimitFindInstances (fixed in 1.12.11).
+    scp_applies_limits: bool = True
+    # 1.13.0: a requested sequence the resource holds is copied; before, none was answered for
+    # it (an empty one when the resource had none).
+    copies_sequences: bool = False
+    # 1.13.0: private creators (gggg,0010) of the query are no longer matched.
+    matches_private_creators: bool = True
+
+    @classmethod
+    def of(cls, release: OrthancRelease) -> "FindBehaviour":
+        if not release.resource_finder:
+            return cls()
+        return cls(resource_finder=True, scp_applies_limits=release.at_least(1, 12, 11),
+                   copies_sequences=release.at_least(1, 13, 0), matches_private_creators=not release.at_least(1, 13, 0))
+
+
 @dataclass
 class Match:
     """One matching resource: its Orthanc ID and what Orthanc would build its answer from."""
@@ -427,9 +458,10 @@ class FindResult:
 class OrthancFind:
     """Orthanc's C-FIND lookup through its REST API."""
 
-    def __init__(self, rest: Rest, settings: FindSettings):
+    def __init__(self, rest: Rest, settings: FindSettings, behaviour: FindBehaviour = FindBehaviour()):
         self.rest = rest
         self.settings = settings
+        self.behaviour = behaviour
 
     def find(self, request: FindRequest) -> FindResult:
         """The resources Orthanc's C-FIND SCP answers, with their values, and whether it would
@@ -437,6 +469,8 @@ class OrthancFind:
         level = request.level
         constraints = request.constraints(self.settings.case_sensitive_pn)
         limit = self.settings.limit_instances if level == "Instance" else self.settings.limit_results
+        if self.behaviour.resource_finder:
+            return self._finder_find(request, constraints, limit)
         matches: list[Match] = []
         complete = True
         for match in self.matches(request, constraints, limit=limit + 1 if limit else 0):
@@ -473,7 +507,14 @@ class OrthancFind:
         asked = {k.tag for k in request.keys}
         parents = _ParentCache(self.rest)
         found = 0
-        for resource in self.rest.post("/tools/find", body):
+        cap = self.settings.limit_instances if level == "Instance" else self.settings.limit_results
+        if self.behaviour.resource_finder and cap:
+            # Orthanc's /tools/find stops at its limit: more is read a page at a time, matched here.
+            resources = iter(self._past_the_limit(body, constraints, cap, lazily=True))
+            recheck = constraints
+        else:
+            resources = iter(self.rest.post("/tools/find", body))
+        for resource in resources:
             if read_instance:
                 tags = self.rest.get(f"/instances/{self._sample_instance(level, resource, parents)}/tags")
                 values = values_from_full(tags)
@@ -501,6 +542,73 @@ class OrthancFind:
         body = {"Level": level, "CaseSensitive": False, "Limit": limit + 1,
                 "Query": {k: v for k, v in query.items() if v.strip()}}
         return len(self.rest.post("/tools/find", body)) > limit
+
+    # -- Orthanc 1.12.5 and later: ResourceFinder ------------------------------------------
+
+    def _finder_find(self, request: FindRequest, constraints: list[Constraint], limit: int) -> FindResult:
+        """What the SCP of an Orthanc with ResourceFinder answers: /tools/find runs the same
+        lookup with the same requested tags, so its answers hold what the SCP's hold."""
+        if not self.behaviour.matches_private_creators:
+            constraints = [c for c in constraints if not _is_private_creator(c.tag)]
+        constraints = [c for c in constraints if c.tag != TIMEZONE_OFFSET_FROM_UTC]  # never matched
+        requested = sorted({k.tag for k in request.keys} - {QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET,
+                                                             TIMEZONE_OFFSET_FROM_UTC})
+        body, recheck = self._lookup_body(request.level, constraints)
+        body.update(RequestedTags=[tag_key(t) for t in requested], Full=True)
+        if limit and not self.behaviour.scp_applies_limits:
+            found, recheck, complete = self._past_the_limit(body, constraints, limit), constraints, True
+        else:
+            found = self.rest.post("/tools/find", body)  # Orthanc's limit applies as in its SCP
+            complete = not limit or len(found) <= limit
+        matches = []
+        for resource in found:
+            values = values_from_full(resource.get("MainDicomTags", {}))
+            values.update(values_from_full(resource.get("PatientMainDicomTags", {})))
+            values.update(values_from_full(resource.get("RequestedTags", {})))
+            if any(not c.matches(values.get(c.tag)) for c in recheck):
+                continue
+            sequences = {}
+            for tag in request.sequences:
+                stored = sequence_from_full(resource.get("RequestedTags", {}).get(tag_key(tag)))
+                if stored is None:
+                    sequences[tag] = Sequence()  # an empty one where the resource has none
+                elif self.behaviour.copies_sequences:
+                    sequences[tag] = stored
+            matches.append(Match(resource["ID"], values, {}, sequences))
+        return FindResult(matches, complete)
+
+    def _lookup_body(self, level: str, constraints: list[Constraint]) -> tuple[dict, list[Constraint]]:
+        """/tools/find's body for ``constraints``, and those to apply here: /tools/find has one
+        case switch for all keys, the C-FIND SCP one per VR (then the lookup is made without
+        case, a superset, and the case-sensitive keys are applied to its answers)."""
+        sensitivities = {c.case_sensitive for c in constraints if c.case_dependent}
+        body: dict = {"Level": level, "Expand": True, "Query": {tag_key(c.tag): c.value for c in constraints}}
+        if len(sensitivities) > 1:
+            body["CaseSensitive"] = False
+            return body, [c for c in constraints if c.case_sensitive and c.case_dependent]
+        body["CaseSensitive"] = sensitivities.pop() if sensitivities else True
+        return body, []
+
+    def _past_the_limit(self, body: dict, constraints: list[Constraint], limit: int,
+                        lazily: bool = False) -> Iterable[dict]:
+        """Every match of an SCP that answers past Orthanc's limit, which /tools/find never
+        does. Orthanc first checks the query as its SCP would (its error is the SCP's). Its
+        database then cuts its candidates before the full match, and pages ("Since") count
+        candidates or matches depending on the database: so every resource of the level is
+        read, a page at a time, for ``constraints`` to be applied here as Orthanc applies them
+        (the price of a limit this SCP ignores; Orthanc 1.12.11 applies it again)."""
+        self.rest.post("/tools/find", {**body, "Limit": 1})
+        pages = self._pages({key: value for key, value in body.items() if key != "Limit"} | {"Query": {}}, limit)
+        return pages if lazily else list(pages)
+
+    def _pages(self, body: dict, limit: int, since: int = 0) -> Iterator[dict]:
+        """Matches from ``since`` on, ``limit`` at a time (Orthanc's own limit caps each page)."""
+        while True:
+            page = self.rest.post("/tools/find", {**body, "Since": since, "Limit": limit})
+            yield from page
+            if len(page) < limit:
+                return
+            since += len(page)
 
     def answers(self, request: FindRequest) -> tuple[list[bytes], bool]:
         """What Orthanc's own C-FIND SCP answers, encoded, and whether the answer is complete."""

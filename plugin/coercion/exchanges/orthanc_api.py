@@ -1,10 +1,11 @@
-"""Orthanc 1.10's own REST semantics, for the routes the plugin stands in for.
+"""Orthanc's own REST semantics, for the routes the plugin stands in for.
 
 When the plugin's route replaces one of Orthanc's, a client must get Orthanc's answer to every
 request, the errors included. Orthanc's SDK hands a plugin only the code of an error that its
 core raises (not its details), so the checks Orthanc makes on a request body are made here, in
 Orthanc's order and with its messages (ported from OrthancRestModalities.cpp, Toolbox.cpp,
-SerializationToolbox.cpp and OrthancRestApi.cpp of Orthanc 1.10.1), before anything else.
+SerializationToolbox.cpp and OrthancRestApi.cpp of Orthanc 1.10.1), before anything else;
+where a later release answers otherwise, :class:`OrthancRelease` says which.
 Plain code: what it needs of Orthanc (does a resource exist) comes in as a function.
 """
 
@@ -14,7 +15,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import Callable
+from typing import Callable, Mapping
 
 from ..engine.tags import ACCESSION_NUMBER, PATIENT_ID, SERIES_INSTANCE_UID, STUDY_INSTANCE_UID
 
@@ -42,6 +43,65 @@ HTTP_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: 
 _SHA1 = re.compile(r"[A-Za-z0-9]{8}(?:-[A-Za-z0-9]{8}){4}")
 # Toolbox::IsSHA1 and StripSpaces trim what C's isspace() calls space (and IsSHA1 NULs too).
 _SPACES = " \t\n\v\f\r"
+
+
+@dataclass(frozen=True)
+class OrthancRelease:
+    """What the running Orthanc says of itself (``GET /system``), for what its own routes and
+    SCP do differently from release to release. A feature the API reports is read from the
+    report; what changed only inside the core, which no API shows, is read from the version
+    (each release's NEWS; a build of the mainline counts as the newest)."""
+
+    version: tuple[int, ...] = (1, 10, 1)
+    # 1.12.5's ResourceFinder: /system reports the database's "Capabilities" since.
+    resource_finder: bool = False
+
+    @classmethod
+    def of(cls, system: Mapping) -> "OrthancRelease":
+        try:
+            version = tuple(int(part) for part in str(system.get("Version", "")).split(".")[:3])
+        except ValueError:
+            version = (9999,)
+        return cls(version=version, resource_finder="Capabilities" in system)
+
+    def at_least(self, *version: int) -> bool:
+        return self.version >= version
+
+    # Each below: the release where it was seen first. Sources of 1.12.8 to 1.12.11 were not
+    # at hand: what 1.13.0 does is taken to start with it.
+
+    @property
+    def details_invalid_levels(self) -> bool:
+        """1.11.2: an unknown resource type is refused with its name in the details."""
+        return self.at_least(1, 11, 2)
+
+    @property
+    def store_destination_overrides(self) -> bool:
+        """1.12.0: /store takes "CalledAet", "Host" and "Port" for this send only."""
+        return self.at_least(1, 12, 0)
+
+    @property
+    def request_local_aet_wins(self) -> bool:
+        """1.13.0: a request's "LocalAet" overrides the modality's (before, the modality's won)."""
+        return self.at_least(1, 13, 0)
+
+    @property
+    def store_modality_first(self) -> bool:
+        """1.13.0: /store looks the modality up before it reads the body's other fields."""
+        return self.at_least(1, 13, 0)
+
+    def unsigned_error(self, key: str) -> "OrthancError":
+        """A negative value where Orthanc reads an unsigned integer (SerializationToolbox)."""
+        if self.at_least(1, 13, 0):
+            return OrthancError.of("BadParameterType", f"Negative value found while expecting an unsigned int in field '{key}'")
+        return OrthancError.of("BadFileFormat", f"Unsigned integer value expected in field: {key}")
+
+    def unknown_resource_error(self) -> "OrthancError":
+        """/store of an identifier Orthanc does not hold: 1.13.0's index lookup fails as an
+        internal error (its details name the source line)."""
+        if self.at_least(1, 13, 0):
+            return OrthancError(-1, "Internal error", "ErrorCode_InternalError triggered from ServerContext.cpp:2148")
+        return OrthancError.of("UnknownResource")
 
 
 def http_status_of(code: int) -> int:
@@ -192,6 +252,8 @@ class StoreRequest:
     permissive: bool = False
     synchronous: bool = True
     priority: int = 0
+    # "CalledAet", "Host", "Port" given for this send only (Orthanc 1.12): as given.
+    destination_overrides: dict = field(default_factory=dict)
 
     @property
     def body(self) -> dict:
@@ -200,7 +262,8 @@ class StoreRequest:
 
 
 def read_store_request(body: bytes, exists: Callable[[str], bool],
-                       modality_exists: Callable[[str], bool], modality: str) -> StoreRequest:
+                       modality_exists: Callable[[str], bool], modality: str,
+                       release: OrthancRelease = OrthancRelease()) -> StoreRequest:
     """Orthanc's DicomStore checks, in its order (GetInstancesToExport, the fields, the modality,
     SubmitCommandsJob); raises OrthancError as Orthanc answers, or JsonTooDeep."""
     raw = bytes(body)
@@ -234,8 +297,10 @@ def read_store_request(body: bytes, exists: Callable[[str], bool],
         if not is_sha1(stripped):
             raise OrthancError.of("BadFileFormat", f"This string is not a valid Orthanc identifier: {stripped}")
         if not exists(stripped):
-            raise OrthancError.of("UnknownResource")
+            raise release.unknown_resource_error()
         found.append(stripped)
+    if release.store_modality_first and not modality_exists(modality):
+        raise OrthancError.of("InexistentItem", f"No modality with symbolic name: {modality}")
     local_aet = request["LocalAet"] if _has(request, "LocalAet", str) else None
     originator_aet = request["MoveOriginatorAet"] if _has(request, "MoveOriginatorAet", str) else None
     originator_id = request["MoveOriginatorID"] if _has(request, "MoveOriginatorID", int) else 0
@@ -246,7 +311,7 @@ def read_store_request(body: bytes, exists: Callable[[str], bool],
     if "Timeout" in request:
         timeout = _read_integer(request, "Timeout")
         if timeout < 0:
-            raise OrthancError.of("BadFileFormat", "Unsigned integer value expected in field: Timeout")
+            raise release.unsigned_error("Timeout")
     permissive = _read_boolean(request, "Permissive") if "Permissive" in request else False
     if "Synchronous" in request:
         synchronous = _read_boolean(request, "Synchronous")
@@ -256,8 +321,10 @@ def read_store_request(body: bytes, exists: Callable[[str], bool],
         synchronous = True
     priority = _read_integer(request, "Priority") if "Priority" in request else 0
     arguments = {k: v for k, v in request.items() if k != "Resources"}
+    overrides = {k: request[k] for k in ("CalledAet", "Host", "Port") if k in request} \
+        if release.store_destination_overrides else {}
     return StoreRequest(tuple(found), arguments, local_aet, originator_aet, originator_id, commitment, timeout,
-                        permissive, synchronous, priority)
+                        permissive, synchronous, priority, overrides)
 
 
 # -- POST /modalities/{id}/query (OrthancRestModalities.cpp, DicomQuery) ----------------------
@@ -268,7 +335,7 @@ _HEX_TAG = re.compile(r"[0-9A-Fa-f]{4},?[0-9A-Fa-f]{4}")
 
 
 def read_query_request(body: bytes, modality_exists: Callable[[str], bool], modality: str,
-                       known_key: Callable[[str], bool]) -> dict:
+                       known_key: Callable[[str], bool], release: OrthancRelease = OrthancRelease()) -> dict:
     """Orthanc's checks of a ``/query`` body, in its order; the body as a JSON object, or
     OrthancError as Orthanc answers (JsonTooDeep for what its reader would crash on).
     ``known_key(name)``: whether a key names a DICOM tag (hexadecimal or a keyword)."""
@@ -289,13 +356,14 @@ def read_query_request(body: bytes, modality_exists: Callable[[str], bool], moda
     if not modality_exists(modality):
         raise OrthancError.of("InexistentItem", f"No modality with symbolic name: {modality}")
     if request["Level"].upper() not in _LEVELS:
-        raise OrthancError.of("ParameterOutOfRange")
+        details = f"Invalid resource type '{request['Level']}'" if release.details_invalid_levels else None
+        raise OrthancError.of("ParameterOutOfRange", details)
     for key, value in (request.get("Query") or {}).items():
         if not (_HEX_TAG.fullmatch(key) or known_key(key)) or not isinstance(value, str):
             raise OrthancError.of("BadFileFormat", "Associative array of DICOM tags to strings expected in field: Query")
     if "Timeout" in request:
         if _read_integer(request, "Timeout") < 0:
-            raise OrthancError.of("BadFileFormat", "Unsigned integer value expected in field: Timeout")
+            raise release.unsigned_error("Timeout")
     return request
 
 

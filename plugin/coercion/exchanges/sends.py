@@ -36,6 +36,7 @@ class SendJob:
     coerced: int = 0
     discarded: int = 0
     failures: list[dict] = field(default_factory=list)  # {"instance", "reason"}; never PHI
+    settled: set = field(default_factory=set)  # instances sent, or discarded by a rule
     rules: set = field(default_factory=set)
     seconds: dict = field(default_factory=lambda: {"fetch": 0.0, "coerce": 0.0, "send": 0.0})  # send overlaps the others
     created: float = field(default_factory=time.time)
@@ -130,6 +131,7 @@ def run_send_job(
                 with job._lock:
                     job.sent += 1
                     job.coerced += instance_id in coerced_ids
+                    job.settled.add(instance_id)
 
     thread = threading.Thread(target=sender, name=f"coercion-send-{job.id}", daemon=True)
     thread.start()
@@ -156,6 +158,7 @@ def run_send_job(
                     with job._lock:
                         job.discarded += 1
                         job.rules.add(decision.rule.name)
+                        job.settled.add(instance_id)
                     continue
                 fail(instance_id, f"coercion refused it (rule {decision.rule.name if decision.rule else '-'}): "
                                   f"{decision.reason}")
