@@ -44,13 +44,15 @@ RULES = {
 
 
 BASELINE = " (baseline)"
+THREADS_OFF = " (AllowThreads off)"  # orthanc-python 4.3+: the GIL kept during calls into Orthanc
 
 
 def run_once(setup: str, files: list[Path], root: Path, baseline: Path | None = None) -> tuple[float, float]:
     work = Path(tempfile.mkdtemp(dir=root))
-    name = setup.removesuffix(BASELINE)
+    name = setup.removesuffix(BASELINE).removesuffix(THREADS_OFF)
     plugin = baseline / "plugin" if setup.endswith(BASELINE) else None
-    orthanc = start_orthanc(work, None if name == "plain" else RULES[name], plugin=plugin)
+    python = {"Python": {"AllowThreads": not setup.endswith(THREADS_OFF)}}
+    orthanc = start_orthanc(work, None if name == "plain" else RULES[name], plugin=plugin, **python)
     try:
         cpu_before = cpu_seconds(orthanc.process.pid)
         started = time.perf_counter()
@@ -73,6 +75,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--on-disk", action="store_true")
     parser.add_argument("--only", nargs="+", choices=list(RULES), help="the plugin set-ups to run (plain always runs)")
+    parser.add_argument("--threads-off-too", action="store_true",
+                        help='each plugin set-up also with "Python": {"AllowThreads": false} (orthanc-python 4.3+)')
     parser.add_argument("--baseline", type=Path,
                         help="another checkout: its plugin runs each plugin set-up too, in the same rounds (A/B)")
     args = parser.parse_args()
@@ -83,6 +87,7 @@ def main() -> None:
         setups = ["plain"]
         for setup in args.only or RULES:
             setups += [setup, setup + BASELINE] if args.baseline else [setup]
+            setups += [setup + THREADS_OFF] if args.threads_off_too else []
         rates, cpu = interleaved_rounds(setups, args.rounds,
                                         lambda setup: run_once(setup, files, root, args.baseline and args.baseline.resolve()),
                                         "Orthanc CPU")

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from coercion import configuration
+from coercion.configuration import MppsSettings
 from coercion.service import Settings
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "administrators-guide.md"
@@ -67,3 +70,30 @@ def test_the_service_settings_are_the_tables_values(tmp_path):
     settings = Settings.from_configuration(config, {"COERCION_ADMIN_TOKEN_FILE": str(token)})
     assert settings.admin_token == "admin-token-0123456789abcdef" and settings.send_batch_size == 4
     assert settings.activity_database == str(tmp_path / "activity.sqlite")
+
+
+# -- Coercion.Mpps: read here like every other key of the section ------------------------------
+
+
+
+def test_the_mpps_section_is_read_with_orthancs_own_settings_around_it():
+    config = {"DicomAet": "SITE", "DicomScpTimeout": 12, "StrictAetComparison": True,
+              "Coercion": {"Mpps": {"Port": 11114, "Host": "0.0.0.0", "MaxAssociations": 8}}}
+    settings = MppsSettings.from_configuration(config)
+    assert (settings.port, settings.aet, settings.host, settings.scp_timeout, settings.strict_aet,
+            settings.max_associations) == (11114, "SITE", "0.0.0.0", 12, True, 8)
+    assert MppsSettings.from_configuration({"Coercion": {}}) is None  # no MPPS SCP
+    assert MppsSettings.from_configuration({"Coercion": {"Mpps": {"Host": "127.0.0.1"}}}) is None
+
+
+@pytest.mark.parametrize("mpps, message", [
+    ({"Port": 70000}, "Coercion.Mpps.Port must be a port number"),
+    ({"Port": 4242}, "Coercion.Mpps.Port 4242 is Orthanc's DicomPort"),
+    ({"Port": 11114, "Aet": "A" * 17}, "Coercion.Mpps.Aet must be an AE title"),
+    ({"Port": 11114, "Colour": 1}, "Coercion.Mpps: unknown setting(s) Colour"),
+    ({"Port": 11114, "MaxAssociations": 2, "MaxAssociationsPerHost": 3}, "is more than"),
+    ({"Port": 11114, "RequestTimeout": 0}, "Coercion.Mpps.RequestTimeout must be"),
+])
+def test_a_bad_mpps_setting_is_named(mpps, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        MppsSettings.from_configuration({"Coercion": {"Mpps": mpps}})

@@ -10,8 +10,11 @@ from coercion.exchanges.find import (
     MODALITIES_IN_STUDY,
     RETRIEVE_AE_TITLE,
     Constraint,
+    FindBehaviour,
     FindError,
     FindRequest,
+    FindSettings,
+    OrthancFind,
     _normalize_identifier,
     answer_values,
     build_answer,
@@ -22,6 +25,7 @@ from coercion.exchanges.find import (
     values_from_full,
 )
 from coercion.exchanges.find_coercion import action_for, plan_query
+from coercion.exchanges.orthanc_api import OrthancError, OrthancRelease, read_query_request
 from coercion.stores.linkage import SQLiteLinkageStore
 
 from factory import deidentifier
@@ -240,8 +244,6 @@ def test_answers_round_trip_through_orthancs_json_forms():
 
 # -- the running Orthanc's own SCP, release by release ----------------------------------------
 
-from coercion.exchanges.find import FindBehaviour, FindSettings, OrthancFind  # noqa: E402
-from coercion.exchanges.orthanc_api import OrthancError, OrthancRelease, read_query_request  # noqa: E402
 
 
 @pytest.mark.parametrize("system, expected", [

@@ -11,6 +11,7 @@ from coercion.exchanges.orthanc_api import (
     MAX_JSON_DEPTH,
     JsonTooDeep,
     OrthancError,
+    OrthancRelease,
     StoreRequest,
     is_sha1,
     json_depth,
@@ -127,8 +128,6 @@ def test_json_nested_deeper_than_orthanc_survives_is_never_read():
 
 # -- where later releases answer otherwise (compared with Orthanc 1.12.7 and 1.13.0 in the
 # platform runs, tests/test_platforms.py) -----------------------------------------------------
-
-from coercion.exchanges.orthanc_api import OrthancRelease  # noqa: E402
 
 RELEASE_1_13 = OrthancRelease((1, 13, 0), resource_finder=True)
 

@@ -38,19 +38,19 @@ def outcome(release: str, step: str):
     return RUNS[release].wait(step)
 
 
-@pytest.mark.parametrize("release", releases("first-command"))
+@pytest.mark.parametrize("release", list(releases("first-command")))
 def test_the_readmes_first_command_and_its_quick_start(release):
     result = outcome(release, "first-command")
     assert result.ok, result.message
 
 
-@pytest.mark.parametrize("release", releases("integration"))
+@pytest.mark.parametrize("release", list(releases("integration")))
 def test_the_integration_tests_pass_against_its_orthanc(release):
     result = outcome(release, "integration")
     assert result.ok, result.message
 
 
-@pytest.mark.parametrize("release", releases("image"))
+@pytest.mark.parametrize("release", list(releases("image")))
 def test_the_images_install_script_on_the_images_orthanc(release):
     result = outcome(release, "image")
     assert result.ok, result.message

@@ -134,3 +134,73 @@ def secret_files(values: dict, environ) -> list[tuple[str, str]]:
 def stores(values: dict) -> list[tuple[str, str]]:
     """(what, location) of every store."""
     return [(key.what, str(values[key.name])) for key in KEYS if key.kind == LOCATION]
+
+
+# -- Coercion.Mpps ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MppsSettings:
+    port: int
+    aet: str
+    host: str = "127.0.0.1"
+    check_host: bool = False  # DicomCheckModalityHost
+    strict_aet: bool = False  # StrictAetComparison
+    check_called_aet: bool = False  # DicomCheckCalledAet
+    timeout: int = 10  # DicomScuTimeout, for the forwards
+    scp_timeout: int = 30  # DicomScpTimeout: an association idle that long is closed
+    request_timeout: float = 5  # RequestTimeout: a connection without an A-ASSOCIATE-RQ that long is dropped
+    max_associations: int = 16  # MaxAssociations, from all callers
+    max_per_host: int = 4  # MaxAssociationsPerHost
+
+    @classmethod
+    def from_configuration(cls, config: dict) -> "MppsSettings | None":
+        """The settings of ``Coercion.Mpps``; None when no port is set (no MPPS SCP). Raises
+        ValueError naming the setting at fault."""
+        section = (config.get("Coercion") or {}).get("Mpps")
+        if section is None:
+            return None
+        if not isinstance(section, dict):
+            raise ValueError('Coercion.Mpps must be an object like {"Port": 11114}')
+        known = ("Aet", "Host", "MaxAssociations", "MaxAssociationsPerHost", "Port", "RequestTimeout")
+        unknown = sorted(set(section) - set(known))
+        if unknown:
+            raise ValueError(f"Coercion.Mpps: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        if "Port" not in section:
+            return None
+        port = section["Port"]
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValueError(f"Coercion.Mpps.Port must be a port number (1 to 65535), got {port!r}")
+        for key in ("DicomPort", "HttpPort"):
+            if config.get(key, 4242 if key == "DicomPort" else 8042) == port:
+                raise ValueError(f"Coercion.Mpps.Port {port} is Orthanc's {key}: choose a port of its own")
+        aet = section.get("Aet", config.get("DicomAet", "ORTHANC"))
+        if not isinstance(aet, str) or not aet.strip() or len(aet.strip()) > 16 or not aet.isascii() \
+                or "\\" in aet:
+            raise ValueError(f"Coercion.Mpps.Aet must be an AE title of 1 to 16 characters, got {aet!r}")
+        host = section.get("Host", "127.0.0.1")
+        if not isinstance(host, str) or not host:
+            raise ValueError(f"Coercion.Mpps.Host must be an address to listen on, got {host!r}")
+        timeouts = []
+        for key, default in (("DicomScuTimeout", 10), ("DicomScpTimeout", 30)):
+            value = config.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a whole number of seconds, got {value!r}")
+            timeouts.append(value)
+        request_timeout = section.get("RequestTimeout", cls.request_timeout)
+        if isinstance(request_timeout, bool) or not isinstance(request_timeout, (int, float)) \
+                or not 0 < request_timeout <= 60:
+            raise ValueError(f"Coercion.Mpps.RequestTimeout must be a number of seconds (over 0, at most 60), "
+                             f"got {request_timeout!r}")
+        limits = []
+        for key, default in (("MaxAssociations", cls.max_associations),
+                             ("MaxAssociationsPerHost", cls.max_per_host)):
+            value = section.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+                raise ValueError(f"Coercion.Mpps.{key} must be a whole number from 1 to 256, got {value!r}")
+            limits.append(value)
+        if limits[1] > limits[0]:
+            raise ValueError(f"Coercion.Mpps.MaxAssociationsPerHost ({limits[1]}) is more than "
+                             f"Coercion.Mpps.MaxAssociations ({limits[0]})")
+        return cls(port, aet.strip(), host, bool(config.get("DicomCheckModalityHost", False)),
+                   bool(config.get("StrictAetComparison", False)), bool(config.get("DicomCheckCalledAet", False)),
+                   *timeouts, request_timeout, *limits)
