@@ -9,5 +9,7 @@ build_venv "[test]"
 cd "$REPO"
 # The linter first ([tool.ruff] in pyproject.toml): a finding fails the run like a failed test.
 "$VENV/bin/ruff" check plugin tests bench
+# The type checker, strict on the engine ([tool.mypy] in pyproject.toml).
+(cd plugin && "$VENV/bin/mypy" --config-file "$REPO/pyproject.toml" --strict coercion/engine)
 # pytest exits 5 when no test ran: with `set -e` that is a failure, as it must be.
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"

@@ -106,6 +106,7 @@ class Identifiers:
     def __init__(self, values: set[str]):
         phrases = {v.strip() for v in values if v and len(v.strip()) > 1}
         self.values = frozenset(phrases)
+        self._regex: re.Pattern[str] | None
         if phrases:
             alternation = "|".join(re.escape(p) for p in sorted(phrases, key=len, reverse=True))
             self._regex = re.compile(rf"(?<!\w)(?:{alternation})(?!\w)", re.I)

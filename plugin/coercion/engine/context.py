@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from .clean import IDENTIFYING_KEYWORDS, Identifiers, date_forms, person_name_values
 from .limits import MAX_SEQUENCE_DEPTH, too_deep
-from .profile import patient_is_animal
+from .profile import ItemTypes, Tables, patient_is_animal
 from .pseudonyms import Keys
 from .tags import ISSUER_OF_PATIENT_ID, PATIENT_ID, SOP_CLASS_UID, STUDY_INSTANCE_UID
 from .values import text_of, values_of
@@ -21,7 +23,7 @@ _NO_IDENTIFIERS = Identifiers(set())
 class InstanceContext:
     """Per-instance facts gathered before any attribute is touched."""
 
-    def __init__(self, header: Dataset, keys: Keys, needs_identifiers: bool, tables=None):
+    def __init__(self, header: Dataset, keys: Keys, needs_identifiers: bool, tables: Tables | None = None) -> None:
         self.keys = keys
         self.sop_class_uid = text_of(header, SOP_CLASS_UID)
         # The types of the attributes of the instance's IOD (None: not a standard SOP Class),
@@ -53,7 +55,7 @@ class Scope:
     top: bool
     subtree: str | None = None
     depth: int = 0  # sequences around this dataset
-    types: object = None  # profile.ItemTypes
+    types: ItemTypes | None = None
 
     def items(self, subtree: str | None, tag: int | None = None) -> "Scope":
         """The scope of the items of a sequence met here (refused beyond the nesting limit);
@@ -62,6 +64,17 @@ class Scope:
             raise too_deep()
         types = self.types.children.get(tag) if self.types is not None and tag is not None else None
         return Scope(self.instance, False, subtree, self.depth + 1, types)
+
+
+class Walk(Protocol):
+    """The walk, as the element anonymizers call back into it (deidentify.Deidentifier): the items
+    of a sequence walked, the basic action where a C cannot apply, a D."""
+
+    def walk_items(self, elem: DataElement, scope: Scope) -> None: ...
+
+    def fallback(self, ds: Dataset, tag: int, keyword: str | None, scope: Scope) -> None: ...
+
+    def dummy(self, ds: Dataset, tag: int, keyword: str | None, scope: Scope) -> None: ...
 
 
 def collect_identifiers(ds: Dataset) -> Identifiers:

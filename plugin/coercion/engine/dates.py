@@ -7,8 +7,14 @@ keys), so the intervals between a patient's dates survive; times stay as they ar
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
+
+from pydicom.dataset import Dataset
 
 from .values import put, values_of, vr_of
+
+if TYPE_CHECKING:
+    from .context import Scope, Walk
 
 
 def _shift_da(value: str, days: int) -> str | None:
@@ -38,17 +44,17 @@ def shift_date_value(value: str, vr: str, days: int) -> str | None:
         if len(parts) != 2:
             return None
         out = [shift(p, days) if p.strip() else "" for p in parts]
-        return None if None in out else "-".join(out)
+        return None if None in out else "-".join(p for p in out if p is not None)
     return shift(value, days)
 
 
 class DateShifter:
     """C for dates: shift DA and DT values; a value that is no date gets the basic action."""
 
-    def __init__(self, walk):
+    def __init__(self, walk: Walk) -> None:
         self.walk = walk
 
-    def __call__(self, ds, tag, keyword, scope) -> None:
+    def __call__(self, ds: Dataset, tag: int, keyword: str | None, scope: Scope) -> None:
         vr = vr_of(ds, tag)
         if vr == "TM":
             return  # a whole-day shift leaves times as they are, and every interval with them

@@ -17,17 +17,19 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
-from .context import PATIENT_ID, InstanceContext, Scope
+from .context import InstanceContext, Scope
 from .dates import DateShifter
-from .dicomio import DicomError, Instance, StreamedPixels, joined, read_instance, write_instance
+from .dicomio import Chunk, Chunks, DicomError, Instance, StreamedPixels, joined, read_instance, write_instance
 from .identity import DummyValues, PatientIDHasher
 from .method import MethodStatement
 from .private import SafePrivateBlocks, private_creators
@@ -55,9 +57,14 @@ from .pseudonyms import Keys
 from .structured import without_context
 from .text import TextCleaner, clean_unlisted
 from .uids import UIDReplacer, query_uids, replaced_uids
-from .tags import SOP_INSTANCE_UID
+from .tags import PATIENT_ID, SOP_INSTANCE_UID
 from .uri import DeidentifyURI, Option, parse_uri
 from .values import DUMMY_BYTES, text_of, vr_of
+
+if TYPE_CHECKING:
+    from .clean import Identifiers
+    from .pixels.cleaner import CleanPlan, PixelCleaner
+    from .pixels.settings import PixelSettings
 
 MEDIA_STORAGE_SOP_CLASS_UID = 0x00020002
 MEDIA_STORAGE_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"  # a DICOMDIR
@@ -68,6 +75,8 @@ _CLEANING_OPTIONS = frozenset({
     Option.CleanDescriptorsOption, Option.CleanStructuredContentOption, Option.CleanGraphicsOption,
     Option.RetainPatientCharacteristicsOption, Option.RetainDeviceIdentityOption,
 })
+# What carries out an action on one attribute: (dataset, tag, keyword if listed, scope).
+Handler = Callable[[Dataset, int, "str | None", Scope], None]
 
 
 class DeidentificationError(RuntimeError):
@@ -93,11 +102,11 @@ class Outcome:
                 f"patient_pseudonym={self.patient_pseudonym!r})")
 
 
-def _pixel_failure(plan, exc: Exception) -> "DeidentificationError":
+def _pixel_failure(plan: CleanPlan, exc: Exception) -> "DeidentificationError":
     return DeidentificationError(f"the pixel data cannot be cleaned ({plan.reason}): {exc}")
 
 
-def _failing_as_deidentification(chunks, plan):
+def _failing_as_deidentification(chunks: Iterable[Chunk], plan: CleanPlan) -> Iterator[Chunk]:
     from .pixels.frames import PixelError
 
     try:
@@ -109,7 +118,8 @@ def _failing_as_deidentification(chunks, plan):
 class Deidentifier:
     """Applies one ``deidentify:`` URI with one set of keys; reusable and thread-safe."""
 
-    def __init__(self, uri: DeidentifyURI | str, keys: Keys, tables: str | None = None, pixels=None):
+    def __init__(self, uri: DeidentifyURI | str, keys: Keys, tables: str | None = None,
+                 pixels: PixelSettings | None = None) -> None:
         """``pixels``: the PixelSettings of CleanPixelDataOption (pixels.PixelSettings; the
         defaults when None)."""
         self.uri = parse_uri(uri) if isinstance(uri, str) else uri
@@ -119,7 +129,7 @@ class Deidentifier:
         self.method = MethodStatement(self.uri, self.profile, keys)
         # The element anonymizers, by the action they carry out (KEEP and REMOVE are the walk's).
         self.dummy = DummyValues(keys, self, self.uri.options)
-        self._actions = {
+        self._actions: dict[str, Handler] = {
             REFUSE_DIRECTORY: _refuse_directory,
             DUMMY: self.dummy,
             EMPTY: _empty,
@@ -130,14 +140,15 @@ class Deidentifier:
         }
         keeps_safe = self.profile.private_action == SAFE_PRIVATE
         self._private = SafePrivateBlocks(self.profile.tables.safe_private, self) if keeps_safe else None
-        self._pixels = None
+        self._pixels: PixelCleaner | None = None
         if Option.CleanPixelDataOption in self.uri:
             from .pixels.cleaner import PixelCleaner  # numpy, Tesseract: only when asked for
 
             self._pixels = PixelCleaner(pixels)
 
     @classmethod
-    def from_uri(cls, uri: str, keys: Keys, tables: str | None = None, pixels=None) -> "Deidentifier":
+    def from_uri(cls, uri: str, keys: Keys, tables: str | None = None,
+                 pixels: PixelSettings | None = None) -> "Deidentifier":
         return cls(parse_uri(uri), keys, tables, pixels)
 
     # -- public API -------------------------------------------------------------------------
@@ -146,13 +157,13 @@ class Deidentifier:
         chunks, _ = self.deidentify_chunks(data)
         return joined(chunks)
 
-    def deidentify_chunks(self, data: bytes | bytearray | memoryview) -> tuple[list, Outcome]:
+    def deidentify_chunks(self, data: bytes | bytearray | memoryview) -> tuple[Chunks, Outcome]:
         """The de-identified instance as byte chunks (to write without joining) and the outcome."""
         instance = read_instance(data, drop_private=self.removes_private)
         outcome = self.deidentify_instance(instance)
         return self.encode(instance), outcome
 
-    def deidentify_file(self, src: str | os.PathLike, dst: str | os.PathLike) -> Outcome:
+    def deidentify_file(self, src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Outcome:
         """Read ``src``, write the result to ``dst`` atomically; ``src`` is never modified.
 
         The input is mapped into memory, not read into it, and what is written of it is let
@@ -197,6 +208,7 @@ class Deidentifier:
         if plan is not None:
             from .pixels.frames import PixelError
 
+            assert self._pixels is not None  # a plan is made by it
             try:
                 self._pixels.apply(plan, instance)
             except PixelError as exc:  # fail closed: an image that should be cleaned and cannot be
@@ -207,7 +219,8 @@ class Deidentifier:
                     segment.chunks = _failing_as_deidentification(segment.chunks, plan)
         return outcome
 
-    def _pixel_identifiers(self, header: Dataset):
+    def _pixel_identifiers(self, header: Dataset) -> Identifiers | None:
+        assert self._pixels is not None  # asked for by it only
         if self._pixels.settings.text != "identifying":
             return None
         from .context import collect_identifiers
@@ -221,7 +234,7 @@ class Deidentifier:
             _refuse_directory()
         return self._deidentify(ds, [ds])
 
-    def encode(self, instance: Instance) -> list:
+    def encode(self, instance: Instance) -> Chunks:
         """A de-identified instance as byte chunks, with its rebuilt file meta."""
         return write_instance(instance, self.method.file_meta(instance))
 
@@ -251,8 +264,8 @@ class Deidentifier:
         # At the top level the actions are those of the IOD's types, resolved once per IOD;
         # in an item each X, Z or compound code is resolved by the types of its place.
         by_tag = profile.top_level_actions(scope.types) if top else profile.by_tag
-        removed_overlay_groups = set()
-        creators = None
+        removed_overlay_groups: set[int] = set()
+        creators: dict[tuple[int, int], str] | None = None
         for tag in list(ds.keys()):
             group = tag >> 16
             if group & 1:
@@ -345,7 +358,7 @@ class Deidentifier:
 _RELEASE_EVERY = 32 * 1024 * 1024
 
 
-def _write_released(fp, chunks, mapped) -> None:
+def _write_released(fp: BinaryIO, chunks: Iterable[Chunk], mapped: mmap.mmap | None) -> None:
     """Write ``chunks``, in pieces, and let the kernel take back the pages of ``mapped`` read
     so far every few tens of MB (they would otherwise count against the process until the end)."""
     since = 0
@@ -361,7 +374,7 @@ def _write_released(fp, chunks, mapped) -> None:
                 since = 0
 
 
-def _refuse_directory(*_) -> None:
+def _refuse_directory(*_: object) -> None:
     """A DICOMDIR is the index of a file-set, not an instance: its directory records (names,
     IDs, Type 1 dates, File IDs) would be mangled by the profile. It is refused, known by its
     file meta or by its Directory Record Sequence (Type 2: every DICOMDIR has one; the profile
@@ -380,7 +393,7 @@ def _drop_unconditioned(ds: Dataset) -> None:
             del ds[tag]
 
 
-def _empty(ds: Dataset, tag: int, keyword, scope) -> None:
+def _empty(ds: Dataset, tag: int, keyword: str | None, scope: Scope) -> None:
     """Z: the attribute stays, empty."""
     vr = vr_of(ds, tag)
     ds[tag] = DataElement(tag, vr, Sequence() if vr == "SQ" else (b"" if vr in DUMMY_BYTES else None))

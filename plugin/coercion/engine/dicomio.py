@@ -12,12 +12,14 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, BinaryIO, cast
 
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO, DicomFileLike
+from pydicom.filebase import DicomBytesIO, DicomFileLike, DicomIO
 from pydicom.filereader import (
     _read_file_meta_info,
     read_dataset,
@@ -47,16 +49,21 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN
 
 _COPY_LIMIT = 64 * 1024 * 1024
 
+# A piece of the output: encoded bytes, or a slice of the input (pixel data).
+Chunk = bytes | memoryview
+# What write_instance returns: a list, or a stream made as it is taken (cleaned frames).
+Chunks = list[Chunk] | Iterator[Chunk]
+
 
 class BufferFile:
     """A read-only file over a buffer, read in place (for pydicom's readers and frame
     generator: a BytesIO would copy the whole buffer)."""
 
-    def __init__(self, buffer):
+    def __init__(self, buffer: bytes | bytearray | memoryview) -> None:
         self._buffer, self._pos = memoryview(buffer), 0
         self.name = "<memory>"
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         end = len(self._buffer) if size is None or size < 0 else min(self._pos + size, len(self._buffer))
         data = bytes(self._buffer[self._pos:end])
         self._pos = end
@@ -73,23 +80,28 @@ class BufferFile:
         pass
 
 
-def _reader(buf: memoryview):
+def _reader(buf: memoryview) -> BinaryIO:
     """A pydicom file over ``buf``. A BytesIO over anything but a whole bytes object copies it:
     a large buffer (a file mapped into memory) is read in place instead."""
     whole = buf.obj if isinstance(buf, memoryview) and isinstance(buf.obj, bytes) and len(buf) == len(buf.obj) \
         else None
     if whole is not None:
-        return DicomBytesIO(whole)
+        return _binary(DicomBytesIO(whole))
     if len(buf) < _COPY_LIMIT:
-        return DicomBytesIO(buf)
-    return DicomFileLike(BufferFile(buf))
+        return _binary(DicomBytesIO(buf))
+    return _binary(DicomFileLike(BufferFile(buf)))
+
+
+def _binary(fp: DicomIO) -> BinaryIO:
+    """``fp`` as pydicom's readers are annotated to take it (they read its own DicomIO wrappers)."""
+    return cast(BinaryIO, fp)
 
 
 class DicomError(ValueError):
     """The input is not DICOM, or is corrupt; the message says why (without any value)."""
 
 
-def _at_pixel_data(tag, vr, length) -> bool:
+def _at_pixel_data(tag: int, vr: str | None, length: int) -> bool:
     return tag in PIXEL_TAGS
 
 
@@ -112,13 +124,13 @@ _LONG_VR_BYTES = frozenset(vr.encode() for vr in (
 _PIXEL_TAG_VALUES = frozenset(int(t) for t in PIXEL_TAGS)
 
 
-def _read_header_explicit_little(data, pos: int, drop_private: bool) -> tuple[Dataset, int, int] | None:
+def _read_header_explicit_little(data: memoryview, pos: int, drop_private: bool) -> tuple[Dataset, int, int] | None:
     """The top-level dataset from ``pos`` up to the pixel data or the end, where it stopped,
     and how many elements it met; None when pydicom should read it."""
     end = len(data)
-    elements: dict = {}
+    elements: dict[BaseTag, DataElement | RawDataElement] = {}
     met = 0
-    encoding = default_encoding
+    encoding: str | list[str] = default_encoding
     fp = None  # made at the first sequence of undefined length (pydicom reads those)
     unpack_header, unpack_length = _EXPLICIT_HEADER.unpack_from, _UINT32.unpack_from
     while pos < end:
@@ -157,7 +169,8 @@ def _read_header_explicit_little(data, pos: int, drop_private: bool) -> tuple[Da
         pos = value_tell + length
         if drop_private and group & 1:
             continue
-        value = bytes(data[value_tell:pos]) if length else empty_value_for_VR(vr, raw=True)
+        # (raw, it is b"" or None; pydicom annotates it with the empty values of every kind)
+        value = bytes(data[value_tell:pos]) if length else cast("bytes | None", empty_value_for_VR(vr, raw=True))
         if tag == 0x00080005:
             encoding = convert_encodings(convert_string(value or b"", True))
         elements[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, length, value, value_tell, False, True)
@@ -172,7 +185,8 @@ class Instance:
 
     preamble: bytes | None
     file_meta: FileMetaDataset
-    segments: list  # Dataset | PixelElement, alternating, starting with the header Dataset
+    # Dataset | PixelElement (StreamedPixels once cleaned), alternating, starting with the header Dataset
+    segments: list[Dataset | PixelElement | StreamedPixels]
     is_implicit_VR: bool
     is_little_endian: bool
     deflated: bool
@@ -181,9 +195,9 @@ class Instance:
 
     @property
     def header(self) -> Dataset:
-        return self.segments[0]
+        return _header(self.segments)
 
-    def datasets(self):
+    def datasets(self) -> list[Dataset]:
         return [s for s in self.segments if isinstance(s, Dataset)]
 
     @property
@@ -198,7 +212,11 @@ class Instance:
         return ExplicitVRLittleEndian if self.is_little_endian else ExplicitVRBigEndian
 
 
-def _encoding(file_meta: FileMetaDataset, fp: DicomBytesIO) -> tuple[bool, bool, bool]:
+def _header(segments: list[Dataset | PixelElement | StreamedPixels]) -> Dataset:
+    return cast(Dataset, segments[0])  # always the header dataset (read_instance puts it first)
+
+
+def _encoding(file_meta: FileMetaDataset, fp: BinaryIO) -> tuple[bool, bool, bool]:
     """(implicit VR, little endian, deflated) as pydicom's reader decides them."""
     ts = file_meta.get("TransferSyntaxUID")
     if ts is None:
@@ -246,7 +264,7 @@ class StreamedPixels:
     """Pixel data made as it is written (cleaned frame by frame): ``chunks`` yields its value,
     of ``length`` bytes (None: encapsulated, of undefined length). Iterated once."""
 
-    def __init__(self, tag: int, vr: str, chunks, length: int | None):
+    def __init__(self, tag: int, vr: str, chunks: Iterable[Chunk], length: int | None) -> None:
         self.tag, self.vr, self.chunks, self.length = tag, vr, chunks, length
 
     @property
@@ -261,7 +279,7 @@ class StreamedPixels:
             return tag + struct.pack(order + "L", length)
         return tag + self.vr.encode("ascii") + b"\x00\x00" + struct.pack(order + "L", length)
 
-    def values(self):
+    def values(self) -> Iterator[Chunk]:
         written = 0
         for chunk in self.chunks:
             written += len(chunk)
@@ -337,11 +355,12 @@ _HEADER_LE, _HEADER_BE = struct.Struct("<HH"), struct.Struct(">HH")
 class _Frame:
     __slots__ = ("end", "sequence", "implicit", "guessed")
 
-    def __init__(self, end, sequence, implicit, guessed):
+    def __init__(self, end: int | None, sequence: bool, implicit: bool, guessed: bool) -> None:
         self.end, self.sequence, self.implicit, self.guessed = end, sequence, implicit, guessed
 
 
-def check_nesting(buf, pos: int, implicit: bool, little: bool, single: bool = False) -> None:
+def check_nesting(buf: bytes | bytearray | memoryview, pos: int, implicit: bool, little: bool,
+                  single: bool = False) -> None:
     """Raise DicomError if sequences in ``buf[pos:]`` nest deeper than MAX_SEQUENCE_DEPTH
     (up to the top-level pixel data; ``single``: only the element at ``pos``)."""
     end = len(buf)
@@ -379,8 +398,8 @@ def check_nesting(buf, pos: int, implicit: bool, little: bool, single: bool = Fa
                 length = uint32(buf, pos + 4)[0]
                 item_implicit = frame_implicit
                 if not item_implicit and pos + 14 <= end:
-                    vr = bytes(buf[pos + 12:pos + 14])
-                    item_implicit = not (vr.isalpha() and vr.isupper())  # as pydicom switches
+                    item_vr = bytes(buf[pos + 12:pos + 14])
+                    item_implicit = not (item_vr.isalpha() and item_vr.isupper())  # as pydicom switches
                 stack.append(_Frame(None if length == 0xFFFFFFFF else pos + 8 + length, False, item_implicit, False))
                 pos += 8
                 continue
@@ -424,9 +443,10 @@ def check_nesting(buf, pos: int, implicit: bool, little: bool, single: bool = Fa
             if single and not stack:
                 return  # the element asked about is no sequence: nothing nests in it
             if undefined:  # encapsulated data outside the pixel data: its fragments do not nest
-                pos = _after_fragments(buf, value, head, uint32)
-                if pos is None:
+                after = _after_fragments(buf, value, head, uint32)
+                if after is None:
                     return  # cut short: the readers judge it
+                pos = after
                 continue
             # Every element of an item is measured, not only those before the first plain one:
             # a sequence after an ordinary attribute nests as deep as one before it.
@@ -440,7 +460,8 @@ def check_nesting(buf, pos: int, implicit: bool, little: bool, single: bool = Fa
         pos = value
 
 
-def _after_fragments(buf, pos: int, head, uint32) -> int | None:
+def _after_fragments(buf: bytes | bytearray | memoryview, pos: int, head: struct.Struct,
+                     uint32: Callable[[bytes | bytearray | memoryview, int], tuple[int, ...]]) -> int | None:
     """Where undefined-length encapsulated data that starts at ``pos`` ends (after its
     Sequence Delimitation Item); None if it is cut short or not made of items."""
     end = len(buf)
@@ -455,7 +476,7 @@ def _after_fragments(buf, pos: int, head, uint32) -> int | None:
     return None
 
 
-def check_all_nesting(data) -> None:
+def check_all_nesting(data: bytes | bytearray | memoryview) -> None:
     """Raise DicomError if sequences anywhere in ``data`` (a Part 10 file or a bare dataset) nest
     deeper than MAX_SEQUENCE_DEPTH, every element of the dataset measured before any parser
     sees it, the whole input at once: for small inputs that are kept and read again by other
@@ -480,7 +501,7 @@ _ROWS, _COLUMNS, _SAMPLES, _BITS_ALLOCATED, _FRAMES = 0x00280010, 0x00280011, 0x
 _PHOTOMETRIC, _PIXEL_DATA_PROVIDER_URL = 0x00280004, 0x00287FE0
 
 
-def _raw_value(ds: Dataset, tag: int):
+def _raw_value(ds: Dataset, tag: int) -> Any:
     """A value read without converting the element in place: a converted element is no longer
     copied from the input as it came, but encoded again (the writer's slow path)."""
     item = ds.get_item(tag)
@@ -512,7 +533,8 @@ def _check_pixel_length(header: Dataset, pixels: PixelElement) -> None:
         return  # encapsulated: its fragments were walked to their delimiter already
     rows, columns, bits = _number(header, _ROWS), _number(header, _COLUMNS), _number(header, _BITS_ALLOCATED)
     samples, frames = _number(header, _SAMPLES, 1), _number(header, _FRAMES, 1)
-    if not all(isinstance(v, int) and v > 0 for v in (rows, columns, bits, samples, frames)):
+    if rows is None or columns is None or bits is None or samples is None or frames is None \
+            or not all(v > 0 for v in (rows, columns, bits, samples, frames)):
         return  # the header does not say: nothing to compare with
     photometric = str(_raw_value(header, _PHOTOMETRIC) or "")
     if photometric.strip() in ("YBR_FULL_422", "YBR_PARTIAL_422") and samples == 3:
@@ -559,8 +581,8 @@ def read_instance(data: bytes | bytearray | memoryview, drop_private: bool = Fal
         if deflated:
             body = zlib.decompress(bytes(buf[fp.tell():]), -zlib.MAX_WBITS)
             buf = memoryview(body)
-            fp = DicomBytesIO(body)
-        segments: list = []
+            fp = _binary(DicomBytesIO(body))
+        segments: list[Dataset | PixelElement | StreamedPixels] = []
         met = None
         while True:
             fast = None if segments or implicit or not little else \
@@ -577,9 +599,9 @@ def read_instance(data: bytes | bytearray | memoryview, drop_private: bool = Fal
                 if fast is None:  # the fast reader stops short of any incomplete element
                     _check_complete(ds, len(buf), after_pixels=len(segments) > 1)
                 break
-            pixels, end = _read_pixel_element(buf, pos, implicit, little, segments[0])
+            pixels, end = _read_pixel_element(buf, pos, implicit, little, _header(segments))
             if len(segments) == 1:
-                _check_pixel_length(segments[0], pixels)
+                _check_pixel_length(_header(segments), pixels)
             segments.append(pixels)
             if end >= len(buf):
                 break
@@ -592,9 +614,9 @@ def read_instance(data: bytes | bytearray | memoryview, drop_private: bool = Fal
         raise DicomError(f"truncated DICOM data: {exc}") from None
     except Exception as exc:  # pydicom raises many kinds on garbage input; its message may quote values
         raise DicomError(f"not a readable DICOM dataset ({type(exc).__name__} while parsing)") from None
-    if len(segments[0]) == 0 and not met:
+    if len(_header(segments)) == 0 and not met:
         raise DicomError("no DICOM data element found (empty or cut short before the first one)")
-    if len(segments) == 1 and _describes_pixels(segments[0]):
+    if len(segments) == 1 and _describes_pixels(_header(segments)):
         raise DicomError("the image has no pixel data (cut short?): Rows, Columns and Bits Allocated describe "
                          "pixels that are not there")
     return Instance(preamble, file_meta, segments, implicit, little, deflated, buf, had_meta)
@@ -605,7 +627,7 @@ _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN
 _TEXT_LONG_VRS = frozenset({"UC", "UR", "UT"})
 
 
-def _encode_ascii_text(elem, implicit: bool, little: bool) -> bytes | None:
+def _encode_ascii_text(elem: DataElement | RawDataElement, implicit: bool, little: bool) -> bytes | None:
     """The encoding of a string attribute whose values are plain ASCII, or None for pydicom.
 
     The attributes de-identification writes (empty values, dummies, new UIDs) are almost
@@ -669,7 +691,8 @@ def _encode_dataset(ds: Dataset, implicit: bool, little: bool, source: memoryvie
             and elem.is_implicit_VR == implicit
             and elem.is_little_endian == little
         ):
-            start = elem.value_tell - (8 if implicit or elem.VR.encode() not in _LONG_VRS else 12)
+            # (explicit VR: the element was read with its VR)
+            start = elem.value_tell - (8 if implicit or cast(str, elem.VR).encode() not in _LONG_VRS else 12)
             if start != run_end:
                 if run_end > run_start:
                     out.write(source[run_start:run_end])
@@ -716,7 +739,7 @@ def encode_file_meta(elements: dict[int, str | bytes]) -> bytes:
     return struct.pack("<HH2sHL", 2, 0, b"UL", 4, len(body)) + bytes(body)
 
 
-def write_instance(instance: Instance, file_meta: dict[int, str | bytes]):
+def write_instance(instance: Instance, file_meta: dict[int, str | bytes]) -> Chunks:
     """The output as byte chunks, made as they are taken (pixel data chunks are slices of the
     input, or frames cleaned one at a time: see StreamedPixels)."""
     # The preamble is application-defined and may carry anything: it is never copied.
@@ -728,7 +751,7 @@ def write_instance(instance: Instance, file_meta: dict[int, str | bytes]):
         for segment in instance.segments
     ]
 
-    def body():
+    def body() -> Iterator[Chunk]:
         for segment in encoded:
             if isinstance(segment, bytes):
                 yield segment
@@ -750,7 +773,7 @@ def write_instance(instance: Instance, file_meta: dict[int, str | bytes]):
     return _chain(head, body())
 
 
-def joined(chunks) -> bytes:
+def joined(chunks: Iterable[Chunk]) -> bytes:
     """The bytes of what write_instance returned. A stream (cleaned frames) is gathered in one
     growing buffer that becomes the result without a copy, so that memory holds the output once,
     not its chunks and their join."""
@@ -762,6 +785,6 @@ def joined(chunks) -> bytes:
     return out.getvalue()
 
 
-def _chain(head: bytes, rest):
+def _chain(head: bytes, rest: Iterable[Chunk]) -> Iterator[Chunk]:
     yield head
     yield from rest

@@ -38,9 +38,13 @@ is bounded as everywhere (limits.MAX_SEQUENCE_DEPTH), and so is the number of en
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import TypedDict, cast
 
 from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
 
 from .dicomio import Instance, PixelElement
 from .limits import MAX_SEQUENCE_DEPTH, too_deep
@@ -68,6 +72,7 @@ from .profile import (
     UID,
     UNKNOWN_TYPE,
     VALUE_DEPENDENT,
+    ItemTypes,
     Profile,
     nested_subtree,
     patient_is_animal,
@@ -125,7 +130,40 @@ _FILE_META = ("file meta information: rebuilt from the de-identified dataset (SO
               "UIDs, transfer syntax, this implementation's UID and version); nothing else of the old one is kept")
 
 
-def _unconditioned(tag: int) -> dict:
+class Reason(TypedDict):
+    """Why an attribute got its action (see the module's docstring)."""
+
+    source: str
+    row: str | None
+    basic: str | None
+    options: list[str]
+    text: str
+
+
+class Entry(TypedDict):
+    """One attribute's entry (see the module's docstring)."""
+
+    path: str
+    tag: str
+    keyword: str
+    vr: str
+    result: str
+    before: str | None
+    after: str | None
+    action: str | None
+    reason: Reason
+
+
+class Account(TypedDict):
+    """What :func:`explain` answers."""
+
+    edition: str
+    attributes: list[Entry]
+    summary: dict[str, int]
+    truncated: bool
+
+
+def _unconditioned(tag: int) -> Reason:
     on = VALUE_DEPENDENT[tag]
     return _reason("not-in-table", f"not in PS3.15 Table E.1-1; Type 1C in the IOD, only while {tag_text(on)} "
                                    f"{keyword_of(on)} has a value, and it has none now: removed")
@@ -143,7 +181,8 @@ class _Full(Exception):
     """MAX_ENTRIES reached."""
 
 
-def _reason(source: str, text: str, row: str | None = None, basic: str | None = None, options=()) -> dict:
+def _reason(source: str, text: str, row: str | None = None, basic: str | None = None,
+            options: Iterable[Option] = ()) -> Reason:
     return {"source": source, "row": row, "basic": basic, "options": [getattr(o, "value", o) for o in options],
             "text": text}
 
@@ -164,11 +203,17 @@ class _Bytes:
 
     __slots__ = ("VR", "value", "undefined_length")
 
-    def __init__(self, vr: str | None, value, undefined_length: bool = False):
+    def __init__(self, vr: str | None, value: bytes | memoryview, undefined_length: bool = False) -> None:
         self.VR, self.value, self.undefined_length = vr or "UN", value, undefined_length
 
 
-def display(elem) -> str | None:
+# An attribute as compared: pydicom's element, or its bytes.
+_Element = DataElement | _Bytes
+# What two values are compared by: a sequence's number of items, bytes, or the values as text.
+_Key = int | bytes | memoryview | tuple[str, ...]
+
+
+def display(elem: _Element | None) -> str | None:
     """A short display string of an element's value (None: the element is absent)."""
     if elem is None:
         return None
@@ -187,7 +232,7 @@ def display(elem) -> str | None:
     return text if len(text) <= MAX_DISPLAY else text[:MAX_DISPLAY - 1] + "…"
 
 
-def _key(elem):
+def _key(elem: _Element) -> _Key:
     """What two values are compared by (the number of items of a sequence: its items have entries)."""
     if elem.VR == "SQ":
         return len(elem.value or [])
@@ -197,7 +242,7 @@ def _key(elem):
     return tuple(str(v).strip() for v in values_of(value))
 
 
-def _empty(key) -> bool:
+def _empty(key: _Key) -> bool:
     return not (len(key) if not isinstance(key, int) else key)
 
 
@@ -209,16 +254,17 @@ class _Place:
     path: str = ""
     depth: int = 0
     top: bool = True
-    types: object = None  # profile.ItemTypes
+    types: ItemTypes | None = None
     subtree: str | None = None
     within: str = ""  # "the items of (0040,A730) ContentSequence (C:structured)"
-    within_options: tuple = ()
-    fate: tuple | None = None  # (result, action, reason) of every attribute here: gone or added whole
+    within_options: tuple[Option, ...] = ()
+    # (result, action, reason) of every attribute here: gone or added whole
+    fate: tuple[str, str | None, Reason] | None = None
 
 
-def _elements(datasets) -> dict:
+def _elements(datasets: Iterable[Dataset | PixelElement]) -> dict[int, _Element]:
     """tag -> element of a level (the top level: every dataset of the instance and its pixel data)."""
-    found = {}
+    found: dict[int, _Element] = {}
     for ds in datasets:
         if isinstance(ds, PixelElement):
             found[ds.tag] = _Bytes(ds.vr, ds.value, ds.undefined_length)
@@ -232,15 +278,15 @@ def _elements(datasets) -> dict:
     return found
 
 
-def _creators(datasets) -> dict:
-    creators: dict = {}
+def _creators(datasets: Iterable[Dataset | PixelElement]) -> dict[tuple[int, int], str]:
+    creators: dict[tuple[int, int], str] = {}
     for ds in datasets:
         if not isinstance(ds, PixelElement):
             creators.update(private_creators(ds))
     return creators
 
 
-def _relationship(item) -> str:
+def _relationship(item: Dataset) -> str:
     elem = item.get(RELATIONSHIP_TYPE)
     return str(elem.value).strip() if elem is not None and elem.value is not None else ""
 
@@ -252,11 +298,12 @@ class _Explanation:
         self.tables = profile.tables
         self.rows = {row.tag: row for row in self.tables.rows}
         self.shifts_dates = Option.RetainLongitudinalTemporalInformationModifiedDatesOption in self.options
-        self.entries: list[dict] = []
+        self.entries: list[Entry] = []
 
     # -- entries --------------------------------------------------------------------------
 
-    def add(self, path: str, tag: int, vr: str, result: str, before, after, action, reason: dict) -> None:
+    def add(self, path: str, tag: int, vr: str, result: str, before: _Element | None, after: _Element | None,
+            action: str | None, reason: Reason) -> None:
         if len(self.entries) >= MAX_ENTRIES:
             raise _Full
         self.entries.append({
@@ -264,24 +311,25 @@ class _Explanation:
             "before": display(before), "after": display(after), "action": action, "reason": reason,
         })
 
-    def file_meta(self, before, after) -> None:
+    def file_meta(self, before: FileMetaDataset, after: FileMetaDataset) -> None:
         old, new = _elements([before]), _elements([after])
         for tag in sorted(old.keys() | new.keys()):
             b, a = old.get(tag), new.get(tag)
             result = self.compared(b, a)
             if result == REPLACED and tag == MEDIA_STORAGE_SOP_INSTANCE_UID:
                 result = UID_MAPPED
-            vr = (b if b is not None else a).VR
+            vr = (b if b is not None else cast(_Element, a)).VR  # (the tag is in one of them)
             self.add(tag_text(tag), tag, vr, result, b, a, None, _reason("file-meta", _FILE_META))
 
-    def level(self, before: dict, after: dict, creators: dict, place: _Place) -> None:
+    def level(self, before: dict[int, _Element], after: dict[int, _Element], creators: dict[tuple[int, int], str],
+              place: _Place) -> None:
         """The attributes of one level (the top level or one item), in tag order."""
-        overlay_groups = set()
+        overlay_groups: set[int] = set()
         if self.profile.overlay_data_action == REMOVE:
             overlay_groups = {t >> 16 for t in before if 0x6000 <= t >> 16 <= 0x601E and t & 0xFFFF == 0x3000}
         for tag in sorted(before.keys() | after.keys()):
             b, a = before.get(tag), after.get(tag)
-            vr = (b if b is not None else a).VR
+            vr = (b if b is not None else cast(_Element, a)).VR  # (the tag is in one of them)
             path = place.path + tag_text(tag)
             if place.fate is not None:
                 result, action, reason = place.fate
@@ -296,7 +344,8 @@ class _Explanation:
             if vr == "SQ":
                 self.items(b, a, path, tag, result, action, child, place)
 
-    def items(self, b, a, path: str, tag: int, result: str, action, child: _Place, place: _Place) -> None:
+    def items(self, b: _Element | None, a: _Element | None, path: str, tag: int, result: str, action: str | None,
+              child: _Place, place: _Place) -> None:
         before = list(b.value or []) if b is not None and b.VR == "SQ" else []
         after = list(a.value or []) if a is not None and a.VR == "SQ" else []
         if not before and not after:
@@ -315,6 +364,7 @@ class _Explanation:
             item_path = f"{path}[{index}]>"
             item = replace(base, path=item_path)
             if base.fate is None and new is None:
+                assert old is not None  # pairs: an item on one side at least
                 item = replace(item, fate=(REMOVED, REMOVE, self.item_gone(old, item_path, base)))
             elif base.fate is None and old is None:
                 item = replace(item, fate=(ADDED, None, self.added_reason(tag, item_path, place)))
@@ -322,7 +372,7 @@ class _Explanation:
                        _creators([old]) if old is not None else {}, item)
 
     @staticmethod
-    def pairs(before: list, after: list):
+    def pairs(before: list[Dataset], after: list[Dataset]) -> list[tuple[int, Dataset | None, Dataset | None]]:
         """(index, item before, item after): by position, unless observation context items were
         taken out of the sequence (structured.without_context): then the others in order."""
         if len(before) != len(after):
@@ -334,21 +384,22 @@ class _Explanation:
         return [(i, before[i] if i < len(before) else None, after[i] if i < len(after) else None)
                 for i in range(count)]
 
-    def item_gone(self, item, path: str, place: _Place) -> dict:
+    def item_gone(self, item: Dataset, path: str, place: _Place) -> Reason:
         if _relationship(item) == HAS_OBS_CONTEXT:
             return _reason("sequence", f"an observation context content item (HAS OBS CONTEXT: who observed, who "
                                        f"was observed), removed whole from {place.within or 'its sequence'}",
                            options=place.within_options)
         return _reason("sequence", f"removed with its item {path[:-1]}")
 
-    def added_reason(self, tag: int, path: str, place: _Place) -> dict:
+    def added_reason(self, tag: int, path: str, place: _Place) -> Reason:
         if place.top and tag in _METHOD:
             return _reason("method", f"added with {path.rstrip('>')}: {_METHOD[tag]}")
         return _reason("sequence", f"added with {path.rstrip('>')}")
 
     # -- why --------------------------------------------------------------------------------
 
-    def why(self, tag: int, vr: str, place: _Place, creators: dict, overlay_groups: set):
+    def why(self, tag: int, vr: str, place: _Place, creators: dict[tuple[int, int], str],
+            overlay_groups: set[int]) -> tuple[str | None, Reason, _Place]:
         """(action, reason, the place of the items if it is a sequence), as the walk decides."""
         group, element = tag >> 16, tag & 0xFFFF
         profile = self.profile
@@ -372,6 +423,7 @@ class _Explanation:
             resolved, deciding = resolve_row(row, self.options) if row is not None else (entry[0], ())
             parts = [f"PS3.15 Table E.1-1 {tag_text(tag)} {entry[1]}: basic profile {row.basic if row else entry[0]}"]
             if deciding:
+                assert row is not None  # options decide by the row
                 parts.append(", ".join(f"{o.value} {row.options[o.value]}" for o in deciding) + f": {resolved}")
             if action != resolved:
                 level = UNKNOWN_TYPE if place.types is None else place.types.required.get(tag, 0)
@@ -397,7 +449,7 @@ class _Explanation:
                                        "carry text)", row.tag, row.basic, deciding), items
         return self.unlisted(tag, vr, place, items)
 
-    def subtree_of(self, items: _Place, action: str, tag: int, path: str, deciding) -> _Place:
+    def subtree_of(self, items: _Place, action: str, tag: int, path: str, deciding: Iterable[Option]) -> _Place:
         """The place of a sequence's items: a D or a C makes them a subtree (identity.DummyValues,
         text.TextCleaner); the items of anything else stay in the enclosing one."""
         subtree = DUMMY_ITEMS if action == DUMMY else action if action in _CLEANINGS else None
@@ -406,7 +458,8 @@ class _Explanation:
         return replace(items, subtree=subtree, within=f"the items of {path} {keyword_of(tag)} ({action})",
                        within_options=tuple(deciding))
 
-    def repeating(self, row_tag: str, what: str, action: str, items: _Place, tag: int, place: _Place):
+    def repeating(self, row_tag: str, what: str, action: str, items: _Place, tag: int,
+                  place: _Place) -> tuple[str, Reason, _Place]:
         row = self.rows[row_tag]
         resolved, deciding = resolve_row(row, self.options)
         parts = [f"repeating group {what}: PS3.15 Table E.1-1 {row.tag} {row.keyword}: basic profile {row.basic}"]
@@ -418,7 +471,7 @@ class _Explanation:
         reason = _reason("repeating-group", "; ".join(parts), row.tag, row.basic, deciding)
         return action, reason, self.subtree_of(items, action, tag, place.path + tag_text(tag), deciding)
 
-    def private(self, group: int, element: int, creators: dict):
+    def private(self, group: int, element: int, creators: dict[tuple[int, int], str]) -> tuple[str, Reason]:
         rule = self.tables.private_rule
         if self.profile.private_action != SAFE_PRIVATE:
             return REMOVE, _reason("private", f"private attribute: PS3.15 Table E.1-1 Private Attributes: basic "
@@ -430,7 +483,7 @@ class _Explanation:
             return REMOVE, _reason("private", "private group length, or a group that cannot carry private data: "
                                    "removed", rule.tag, rule.basic, option)
         if element <= 0x00FF:
-            creator = creators.get((group, element), "")
+            creator: str | None = creators.get((group, element), "")  # (below: of the block, if any)
             if any((group, creator, low) in safe for low in range(256)):
                 return KEEP, _reason("private", f"private creator {creator!r}: kept while its block keeps a safe "
                                      "attribute (RetainSafePrivateOption C)", rule.tag, rule.basic, option)
@@ -444,7 +497,7 @@ class _Explanation:
         return REMOVE, _reason("private", f"private attribute {of}: not in PS3.15 Table E.3.10-1, removed "
                                "(RetainSafePrivateOption keeps only those listed)", rule.tag, rule.basic, option)
 
-    def unlisted(self, tag: int, vr: str, place: _Place, items: _Place):
+    def unlisted(self, tag: int, vr: str, place: _Place, items: _Place) -> tuple[str, Reason, _Place]:
         subtree = place.subtree
         if tag in (0x7FE00010, 0x7FE00008, 0x7FE00009) and place.top:
             if Option.CleanPixelDataOption in self.options:
@@ -469,7 +522,7 @@ class _Explanation:
     # -- what happened ----------------------------------------------------------------------
 
     @staticmethod
-    def compared(b, a) -> str:
+    def compared(b: _Element | None, a: _Element | None) -> str:
         if b is None:
             return ADDED
         if a is None:
@@ -479,7 +532,8 @@ class _Explanation:
             return KEPT
         return EMPTIED if _empty(new) else REPLACED
 
-    def result(self, b, a, action, vr: str, tag: int, place: _Place) -> str:
+    def result(self, b: _Element | None, a: _Element | None, action: str | None, vr: str, tag: int,
+               place: _Place) -> str:
         seen = self.compared(b, a)
         if vr == "SQ" and seen not in (ADDED, REMOVED, EMPTIED) and b is not None and b.value:
             if action == DUMMY:
@@ -507,7 +561,7 @@ class _Explanation:
         return UID_MAPPED if vr == "UI" else REPLACED
 
     @staticmethod
-    def noted(reason: dict, action, result: str) -> dict:
+    def noted(reason: Reason, action: str | None, result: str) -> Reason:
         """A C that could not apply to the value (binary data, no date) fell back to the basic action."""
         if (action == SHIFT_DATES and result not in (SHIFTED, KEPT)) or (action in _CLEANINGS and result == REMOVED):
             return {**reason, "text": reason["text"] + "; this value could not be "
@@ -515,7 +569,7 @@ class _Explanation:
         return reason
 
 
-def explain(original: Instance, coerced: Instance, profile: Profile) -> dict:
+def explain(original: Instance, coerced: Instance, profile: Profile) -> Account:
     """The account of what ``profile`` made of ``original`` (``coerced``: the result, read back).
 
     ``{"edition": "2025", "attributes": [entry, ...], "summary": {"kept": n, ...},
@@ -528,8 +582,10 @@ def explain(original: Instance, coerced: Instance, profile: Profile) -> dict:
         sop_class = original.header.get(SOP_CLASS_UID)
         types = profile.tables.item_types(str(sop_class.value).strip() if sop_class is not None else None,
                                           patient_is_animal(original.header))
-        explanation.level(_elements(original.segments), _elements(coerced.segments),
-                          _creators(original.segments), _Place(types=types))
+        # Both as read_instance reads them: datasets and pixel elements (no cleaned stream).
+        before = cast("list[Dataset | PixelElement]", original.segments)
+        after = cast("list[Dataset | PixelElement]", coerced.segments)
+        explanation.level(_elements(before), _elements(after), _creators(before), _Place(types=types))
     except _Full:
         truncated = True
     entries = explanation.entries

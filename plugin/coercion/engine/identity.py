@@ -3,6 +3,10 @@ replaces the Patient ID by a keyed hash of (issuer, ID), the same in every study
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from pydicom.dataset import Dataset
+
 from .dates import shift_date_value
 from .profile import DUMMY_ITEMS
 from .pseudonyms import Keys
@@ -19,6 +23,9 @@ from .values import (
     values_of,
     vr_of,
 )
+
+if TYPE_CHECKING:
+    from .context import Scope, Walk
 
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
 # Dummies of attributes whose values have a form of their own (PS3.3).
@@ -38,19 +45,21 @@ class DummyValues:
     (Graphic Layer of a graphic annotation, Relationship Type of an SR content item).
     """
 
-    def __init__(self, keys: Keys, walk=None, options: frozenset = frozenset()):
+    def __init__(self, keys: Keys, walk: Walk | None = None, options: frozenset[Option] = frozenset()) -> None:
         self.keys = keys
         self.walk = walk
         self.full_dates = Option.RetainLongitudinalTemporalInformationFullDatesOption in options
         self.shifted_dates = Option.RetainLongitudinalTemporalInformationModifiedDatesOption in options
 
-    def __call__(self, ds, tag, keyword, scope) -> None:
+    def __call__(self, ds: Dataset, tag: int, keyword: str | None, scope: Scope) -> None:
         vr = vr_of(ds, tag)
         if vr == "SQ":
             elem = ds[tag]
             if elem.value:
+                assert self.walk is not None  # the Deidentifier gives its walk
                 self.walk.walk_items(elem, scope.items(DUMMY_ITEMS, tag))
             return  # a sequence without items has nothing to replace
+        value: str | int | float | bytes
         if vr == "UI":
             value = self.keys.dummy_uid(f"{tag:08X}")
         elif vr == "AT":
@@ -66,7 +75,7 @@ class DummyValues:
             vr = vr if vr in DUMMY_BYTES else "UN"
         put(ds, tag, vr, value)
 
-    def unlisted(self, ds, tag, vr: str, scope) -> None:
+    def unlisted(self, ds: Dataset, tag: int, vr: str, scope: Scope) -> None:
         """An attribute the table does not list, inside a D subtree: its value replaced."""
         value = ds[tag].value
         if value is None or value == "" or value == b"":
@@ -93,7 +102,7 @@ class PatientIDHasher:
     def __init__(self, keys: Keys):
         self.keys = keys
 
-    def __call__(self, ds, tag, keyword, scope) -> None:
+    def __call__(self, ds: Dataset, tag: int, keyword: str | None, scope: Scope) -> None:
         original = str(ds[tag].value or "").strip()
         if not original:
             return  # no ID to hash: leaving it empty links nothing

@@ -45,7 +45,7 @@ class MethodStatement:
             self.longitudinal = "MODIFIED"
         else:
             self.longitudinal = "REMOVED"
-        self._encoded_codes: dict = {}
+        self._encoded_codes: dict[tuple[bool, bool, bool], bytes] = {}
 
     def code_items(self, pixels_cleaned: bool = False) -> list[Dataset]:
         items = []
@@ -57,7 +57,7 @@ class MethodStatement:
             items.append(item)
         return items
 
-    def _code_sequence(self, ds: Dataset, pixels_cleaned: bool = False):
+    def _code_sequence(self, ds: Dataset, pixels_cleaned: bool = False) -> DataElement | RawDataElement:
         """De-identification Method Code Sequence, encoded once per encoding and reused.
 
         It is the same for every instance of an option set; a raw element with no source
@@ -67,6 +67,7 @@ class MethodStatement:
         tag = DEIDENTIFICATION_METHOD_CODE_SEQUENCE
         if implicit is None:
             return DataElement(tag, "SQ", Sequence(self.code_items(pixels_cleaned)))
+        assert little is not None  # original_encoding: both known, or neither
         key = (implicit, little, pixels_cleaned)
         value = self._encoded_codes.get(key)
         if value is None:

@@ -16,11 +16,15 @@ from functools import lru_cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from pydicom.datadict import tag_for_keyword
 
 from .tags import PATIENT_ID
 from .uri import DeidentifyURI, Option
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 TABLES_ENV = "COERCION_TABLES"  # a folder read instead of the package's tables
 DEFAULT_TABLES: Traversable = files(__package__) / "tables"  # package data: the wheel carries them
@@ -97,7 +101,7 @@ ANIMAL_ONLY = frozenset({
 VALUE_DEPENDENT = {0x00102298: 0x00102297}  # Responsible Person Role: Responsible Person
 
 
-def patient_is_animal(header) -> bool:
+def patient_is_animal(header: Dataset) -> bool:
     """Whether the instance's patient is an animal, as the conditions of ANIMAL_ONLY mean it."""
     return any(tag in header for tag in PATIENT_SPECIES_TAGS)
 
@@ -128,7 +132,7 @@ class Row:
     tag: str
     keyword: str
     basic: str
-    options: dict
+    options: dict[str, str]  # option name -> its code
 
 
 class ItemTypes:
@@ -143,7 +147,12 @@ class ItemTypes:
         self.children: dict[int, ItemTypes] = {}
 
 
-def _merge(into: dict, tree: dict) -> None:
+# A module's or an IOD's attributes, as the tables' JSON has them: keyword -> type, or
+# [type, the items' TypeTree or "^" (the items of the enclosing sequence of that keyword)].
+TypeTree = dict[str, "int | list[Any]"]
+
+
+def _merge(into: TypeTree, tree: TypeTree) -> None:
     """Merge one module's tree into an IOD's (keywords; the stronger type wins)."""
     for keyword, value in tree.items():
         current = into.get(keyword)
@@ -153,6 +162,7 @@ def _merge(into: dict, tree: dict) -> None:
             level = min(value[0] if isinstance(value, list) else value,
                         current[0] if isinstance(current, list) else current)
             items = [v[1] for v in (current, value) if isinstance(v, list)]
+            merged: str | TypeTree
             if "^" in items:
                 merged = "^"
             else:
@@ -173,7 +183,7 @@ def _not_animal(types: ItemTypes) -> ItemTypes:
     return node
 
 
-def _item_types(tree: dict, enclosing: dict) -> ItemTypes:
+def _item_types(tree: TypeTree, enclosing: dict[int, ItemTypes]) -> ItemTypes:
     node = ItemTypes()
     for keyword, value in tree.items():
         tag = tag_for_keyword(keyword)
@@ -198,12 +208,12 @@ class Tables:
     edition: str
     rows: tuple[Row, ...]
     private_rule: Row
-    cid_7050: dict
-    safe_private: frozenset  # (group, creator, element low byte)
-    sop_class_iod: dict
-    iod_modules: dict  # iod -> [module, ...]
-    module_types: dict  # module -> {keyword: type | [type, items | "^"]}
-    _by_iod: dict = field(default_factory=dict, repr=False, compare=False)
+    cid_7050: dict[str, dict[str, str]]  # name -> {"value", "scheme", "meaning"}
+    safe_private: frozenset[tuple[int, str, int]]  # (group, creator, element low byte)
+    sop_class_iod: dict[str, str]
+    iod_modules: dict[str, list[str]]  # iod -> [module, ...]
+    module_types: dict[str, TypeTree]  # module -> {keyword: type | [type, items | "^"]}
+    _by_iod: dict[tuple[str, bool], ItemTypes] = field(default_factory=dict, repr=False, compare=False)
 
     def item_types(self, sop_class_uid: str | None, animal: bool = True) -> ItemTypes | None:
         """The types of the SOP Class's IOD (None when the SOP Class is not a standard one);
@@ -215,11 +225,12 @@ class Tables:
         types = self._by_iod.get((iod, animal))
         if types is None:  # built once per IOD and kind of patient (a race builds it twice, the same)
             types = self._by_iod[(iod, animal)] = (
-                self._iod_types(iod) if animal else _not_animal(self.item_types(sop_class_uid)))
+                self._iod_types(iod) if animal
+                else _not_animal(cast(ItemTypes, self.item_types(sop_class_uid))))  # (the same IOD: known)
         return types
 
     def _iod_types(self, iod: str) -> ItemTypes:
-        tree: dict = {}
+        tree: TypeTree = {}
         for module in self.iod_modules.get(iod, ()):
             _merge(tree, self.module_types.get(module, {}))
         return _item_types(tree, {})
@@ -231,9 +242,10 @@ def tables_dir() -> Traversable:
     return Path(override) if override else DEFAULT_TABLES
 
 
-def _read_json(path: Traversable) -> dict:
+def _read_json(path: Traversable) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return data
     except FileNotFoundError:
         raise TableError(f"{path} is missing; run plugin/tools/generate_tables.py") from None
     except ValueError as exc:
@@ -299,15 +311,17 @@ class Profile:
     """Actions for one option set: exact tags, repeating groups and private attributes."""
 
     options: frozenset[Option]
-    by_tag: dict = field(repr=False)
+    by_tag: dict[int, tuple[str, str]] = field(repr=False)  # tag -> (action, keyword)
     curve_action: str = REMOVE  # (50xx,xxxx)
     overlay_data_action: str = REMOVE  # (60xx,3000)
     overlay_comments_action: str = REMOVE  # (60xx,4000)
     private_action: str = REMOVE
-    tables: Tables = field(repr=False, default=None)
-    _top_level: dict = field(default_factory=dict, repr=False, compare=False)
+    # resolve_profile always gives them: the default is there because the fields above have one
+    tables: Tables = field(repr=False, default=None)  # type: ignore[assignment]
+    _top_level: dict[ItemTypes | None, dict[int, tuple[str, str]]] = field(
+        default_factory=dict, repr=False, compare=False)
 
-    def top_level_actions(self, types: ItemTypes | None) -> dict:
+    def top_level_actions(self, types: ItemTypes | None) -> dict[int, tuple[str, str]]:
         """``by_tag`` with X, Z and the compound codes resolved for the top level of an IOD
         (``types``; None: not known), built once per IOD."""
         actions = self._top_level.get(types)

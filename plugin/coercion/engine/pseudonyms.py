@@ -11,8 +11,10 @@ import base64
 import hashlib
 import hmac
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 MIN_SECRET_BYTES = 32
 SECRET_ENV = "COERCION_SECRET"
@@ -29,6 +31,12 @@ _DUMMY_UID = b"DummyUID\x00"
 
 class SecretError(ValueError):
     """The site secret is missing or unusable. The message never contains the secret."""
+
+
+class KeysOptions(TypedDict, total=False):
+    """The fields of Keys besides the secret, as from_file and from_env pass them on."""
+
+    date_shift_window: tuple[int, int]
 
 
 def _strip_line_end(data: bytes) -> bytes:
@@ -59,7 +67,7 @@ class Keys:
         return f"Keys(secret=<{len(self.secret)} bytes>, date_shift_window={self.date_shift_window})"
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, **kwargs) -> "Keys":
+    def from_file(cls, path: str | os.PathLike[str], **kwargs: Unpack[KeysOptions]) -> "Keys":
         try:
             data = Path(path).read_bytes()
         except FileNotFoundError:
@@ -72,7 +80,7 @@ class Keys:
             raise SecretError(f"secret file {path}: {exc}") from None
 
     @classmethod
-    def from_env(cls, environ: dict | None = None, **kwargs) -> "Keys":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Unpack[KeysOptions]) -> "Keys":
         """The secret from ``COERCION_SECRET``, else from the file ``COERCION_SECRET_FILE``."""
         environ = os.environ if environ is None else environ
         if environ.get(SECRET_ENV):

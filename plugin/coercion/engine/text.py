@@ -6,17 +6,25 @@ actions, and its unlisted text is cleaned too (the items are a C subtree).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from pydicom.dataset import Dataset
+
 from .profile import CLEAN_GRAPHICS
 from .values import CODE_TAGS, DUMMY_STRINGS, TEXT_VRS, put, values_of, vr_of
+
+if TYPE_CHECKING:
+    from .context import Scope, Walk
 
 _SINGLE_VALUED = frozenset({"LT", "ST", "UT"})
 
 
-def clean_text(ds, tag, vr: str, scope) -> None:
+def clean_text(ds: Dataset, tag: int, vr: str, scope: Scope) -> None:
     """Apply the descriptor rules to every value of a text attribute. A Type 1 attribute
     that nothing is left of gets a dummy (an empty value would break the IOD)."""
     clean = scope.instance.identifiers.clean
     values = [clean(str(v)) for v in values_of(ds[tag].value)]
+    value: str | list[str]
     if vr in _SINGLE_VALUED:
         value = values[0] if values else ""
     else:
@@ -27,12 +35,12 @@ def clean_text(ds, tag, vr: str, scope) -> None:
     put(ds, tag, vr, value)
 
 
-def _required(scope, tag: int) -> bool:
+def _required(scope: Scope, tag: int) -> bool:
     types = scope.types
     return types is not None and types.required.get(tag) == 1
 
 
-def clean_unlisted(ds, tag, vr: str, scope) -> None:
+def clean_unlisted(ds: Dataset, tag: int, vr: str, scope: Scope) -> None:
     """An attribute the table does not list, inside a C subtree: names go, text is cleaned,
     coded entries (terminology) stay."""
     if tag in CODE_TAGS:
@@ -46,11 +54,11 @@ def clean_unlisted(ds, tag, vr: str, scope) -> None:
 class TextCleaner:
     """One of C:text, C:structured, C:graphics on one attribute."""
 
-    def __init__(self, action: str, walk):
+    def __init__(self, action: str, walk: Walk) -> None:
         self.action = action
         self.walk = walk
 
-    def __call__(self, ds, tag, keyword, scope) -> None:
+    def __call__(self, ds: Dataset, tag: int, keyword: str | None, scope: Scope) -> None:
         vr = vr_of(ds, tag)
         if vr == "SQ":
             self.walk.walk_items(ds[tag], scope.items(self.action, tag))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydicom.dataset import Dataset
 
 from .profile import nested_subtree
 from .pseudonyms import Keys
 from .values import put, text_of, values_of
+
+if TYPE_CHECKING:
+    from .context import Scope, Walk
 
 # Study, Series and SOP Instance UID: the UIDs a C-FIND or C-MOVE names, which a peer may
 # query or retrieve by later (the outcome lists those replaced).
@@ -26,11 +31,11 @@ class UIDReplacer:
     """U: a UID attribute gets the pseudonyms of its values; a sequence (X/Z/U* resolved to
     its last alternative) is kept with the UIDs of its items replaced; another VR gets a dummy."""
 
-    def __init__(self, keys: Keys, walk):
+    def __init__(self, keys: Keys, walk: Walk) -> None:
         self.keys = keys
         self.walk = walk
 
-    def __call__(self, ds, tag, keyword, scope) -> None:
+    def __call__(self, ds: Dataset, tag: int, keyword: str | None, scope: Scope) -> None:
         elem = ds[tag]
         if elem.VR == "SQ":
             self.walk.walk_items(elem, scope.items(nested_subtree(scope.subtree), tag))

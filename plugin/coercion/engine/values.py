@@ -6,6 +6,8 @@ the hot path).
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -29,7 +31,7 @@ DUMMY_BYTES = {"OB": b"\x00\x00", "OW": b"\x00\x00", "OF": b"\x00" * 4, "OL": b"
 def vr_of(ds: Dataset, tag: int) -> str:
     """The VR of an attribute as read (raw elements keep it), else the dictionary's."""
     raw = ds.get_item(tag)
-    vr = getattr(raw, "VR", None)
+    vr: str | None = getattr(raw, "VR", None)
     if vr:
         return vr
     try:
@@ -41,7 +43,7 @@ def vr_of(ds: Dataset, tag: int) -> str:
     return vr
 
 
-def values_of(value) -> list:
+def values_of(value: object) -> list[Any]:
     """A value as a list of its values (none for an empty one)."""
     if value is None or value == "":
         return []
@@ -57,5 +59,5 @@ def text_of(ds: Dataset, tag: int) -> str:
     return str(value).strip() if value not in (None, "") else ""
 
 
-def put(ds: Dataset, tag: int, vr: str, value) -> None:
+def put(ds: Dataset, tag: int, vr: str, value: object) -> None:
     ds[tag] = DataElement(tag, vr, value)

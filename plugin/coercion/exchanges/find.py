@@ -489,19 +489,10 @@ class OrthancFind:
         return (0: all). ``context``: read every match's stored instance (a coercion needs the
         patient and study of an answer, whatever the query asks)."""
         level = request.level
-        sensitivities = {c.case_sensitive for c in constraints if c.case_dependent}
-        recheck: list[Constraint] = []
-        body: dict = {"Level": level, "Expand": True, "Short": True,
-                      "Query": {tag_key(c.tag): c.value for c in constraints}}
-        if len(sensitivities) > 1:
-            # Orthanc's /tools/find has one case switch for all keys, its C-FIND SCP one per VR:
-            # look up case-insensitively (a superset), then apply the case-sensitive keys here.
-            body["CaseSensitive"] = False
-            recheck = [c for c in constraints if c.case_sensitive and c.case_dependent]
-        else:
-            body["CaseSensitive"] = sensitivities.pop() if sensitivities else True
-            if limit:
-                body["Limit"] = limit
+        body, recheck = self._lookup_body(level, constraints)
+        body["Short"] = True
+        if limit and not recheck:  # (with keys applied here, Orthanc's first few may not match)
+            body["Limit"] = limit
         # With StorageAccessOnFind "Never", Orthanc answers from its index alone (no sequences).
         read_instance = context or (request.needs_instance_tags() and self.settings.storage_access != "Never")
         asked = {k.tag for k in request.keys}

@@ -16,19 +16,27 @@ once.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
 import numpy as np
 from pydicom.uid import UID, JPEGBaseline8Bit, JPEGExtended12Bit
 
 from . import frames as fr
 from .identifying import identifying_boxes
-from .jpegmask import JpegMaskError, mask_jpeg, read_layout, snap
+from .jpegmask import JpegLayout, JpegMaskError, mask_jpeg, read_layout, snap
 from .policy import reason_to_clean
 from .settings import PixelSettings
 from .boxes import Box, joined_lines, outermost
 from .text import TextFinder, find_text_finder, foreground
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+    from ..clean import Identifiers
+    from ..dicomio import Chunk, Instance
 
 _LOSSY = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, UID("1.2.840.10008.1.2.4.81")})  # JPEG-LS near-lossless
 # A frame is read again only within the part where its foreground changed, this much wider.
@@ -39,6 +47,10 @@ _WHOLE_FRAME = 0.6
 # text: no glyph is so small, and inside the boxes found before, a change is masked anyway.
 _MIN_CHANGE = 12
 
+_Source = TypeVar("_Source")  # where a frame comes from: its index, or its compressed bytes
+_Written = TypeVar("_Written")  # what is written of it
+_Result = TypeVar("_Result")  # what a worker's function returns
+
 
 @dataclass
 class CleanPlan:
@@ -46,7 +58,7 @@ class CleanPlan:
     fixed: tuple[Box, ...] = ()  # the site's regions
     ocr: bool = True
     signature: str | None = None
-    identifiers: object = None  # clean.Identifiers, for "identifying"
+    identifiers: Identifiers | None = None  # for "identifying"
 
 
 class PixelCleaner:
@@ -58,7 +70,7 @@ class PixelCleaner:
     def finder(self) -> TextFinder:
         return self._finder or find_text_finder()
 
-    def plan(self, header, identifiers=None) -> CleanPlan | None:
+    def plan(self, header: Dataset, identifiers: Identifiers | None = None) -> CleanPlan | None:
         """Whether (and why) the instance is cleaned, from its original header; None: its
         pixel data stays as it is."""
         signature = self.settings.regions.matching(header)
@@ -70,7 +82,7 @@ class PixelCleaner:
 
     # -- the instance -------------------------------------------------------------------------
 
-    def apply(self, plan: CleanPlan, instance) -> None:
+    def apply(self, plan: CleanPlan, instance: Instance) -> None:
         """Replace the pixel data of ``instance`` by its cleaned stream and state the change in
         its header (Burned In Annotation NO; photometric interpretation, transfer syntax and
         planar configuration of what is written). PixelError when it cannot be cleaned."""
@@ -125,13 +137,15 @@ class PixelCleaner:
     # before is read by Tesseract (a worker: Tesseract lets go of the interpreter), then masks
     # and writes it: a few frames in memory at a time.
 
-    def _frames(self, plan, fmt, sources, decode, write):
+    def _frames(self, plan: CleanPlan, fmt: fr.PixelFormat, sources: Iterable[_Source],
+                decode: Callable[[_Source], tuple[np.ndarray, list[np.ndarray]]],
+                write: Callable[[_Source, np.ndarray, list[Box]], _Written]) -> Iterator[_Written]:
         """``write(source, frame, boxes)`` of every frame, in order; ``decode(source)``:
         (the frame as an array, the 8-bit pictures text is looked for in)."""
         reader = _FrameReader(self, plan, fmt)
         count = 0
         with (ThreadPoolExecutor(1, thread_name_prefix="coercion-ocr") if fmt.frames > 1 else _Inline()) as worker:
-            pending: deque = deque()
+            pending: deque[tuple[_Source, np.ndarray, Future[list[Box]]]] = deque()
             for source in sources:
                 count += 1
                 frame, channels = decode(source)
@@ -146,21 +160,22 @@ class PixelCleaner:
         if count != fmt.frames:
             raise fr.PixelError("the pixel data holds fewer frames than Number of Frames says")
 
-    def _native(self, plan, value, fmt, palette):
+    def _native(self, plan: CleanPlan, value: memoryview, fmt: fr.PixelFormat,
+                palette: np.ndarray | None) -> Iterator[Chunk]:
         size = fmt.frame_bytes
 
-        def decode(index):
+        def decode(index: int) -> tuple[np.ndarray, list[np.ndarray]]:
             frame = fr.native_frame(value, fmt, index)
             return frame, fr.channels_for_text(frame, fmt, palette)
 
-        def write(index, frame, boxes):
+        def write(index: int, frame: np.ndarray, boxes: list[Box]) -> Chunk:
             if not boxes:
                 return value[index * size:(index + 1) * size]
             return fr.native_bytes(fr.mask_array(frame, boxes, fr.fills(frame, boxes, palette)), fmt)
 
         return self._frames(plan, fmt, range(fmt.frames), decode, write)
 
-    def _dct_maskable(self, value, fmt) -> bool:
+    def _dct_maskable(self, value: memoryview, fmt: fr.PixelFormat) -> bool:
         first = next(fr.encapsulated_frames(value, fmt.frames), None)
         if first is None:
             raise fr.PixelError("the encapsulated pixel data holds no frame")
@@ -169,12 +184,12 @@ class PixelCleaner:
         except JpegMaskError:
             return False
 
-    def _jpeg(self, plan, value, fmt):
-        def decode(data):
+    def _jpeg(self, plan: CleanPlan, value: memoryview, fmt: fr.PixelFormat) -> Iterator[bytes]:
+        def decode(data: bytes) -> tuple[np.ndarray, list[np.ndarray]]:
             picture = fr.jpeg_frame_picture(data)
             return picture, [picture] if picture.ndim == 2 else fr.colour_channels(picture)
 
-        def write(data, picture, boxes):
+        def write(data: bytes, picture: np.ndarray, boxes: list[Box]) -> bytes:
             if not boxes:
                 return fr.item(data)
             try:
@@ -186,20 +201,21 @@ class PixelCleaner:
             except JpegMaskError as exc:
                 raise fr.PixelError(str(exc)) from None
 
-        def chunks():
+        def chunks() -> Iterator[bytes]:
             yield fr.EMPTY_OFFSET_TABLE
             yield from self._frames(plan, fmt, fr.encapsulated_frames(value, fmt.frames), decode, write)
             yield fr.SEQUENCE_DELIMITER
         return chunks()
 
-    def _decoded(self, plan, value, fmt, palette, photometric, syntax):
-        def decode(data):
+    def _decoded(self, plan: CleanPlan, value: memoryview, fmt: fr.PixelFormat, palette: np.ndarray | None,
+                 photometric: str, syntax: UID) -> Iterator[bytes]:
+        def decode(data: bytes) -> tuple[np.ndarray, list[np.ndarray]]:
             frame, decoded_as = fr.decode_frame(data, fmt)
             if decoded_as != photometric and not (fmt.samples == 1 and decoded_as == fmt.photometric):
                 raise fr.PixelError(f"a frame decoded as {decoded_as}, not {photometric}")
             return frame, fr.channels_for_text(frame, fmt, palette)
 
-        def write(data, frame, boxes):
+        def write(data: bytes, frame: np.ndarray, boxes: list[Box]) -> bytes:
             if boxes:
                 frame = fr.mask_array(frame, boxes, fr.fills(frame, boxes, palette))
             encoded, used = fr.encode_frame(frame, fmt, syntax, photometric)
@@ -207,7 +223,7 @@ class PixelCleaner:
                 raise fr.PixelError(f"a cleaned frame could not be encoded in {syntax.name} as the others")
             return fr.item(encoded)
 
-        def chunks():
+        def chunks() -> Iterator[bytes]:
             yield fr.EMPTY_OFFSET_TABLE
             yield from self._frames(plan, fmt, fr.encapsulated_frames(value, fmt.frames), decode, write)
             yield fr.SEQUENCE_DELIMITER
@@ -220,14 +236,14 @@ _IN_FLIGHT = 2  # frames decoded ahead of the one being written
 class _Inline:
     """A worker that does the work at once (one frame: nothing to overlap)."""
 
-    def __enter__(self):
+    def __enter__(self) -> _Inline:
         return self
 
-    def __exit__(self, *_):
+    def __exit__(self, *_: object) -> Literal[False]:
         return False
 
-    def submit(self, function, *args):
-        future = Future()
+    def submit(self, function: Callable[..., _Result], *args: object) -> Future[_Result]:
+        future: Future[_Result] = Future()
         try:
             future.set_result(function(*args))
         except BaseException as exc:
@@ -235,7 +251,7 @@ class _Inline:
         return future
 
 
-def _coded(layout, value) -> tuple[int, ...]:
+def _coded(layout: JpegLayout, value: fr.Fill) -> tuple[int, ...]:
     """A fill colour (grey or RGB, 8-bit) as the JPEG stream codes its components."""
     values = np.atleast_1d(np.asarray(value, dtype=np.float64))
     if len(layout.components) == 1:
@@ -249,7 +265,7 @@ def _coded(layout, value) -> tuple[int, ...]:
             int(round(128 + 0.5 * red - 0.418688 * green - 0.081312 * blue)))
 
 
-def _palette(header) -> np.ndarray:
+def _palette(header: Dataset) -> np.ndarray:
     """The palette as an (entries x 3) array of 16-bit values."""
     from pydicom.pixels import apply_color_lut
 
@@ -271,7 +287,7 @@ def _palette(header) -> np.ndarray:
 class _FrameReader:
     """The text boxes of successive frames, read again only where the foreground changed."""
 
-    def __init__(self, cleaner: PixelCleaner, plan: CleanPlan, fmt):
+    def __init__(self, cleaner: PixelCleaner, plan: CleanPlan, fmt: fr.PixelFormat) -> None:
         self.cleaner, self.plan, self.fmt = cleaner, plan, fmt
         self.fixed = [b.padded(0, fmt.columns, fmt.rows) for b in plan.fixed]
         self.previous: np.ndarray | None = None
@@ -316,7 +332,7 @@ class _FrameReader:
                     grown = True
         return region
 
-    def _find(self, finder: TextFinder, mask: np.ndarray, channels, region: Box | None) -> list[Box]:
+    def _find(self, finder: TextFinder, mask: np.ndarray, channels: list[np.ndarray], region: Box | None) -> list[Box]:
         height, width = mask.shape[1:]
         lines = finder.lines(mask, region)
         if self.cleaner.settings.text == "identifying":
@@ -326,7 +342,8 @@ class _FrameReader:
             boxes = identifying_boxes(finder.words(channels, mask, lines),
                                       identifiers if identifiers is not None else Identifiers(set()))
         else:
-            boxes = grown(joined_lines(lines), mask.any(axis=0))
+            # (numpy annotates any() given an axis as a scalar or an array: of a 3-D mask, it is an array)
+            boxes = grown(joined_lines(lines), cast(np.ndarray, mask.any(axis=0)))
         # A glyph's anti-aliased edge, and sideways a faint last glyph the foreground lost.
         return [b.padded(max(2, b.h // 2), width, height, max(2, b.h // 4 + 1)) for b in boxes]
 
@@ -376,4 +393,4 @@ def _significant(changed: np.ndarray) -> np.ndarray:
     labels, count = ndimage.label(changed, structure=np.ones((3, 3), bool))
     kept = np.bincount(labels.ravel()) >= _MIN_CHANGE
     kept[0] = False
-    return kept[labels]
+    return cast(np.ndarray, kept[labels])  # (scipy is not typed: its labels are Any)

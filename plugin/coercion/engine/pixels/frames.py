@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import struct
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator, overload
 
 import numpy as np
 from pydicom.uid import (
@@ -35,6 +35,10 @@ from pydicom.uid import (
 
 from .boxes import Box
 
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+    from pydicom.pixels.decoders.base import Decoder
+
 
 class PixelError(ValueError):
     """The pixel data cannot be cleaned (the message says why, never a value)."""
@@ -44,6 +48,8 @@ class PixelError(ValueError):
 _REENCODED_AS_ITSELF = frozenset({RLELossless, JPEGLSLossless, JPEG2000Lossless})
 _JPEG_DCT = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit})
 _COLOUR = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420"})
+# What a mask is filled with: a palette index, or a pixel value (one, or one per sample).
+Fill = int | np.generic | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -74,17 +80,22 @@ class PixelFormat:
         order = "<" if self.little_endian else ">"
         return np.dtype(f"{order}{kind}{self.bits_allocated // 8}")
 
-    def options(self, **changes) -> dict:
+    def options(self, **changes: object) -> dict[str, Any]:
         """pydicom's pixel options for one frame of this format."""
-        values = dict(rows=self.rows, columns=self.columns, samples_per_pixel=self.samples,
-                      bits_allocated=self.bits_allocated, bits_stored=self.bits_stored,
-                      pixel_representation=int(self.signed), photometric_interpretation=self.photometric,
-                      number_of_frames=1, planar_configuration=self.planar)
+        values: dict[str, Any] = dict(rows=self.rows, columns=self.columns, samples_per_pixel=self.samples,
+                                      bits_allocated=self.bits_allocated, bits_stored=self.bits_stored,
+                                      pixel_representation=int(self.signed),
+                                      photometric_interpretation=self.photometric,
+                                      number_of_frames=1, planar_configuration=self.planar)
         values.update(changes)
         return values
 
 
-def _number(header, keyword: str, default=None):
+@overload
+def _number(header: Dataset, keyword: str, default: int) -> int: ...  # a default: always a number
+@overload
+def _number(header: Dataset, keyword: str, default: int | None = None) -> int | None: ...
+def _number(header: Dataset, keyword: str, default: int | None = None) -> int | None:
     value = header.get(keyword, default)
     if value in (None, ""):
         return default
@@ -94,7 +105,7 @@ def _number(header, keyword: str, default=None):
         raise PixelError(f"{keyword} is not a number") from None
 
 
-def pixel_format(header, transfer_syntax: UID, little_endian: bool = True) -> PixelFormat:
+def pixel_format(header: Dataset, transfer_syntax: UID, little_endian: bool = True) -> PixelFormat:
     """The format of the instance's pixels; PixelError for one that cannot be cleaned."""
     rows, columns = _number(header, "Rows"), _number(header, "Columns")
     samples, bits = _number(header, "SamplesPerPixel", 1), _number(header, "BitsAllocated")
@@ -111,7 +122,7 @@ def pixel_format(header, transfer_syntax: UID, little_endian: bool = True) -> Pi
         raise PixelError(f"photometric interpretation {photometric or '(none)'} cannot be cleaned")
     if (samples == 3) != (photometric in _COLOUR or photometric == "YBR_PARTIAL_422"):
         raise PixelError("Samples per Pixel does not agree with the photometric interpretation")
-    if not 1 <= (stored or 0) <= bits:
+    if stored is None or not 1 <= stored <= bits:
         raise PixelError("Bits Stored must be between 1 and Bits Allocated")
     return PixelFormat(rows, columns, samples, bits, stored, _number(header, "PixelRepresentation", 0) == 1,
                        photometric, _number(header, "PlanarConfiguration", 0) or 0, frames, UID(str(transfer_syntax)),
@@ -121,7 +132,7 @@ def pixel_format(header, transfer_syntax: UID, little_endian: bool = True) -> Pi
 # -- what text detection looks at, and what a mask is filled with ---------------------------
 
 
-def channels_for_text(frame: np.ndarray, fmt: PixelFormat, palette=None) -> list[np.ndarray]:
+def channels_for_text(frame: np.ndarray, fmt: PixelFormat, palette: np.ndarray | None = None) -> list[np.ndarray]:
     """8-bit pictures of a frame (rows x columns [x samples], as decoded) for text detection:
     each colour channel (text may differ from its background in one only), or the grey levels
     stretched from the frame's own darkest to brightest value."""
@@ -152,7 +163,7 @@ def _stretch(plane: np.ndarray) -> np.ndarray:
     return ((plane.astype(np.float32) - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
-def fills(frame: np.ndarray, boxes: list[Box], palette=None) -> list:
+def fills(frame: np.ndarray, boxes: list[Box], palette: np.ndarray | None = None) -> list[Fill]:
     """What each box is filled with: the median of the pixels around it that no box covers
     (its background, so that the text's own pixels all change, whatever their shade); for a
     palette, the index most used there."""
@@ -160,7 +171,7 @@ def fills(frame: np.ndarray, boxes: list[Box], palette=None) -> list:
     covered = np.zeros((height, width), bool)
     for box in boxes:
         covered[box.y:box.y + box.h, box.x:box.x + box.w] = True
-    values = []
+    values: list[Fill] = []
     for box in boxes:
         x0, y0 = max(box.x - 1, 0), max(box.y - 1, 0)
         x1, y1 = min(box.x + box.w + 1, width), min(box.y + box.h + 1, height)
@@ -176,7 +187,7 @@ def fills(frame: np.ndarray, boxes: list[Box], palette=None) -> list:
     return values
 
 
-def mask_array(frame: np.ndarray, boxes: list[Box], values: list) -> np.ndarray:
+def mask_array(frame: np.ndarray, boxes: list[Box], values: list[Fill]) -> np.ndarray:
     """A copy of ``frame`` with each box filled with its value."""
     out = np.array(frame, copy=True)
     for box, value in zip(boxes, values):
@@ -187,7 +198,7 @@ def mask_array(frame: np.ndarray, boxes: list[Box], values: list) -> np.ndarray:
 # -- reading the frames -------------------------------------------------------------------
 
 
-def encapsulated_frames(value, frames: int) -> Iterator[bytes]:
+def encapsulated_frames(value: bytes | memoryview, frames: int) -> Iterator[bytes]:
     """The compressed frames of encapsulated pixel data (fragments joined)."""
     from pydicom.encaps import generate_frames
 
@@ -200,7 +211,7 @@ def encapsulated_frames(value, frames: int) -> Iterator[bytes]:
             from None
 
 
-def native_frame(value, fmt: PixelFormat, index: int) -> np.ndarray:
+def native_frame(value: bytes | memoryview, fmt: PixelFormat, index: int) -> np.ndarray:
     """One native frame as an array (rows x columns [x samples]); a view of the input."""
     size = fmt.frame_bytes
     data = value[index * size:(index + 1) * size]
@@ -222,10 +233,11 @@ def native_bytes(frame: np.ndarray, fmt: PixelFormat) -> bytes:
     return np.ascontiguousarray(frame).tobytes()
 
 
-def decoder_for(fmt: PixelFormat):
+def decoder_for(fmt: PixelFormat) -> Decoder:
     """pydicom's decoder of the format's transfer syntax; PixelError when there is none here."""
     from pydicom.pixels import get_decoder
 
+    decoder: Decoder | None
     try:
         decoder = get_decoder(fmt.transfer_syntax)
     except NotImplementedError:  # pydicom knows no decoder for it at all (MPEG, HEVC...)
@@ -243,7 +255,8 @@ def decode_frame(data: bytes, fmt: PixelFormat) -> tuple[np.ndarray, str]:
 
     decoder = decoder_for(fmt)
     try:
-        array, meta = decoder.as_array(encapsulate([data]), **fmt.options(), as_rgb=True)
+        # pydicom annotates as_array's **kwargs as DecodeOptions (each), not Unpack[DecodeOptions]
+        array, meta = decoder.as_array(encapsulate([data]), **fmt.options(), as_rgb=True)  # type: ignore[arg-type]
     except Exception as exc:
         raise PixelError(f"a frame of {fmt.transfer_syntax.name} cannot be decoded ({type(exc).__name__})") \
             from None
@@ -294,6 +307,7 @@ def jpeg_frame_picture(data: bytes) -> np.ndarray:
     """A JPEG frame decoded for text detection (8-bit, as RGB or grey)."""
     from PIL import Image
 
+    picture: Image.Image  # the file's own, or converted
     try:
         with Image.open(io.BytesIO(data)) as picture:
             picture.load()

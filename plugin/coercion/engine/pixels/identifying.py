@@ -19,7 +19,8 @@ from __future__ import annotations
 import re
 
 from ..clean import EMAIL, GENERIC_PATTERNS, Identifiers
-from .text import Box, Word
+from .boxes import Box
+from .text import Word
 
 UNSURE = 60.0
 # Times of day: 9:41, 09:41:07, 9:41 PM, 09h41, 09.41.07; not 4.52 (a measurement).

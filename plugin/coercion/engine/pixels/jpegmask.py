@@ -27,6 +27,11 @@ class JpegMaskError(RuntimeError):
 
 class _Region(ctypes.Structure):
     _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_int), ("w", ctypes.c_int), ("h", ctypes.c_int)]
+    # (the fields, as type checkers know them: they do not read _fields_)
+    x: int
+    y: int
+    w: int
+    h: int
 
 
 class _Transform(ctypes.Structure):
@@ -40,11 +45,11 @@ _Transform._fields_ = [("r", _Region), ("op", ctypes.c_int), ("options", ctypes.
 _TJXOPT_PERFECT = 1
 _TJXOPT_COPYNONE = 64
 
-_library = None
+_library: ctypes.CDLL | None = None
 _library_lock = threading.Lock()
 
 
-def _turbojpeg():
+def _turbojpeg() -> ctypes.CDLL:
     global _library
     with _library_lock:
         if _library is None:
@@ -156,7 +161,8 @@ def mask_jpeg(stream: bytes, rectangles: list[tuple[int, int, int, int]], fills:
     if any(len(fill) != len(layout.components) for fill in fills) or len(fills) != len(rectangles):
         raise JpegMaskError("JPEG stream: its number of components is not the image's")
     max_h, max_v = layout.max_sampling
-    in_planes: list[list] = [[] for _ in layout.components]
+    # Per component: (first block column, row, end column, row, quantized DC) of each rectangle.
+    in_planes: list[list[tuple[int, int, int, int, int]]] = [[] for _ in layout.components]
     for rectangle, fill in zip(rectangles, fills):
         if rectangle[2] < 1 or rectangle[3] < 1:
             continue
@@ -168,7 +174,8 @@ def mask_jpeg(stream: bytes, rectangles: list[tuple[int, int, int, int]], fills:
             # The quantized DC of a flat block of value v: 8 * (v - 128) / Q (level shift, DCT gain).
             in_planes[c].append((x0, y0, (x_end - 1) // 8 + 1, (y_end - 1) // 8 + 1, int(round(8 * (value - 128) / q))))
 
-    def apply(coeffs, array, plane, component, transform, _):
+    def apply(coeffs: ctypes._Pointer[ctypes.c_short], array: _Region, plane: _Region, component: int,
+              transform: int, _: object) -> int:
         rows, columns = array.h // 8, array.w // 8
         values = np.ctypeslib.as_array(coeffs, shape=(rows, columns, 64))
         top = array.y // 8

@@ -37,8 +37,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .boxes import Box
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 USUAL_TEXT_SOP_CLASSES = frozenset({
     "1.2.840.10008.5.1.4.1.1.6.1",    # Ultrasound Image
@@ -63,13 +67,15 @@ USUAL_TEXT_SOP_CLASSES = frozenset({
 USUAL_TEXT_MODALITIES = frozenset({"US", "OT", "XC", "ES", "GM", "SM", "OP"})
 REGIONS_FILE = "pixel-regions.yaml"
 _MAX_REGIONS = 1000
+# What a signature wants of an attribute: a number, or patterns one of which its text matches.
+Condition = int | tuple[re.Pattern[str], ...]
 
 
 class RegionsError(ValueError):
     """A regions file that cannot be used; the message names the file, the entry and the field."""
 
 
-def _text(header, keyword: str) -> str:
+def _text(header: Dataset, keyword: str) -> str:
     value = header.get(keyword)
     if value is None:
         return ""
@@ -77,7 +83,7 @@ def _text(header, keyword: str) -> str:
     return str(value).strip().upper() if value not in (None, "") else ""
 
 
-def reason_to_clean(header) -> str | None:
+def reason_to_clean(header: Dataset) -> str | None:
     """Why this image's pixels are cleaned (no values), or None."""
     if _text(header, "BurnedInAnnotation") == "YES":
         return "Burned In Annotation YES"
@@ -91,11 +97,11 @@ def reason_to_clean(header) -> str | None:
 @dataclass(frozen=True)
 class Signature:
     name: str
-    match: tuple[tuple[str, object], ...]  # keyword -> int | tuple[re.Pattern, ...]
+    match: tuple[tuple[str, Condition], ...]  # (keyword, what it must be)
     regions: tuple[Box, ...]
     ocr: bool = False
 
-    def matches(self, header) -> bool:
+    def matches(self, header: Dataset) -> bool:
         for keyword, wanted in self.match:
             value = header.get(keyword)
             value = getattr(value, "value", value) if value is not None else None
@@ -121,7 +127,7 @@ class SiteRegions:
     source: str
     signatures: tuple[Signature, ...] = ()
 
-    def matching(self, header) -> Signature | None:
+    def matching(self, header: Dataset) -> Signature | None:
         return next((s for s in self.signatures if s.matches(header)), None)
 
 
@@ -166,7 +172,7 @@ def load_regions(path: str | Path) -> SiteRegions:
         match = entry.get("match")
         if not isinstance(match, dict) or not match:
             raise RegionsError(f"{where}: field 'match' must map attribute keywords to values")
-        conditions = []
+        conditions: list[tuple[str, Condition]] = []
         for keyword, wanted in match.items():
             if not isinstance(keyword, str) or tag_for_keyword(keyword) is None:
                 raise RegionsError(f"{where}: field 'match': {keyword!r} is not a DICOM attribute keyword")

@@ -17,6 +17,6 @@ class PixelSettings:
     text: str = "all"
     regions: SiteRegions = NO_REGIONS
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.text not in TEXT_MODES:
             raise ValueError(f"pixel text must be one of {', '.join(TEXT_MODES)}, got {self.text!r}")

@@ -19,10 +19,14 @@ import os
 import queue
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .boxes import Box
+
+if TYPE_CHECKING:
+    from tesserocr import PyTessBaseAPI
 
 # Tesseract's OpenMP threads spin-wait for work: on small pictures they cost 8x the work itself
 # (100 ms against 12 for a line). One thread each; the engines run side by side. libgomp reads
@@ -92,15 +96,15 @@ def foreground(channels: list[np.ndarray]) -> np.ndarray:
 class TextFinder:
     """Text lines (and, when asked, words) of 8-bit images, found by Tesseract."""
 
-    def __init__(self, engines: int = _ENGINES):
+    def __init__(self, engines: int = _ENGINES) -> None:
         self._size = engines
-        self._engines: queue.SimpleQueue | None = None
+        self._engines: queue.SimpleQueue[PyTessBaseAPI] | None = None
         self._made = 0
         self._lock = threading.Lock()
 
     # -- the engines ----------------------------------------------------------------------
 
-    def _borrow(self):
+    def _borrow(self) -> PyTessBaseAPI:
         with self._lock:
             if self._engines is None:
                 self._engines = queue.SimpleQueue()
@@ -109,7 +113,8 @@ class TextFinder:
                 self._made += 1
         return self._engines.get()
 
-    def _give_back(self, engine) -> None:
+    def _give_back(self, engine: PyTessBaseAPI) -> None:
+        assert self._engines is not None  # made by the _borrow that lent it
         self._engines.put(engine)
 
     # -- finding --------------------------------------------------------------------------
@@ -121,7 +126,7 @@ class TextFinder:
         from tesserocr import RIL
 
         x0, y0 = (within.x, within.y) if within else (0, 0)
-        found = []
+        found: list[Box] = []
         for plane in mask:
             part = plane[y0:y0 + within.h, x0:x0 + within.w] if within else plane
             if not part.any():
@@ -130,7 +135,7 @@ class TextFinder:
             scale = UPSCALE
             picture = Image.fromarray(np.where(part, 0, 255).astype(np.uint8))
             if scale > 1:
-                picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+                picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
             engine = self._borrow()
             try:
                 engine.SetImage(picture)
@@ -155,7 +160,7 @@ class TextFinder:
         from tesserocr import PSM, RIL, iterate_level
 
         height, width = mask.shape[1:]
-        found = []
+        found: list[Word] = []
         for line in _distinct(lines):
             part = line.padded(max(2, line.h // 2), width, height)
             window = np.s_[part.y:part.y + part.h, part.x:part.x + part.w]
@@ -165,8 +170,8 @@ class TextFinder:
                 piece = 255 - piece
             scale = min(4, max(2, -(-_READ_HEIGHT // max(line.h, 1))))
             picture = Image.fromarray(np.ascontiguousarray(piece)).resize((part.w * scale, part.h * scale),
-                                                                         Image.LANCZOS)
-            read = []
+                                                                         Image.Resampling.LANCZOS)
+            read: list[Word] = []
             engine = self._borrow()
             try:
                 engine.SetPageSegMode(PSM.SINGLE_LINE)
@@ -224,7 +229,7 @@ def tessdata_folders() -> list[str]:
     return [c for c in dict.fromkeys(candidates) if os.path.isfile(os.path.join(c, "eng.traineddata"))]
 
 
-def _new_engine():
+def _new_engine() -> PyTessBaseAPI:
     try:
         from tesserocr import PSM, PyTessBaseAPI
     except ImportError:
