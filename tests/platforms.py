@@ -15,6 +15,7 @@ in a ``finally``, and only the project's copy (under /root) is ever replaced.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -217,6 +218,7 @@ class PlatformRun:
     done: threading.Event = field(default_factory=threading.Event)
     processes: list = field(default_factory=list)
     stopping: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> "PlatformRun":
         threading.Thread(target=self._run, name=f"platform-{self.release}", daemon=True).start()
@@ -229,21 +231,27 @@ class PlatformRun:
         return self.outcomes.get(step) or Outcome(False, f"{self.release}: {step} did not run (see {self.logs})")
 
     def stop(self) -> None:
-        self.stopping = True
-        for process in list(self.processes):
+        with self.lock:
+            self.stopping = True
+            running = [p for p in self.processes if p.poll() is None]  # never a reaped (reused) pid
+        for process in running:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-        self.done.wait(120)  # the chroot is unmounted on the way out
+        self.done.wait(600)  # the chroot is unmounted on the way out
 
     def _run(self) -> None:
         try:
             self.logs.mkdir(parents=True, exist_ok=True)
             box = Chroot(self.release)
+            CACHE.mkdir(parents=True, exist_ok=True)
+            # One test session at a time in a release's chroot (its copy and mounts are shared).
+            exclusive = (CACHE / f"{self.release}.lock").open("w")
+            fcntl.flock(exclusive, fcntl.LOCK_EX)
             with (self.logs / "debootstrap.log").open("wb") as log:
                 box.ensure(log)
             box.copy_project()
             box.prepare()
-            with box.mounted():
+            with exclusive, box.mounted():
                 for step in STEPS[self.release]:
                     if self.stopping:
                         break
@@ -260,8 +268,11 @@ class PlatformRun:
             self.done.set()
 
     def _popen(self, box: "Chroot", script: str, log, **env) -> subprocess.Popen:
-        process = box.popen(script, log, **env)
-        self.processes.append(process)
+        with self.lock:
+            if self.stopping:
+                raise RuntimeError("the test session is ending")
+            process = box.popen(script, log, **env)
+            self.processes.append(process)
         return process
 
     def _run_inside(self, box: "Chroot", script: str, log_name: str, timeout: float, **env) -> int:
@@ -378,6 +389,8 @@ def _wait_for_orthanc(box: "Chroot", serving: subprocess.Popen, http: int, log_p
 
 
 def _end(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return  # ended and reaped: its pid may be another's now
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:

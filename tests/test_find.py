@@ -291,7 +291,7 @@ def study(n, name, sequence=None):
     tags = {"0010,0010": {"Type": "String", "Value": name}, "0020,000d": {"Type": "String", "Value": f"1.2.{n}"}}
     if sequence is not None:
         tags["0008,1032"] = {"Type": "Sequence", "Value": sequence}
-    return {"ID": f"s{n}", "MainDicomTags": {}, "RequestedTags": tags}
+    return {"ID": f"s{n}", "MainDicomTags": {}, "PatientMainDicomTags": {}, "RequestedTags": tags}
 
 
 def test_a_resource_finder_orthanc_is_asked_for_every_key_as_a_requested_tag():
@@ -350,3 +350,20 @@ def test_orthancs_limit_cuts_as_the_scp_cuts_or_is_read_past_where_the_scp_ignor
     assert [m.resource for m in result.matches] == ["s1", "s3", "s5", "s7", "s9"] and result.complete
     assert ignores.bodies[0]["Query"] == {"0010,0010": "DOE*"}  # Orthanc checks the query first
     assert all(b["Query"] == {} and b["Limit"] == 2 for b in ignores.bodies[1:])  # then pages
+
+
+def test_no_resource_is_read_past_the_query_when_orthancs_limit_did_not_cut_it():
+    resources = [study(n, "DOE^X" if n == 3 else "ROE^Y") for n in range(1, 11)]
+    rest = FakeFind(resources, cap=2)
+    behaviour = FindBehaviour(resource_finder=True, scp_applies_limits=False)
+    result = OrthancFind(rest, FindSettings(limit_results=2), behaviour).find(
+        request((0x00080052, "STUDY"), (PATIENT_NAME, "DOE*")))
+    assert [m.resource for m in result.matches] == ["s3"] and len(rest.bodies) == 1
+
+
+def test_a_coerced_lookup_says_when_orthancs_limit_cut_it():
+    rest = FakeFind([study(n, "DOE^X") for n in range(1, 6)], cap=2)
+    finder = OrthancFind(rest, FindSettings(limit_results=2), FindBehaviour(resource_finder=True))
+    found = list(finder.matches(request((0x00080052, "STUDY"), (PATIENT_NAME, "DOE*")),
+                                [Constraint(PATIENT_NAME, "DOE*", "PN", case_sensitive=False)]))
+    assert len(found) == 2 and finder.cut and len(rest.bodies) == 1

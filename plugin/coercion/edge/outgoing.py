@@ -226,22 +226,26 @@ def _plan_move(request: dict):
     if not resources:  # Orthanc's own C-MOVE SCP fails too ("No DICOM identifier provided...")
         raise LookupError("no resource matches the identifiers of the C-MOVE request")
     instances = [i for r in resources for i in instances_of(r)]
-    planned = plan_send(modality, peer, outgoing_transaction(peer), instances, resources, False, state.service.ruleset)
-    if planned is None:  # what Orthanc's own C-MOVE SCP does
-        def send_as_orthanc() -> set[str]:
-            orthanc.RestApiPost(f"/modalities/{modality}/store", json.dumps({
-                "Resources": resources, "Synchronous": True, "MoveOriginatorAet": request.get("OriginatorAET", ""),
-                "MoveOriginatorID": int(request.get("OriginatorID") or 0)}))
-            return set()
-        return instances, send_as_orthanc
-    job, run = planned
 
-    def send_coerced() -> set[str]:
+    def send() -> set[str]:
+        # Planned only now: a C-MOVE the caller gives up before its first sub-operation
+        # leaves no send job behind.
+        planned = plan_send(modality, peer, outgoing_transaction(peer), instances, resources, False,
+                            state.service.ruleset)
+        if planned is None:  # what Orthanc's own C-MOVE SCP does: every instance tried
+            answer = json.loads(orthanc.RestApiPost(f"/modalities/{modality}/store", json.dumps({
+                "Resources": resources, "Synchronous": True, "Permissive": True,
+                "MoveOriginatorAet": request.get("OriginatorAET", ""),
+                "MoveOriginatorID": int(request.get("OriginatorID") or 0)})))
+            # Orthanc says how many failed, not which: the count is what the caller is told.
+            failed = int(answer.get("FailedInstancesCount", 0))
+            return set(instances[len(instances) - failed:]) if failed else set()
+        job, run = planned
         run()
         if job.state == "Failure":
             orthanc.LogError(f"coercion: C-MOVE to {target}: {job.first_failure()}")
         return set(instances) - job.settled
-    return instances, send_coerced
+    return instances, send
 
 
 def on_move(**request):

@@ -120,17 +120,19 @@ def modalities() -> dict[str, dict]:
 
 
 _release: list[OrthancRelease] = []
+_release_lock = threading.Lock()
 
 
 def orthanc_release() -> OrthancRelease:
     """What this Orthanc says of itself (GET /system), read once: the REST API does not answer
     while the plugin initializes, so at the first request that needs it."""
-    if not _release:
-        found = OrthancRelease.of(json.loads(orthanc.RestApiGet("/system")))
-        orthanc.LogWarning(f"coercion: Orthanc {'.'.join(map(str, found.version))}, "
-                           f"ResourceFinder {'found' if found.resource_finder else 'absent'}")
-        _release.append(found)
-    return _release[0]
+    with _release_lock:
+        if not _release:
+            found = OrthancRelease.of(json.loads(orthanc.RestApiGet("/system")))
+            orthanc.LogWarning(f"coercion: Orthanc {'.'.join(map(str, found.version))}, "
+                               f"ResourceFinder {'found' if found.resource_finder else 'absent'}")
+            _release.append(found)
+        return _release[0]
 
 
 def modality_exists(modality: str) -> bool:

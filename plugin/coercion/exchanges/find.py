@@ -462,6 +462,7 @@ class OrthancFind:
         self.rest = rest
         self.settings = settings
         self.behaviour = behaviour
+        self.cut = False  # whether the last matches() stopped at Orthanc's own limit
 
     def find(self, request: FindRequest) -> FindResult:
         """The resources Orthanc's C-FIND SCP answers, with their values, and whether it would
@@ -499,12 +500,10 @@ class OrthancFind:
         parents = _ParentCache(self.rest)
         found = 0
         cap = self.settings.limit_instances if level == "Instance" else self.settings.limit_results
-        if self.behaviour.resource_finder and cap:
-            # Orthanc's /tools/find stops at its limit: more is read a page at a time, matched here.
-            resources = iter(self._past_the_limit(body, constraints, cap, lazily=True))
-            recheck = constraints
-        else:
-            resources = iter(self.rest.post("/tools/find", body))
+        resources = self.rest.post("/tools/find", body)
+        # Orthanc 1.12.5's /tools/find stops at Orthanc's own limit: what it cut is not read
+        # (a caller's limit is never more than Orthanc's), the caller is told it was cut.
+        self.cut = bool(self.behaviour.resource_finder and cap and len(resources) >= cap)
         for resource in resources:
             if read_instance:
                 tags = self.rest.get(f"/instances/{self._sample_instance(level, resource, parents)}/tags")
@@ -546,11 +545,11 @@ class OrthancFind:
                                                              TIMEZONE_OFFSET_FROM_UTC})
         body, recheck = self._lookup_body(request.level, constraints)
         body.update(RequestedTags=[tag_key(t) for t in requested], Full=True)
-        if limit and not self.behaviour.scp_applies_limits:
+        found = self.rest.post("/tools/find", body)  # Orthanc's limit applies as in its SCP...
+        complete = not limit or len(found) <= limit
+        if limit and len(found) >= limit and not self.behaviour.scp_applies_limits:
+            # ...but this SCP ignores it (1.12.5 to 1.12.10), /tools/find does not.
             found, recheck, complete = self._past_the_limit(body, constraints, limit), constraints, True
-        else:
-            found = self.rest.post("/tools/find", body)  # Orthanc's limit applies as in its SCP
-            complete = not limit or len(found) <= limit
         matches = []
         for resource in found:
             values = values_from_full(resource.get("MainDicomTags", {}))
@@ -580,26 +579,27 @@ class OrthancFind:
         body["CaseSensitive"] = sensitivities.pop() if sensitivities else True
         return body, []
 
-    def _past_the_limit(self, body: dict, constraints: list[Constraint], limit: int,
-                        lazily: bool = False) -> Iterable[dict]:
+    def _past_the_limit(self, body: dict, constraints: list[Constraint], limit: int) -> Iterator[dict]:
         """Every match of an SCP that answers past Orthanc's limit, which /tools/find never
-        does. Orthanc first checks the query as its SCP would (its error is the SCP's). Its
-        database then cuts its candidates before the full match, and pages ("Since") count
-        candidates or matches depending on the database: so every resource of the level is
-        read, a page at a time, for ``constraints`` to be applied here as Orthanc applies them
-        (the price of a limit this SCP ignores; Orthanc 1.12.11 applies it again)."""
-        self.rest.post("/tools/find", {**body, "Limit": 1})
-        pages = self._pages({key: value for key, value in body.items() if key != "Limit"} | {"Query": {}}, limit)
-        return pages if lazily else list(pages)
+        does, once the query as asked came back cut. Orthanc's database cuts its candidates
+        before the full match, and pages ("Since") count candidates or matches depending on
+        the database: so every resource of the level is read, a page at a time, and matched
+        here as Orthanc matches (only what matches is kept). The price of a limit this SCP
+        ignores; Orthanc 1.12.11 applies it again."""
+        return self._pages({key: value for key, value in body.items() if key != "Limit"} | {"Query": {}}, limit)
 
-    def _pages(self, body: dict, limit: int, since: int = 0) -> Iterator[dict]:
-        """Matches from ``since`` on, ``limit`` at a time (Orthanc's own limit caps each page)."""
+    def _pages(self, body: dict, limit: int) -> Iterator[dict]:
+        """Every resource ``body`` finds, ``limit`` at a time (Orthanc's own limit caps each
+        page), until a page is short or brings nothing new."""
+        since, last = 0, None
         while True:
             page = self.rest.post("/tools/find", {**body, "Since": since, "Limit": limit})
+            if not page or page[0].get("ID") == last:
+                return
             yield from page
             if len(page) < limit:
                 return
-            since += len(page)
+            since, last = since + len(page), page[0].get("ID")
 
     def answers(self, request: FindRequest) -> tuple[list[bytes], bool]:
         """What Orthanc's own C-FIND SCP answers, encoded, and whether the answer is complete."""

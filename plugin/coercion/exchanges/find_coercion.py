@@ -164,7 +164,7 @@ def coerced_answers(finder: OrthancFind, request: FindRequest, world: Deidentifi
             answer.deidentify_dataset(sent)
         answers.append(_project(sent, request, finder.settings.retrieve_aet))
         handed_out.extend(_handed_out(original, sent, asked, answer))
-    return answers, complete, handed_out
+    return answers, complete and not finder.cut, handed_out
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ def fills(frame: np.ndarray, boxes: list[Box], palette: np.ndarray | None = None
         if free.any():
             around = around[free]
         if palette is not None:
-            values.append(int(np.bincount(around.astype(np.int64).ravel()).argmax()))
+            values.append(int(np.argmax(np.bincount(around.astype(np.int64).ravel()))))
         else:
             values.append(np.median(around, axis=0).astype(frame.dtype))
     return values
