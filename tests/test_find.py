@@ -277,8 +277,10 @@ class FakeFind:
         self.resources, self.cap, self.bodies = resources, cap, []
 
     def post(self, path, body):
-        assert path == "/tools/find"
         self.bodies.append(body)
+        if path == "/tools/count-resources":  # the database's candidates: every resource here
+            return {"Count": len(self.resources)}
+        assert path == "/tools/find"
         found = [r for r in self.resources
                  if all(Constraint(int(k.replace(",", ""), 16), v, "PN", case_sensitive=False).matches(
                         r["RequestedTags"].get(k, {}).get("Value")) for k, v in body["Query"].items())]
@@ -352,13 +354,19 @@ def test_orthancs_limit_cuts_as_the_scp_cuts_or_is_read_past_where_the_scp_ignor
     assert all(b["Query"] == {} and b["Limit"] == 2 for b in ignores.bodies[1:])  # then pages
 
 
-def test_no_resource_is_read_past_the_query_when_orthancs_limit_did_not_cut_it():
-    resources = [study(n, "DOE^X" if n == 3 else "ROE^Y") for n in range(1, 11)]
-    rest = FakeFind(resources, cap=2)
+def test_the_level_is_read_past_orthancs_limit_only_when_its_candidates_exceed_it():
     behaviour = FindBehaviour(resource_finder=True, scp_applies_limits=False)
-    result = OrthancFind(rest, FindSettings(limit_results=2), behaviour).find(
-        request((0x00080052, "STUDY"), (PATIENT_NAME, "DOE*")))
-    assert [m.resource for m in result.matches] == ["s3"] and len(rest.bodies) == 1
+    query = request((0x00080052, "STUDY"), (PATIENT_NAME, "DOE*"))
+    # Ten candidates, a limit of two: Orthanc's short answer may have been cut before its full
+    # match, so the level is read a page at a time.
+    many = FakeFind([study(n, "DOE^X" if n == 3 else "ROE^Y") for n in range(1, 11)], cap=2)
+    result = OrthancFind(many, FindSettings(limit_results=2), behaviour).find(query)
+    assert [m.resource for m in result.matches] == ["s3"]
+    assert [b.get("Since") for b in many.bodies[2:]] == [0, 2, 4, 6, 8, 10]
+    # Two candidates: the answer is whole, nothing more is read.
+    few = FakeFind([study(1, "DOE^X"), study(2, "ROE^Y")], cap=2)
+    result = OrthancFind(few, FindSettings(limit_results=2), behaviour).find(query)
+    assert [m.resource for m in result.matches] == ["s1"] and len(few.bodies) == 2
 
 
 def test_a_coerced_lookup_says_when_orthancs_limit_cut_it():

@@ -547,7 +547,7 @@ class OrthancFind:
         body.update(RequestedTags=[tag_key(t) for t in requested], Full=True)
         found = self.rest.post("/tools/find", body)  # Orthanc's limit applies as in its SCP...
         complete = not limit or len(found) <= limit
-        if limit and len(found) >= limit and not self.behaviour.scp_applies_limits:
+        if limit and not self.behaviour.scp_applies_limits and self._maybe_cut(body, found, limit):
             # ...but this SCP ignores it (1.12.5 to 1.12.10), /tools/find does not.
             found, recheck, complete = self._past_the_limit(body, constraints, limit), constraints, True
         matches = []
@@ -578,6 +578,19 @@ class OrthancFind:
             return body, [c for c in constraints if c.case_sensitive and c.case_dependent]
         body["CaseSensitive"] = sensitivities.pop() if sensitivities else True
         return body, []
+
+    def _maybe_cut(self, body: dict, found: list, limit: int) -> bool:
+        """Whether Orthanc's limit may have cut what /tools/find found: its database cuts its
+        candidates before the full match (keys it does not index, case), so a short answer
+        proves nothing; the candidates' count does (/tools/count-resources counts them
+        without case, a superset)."""
+        if len(found) >= limit:
+            return True
+        try:
+            counted = self.rest.post("/tools/count-resources", {"Level": body["Level"], "Query": body["Query"]})
+            return int(counted["Count"]) > limit
+        except Exception:  # noqa: BLE001 - no count: read on, to be sure
+            return True
 
     def _past_the_limit(self, body: dict, constraints: list[Constraint], limit: int) -> Iterator[dict]:
         """Every match of an SCP that answers past Orthanc's limit, which /tools/find never
