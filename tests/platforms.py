@@ -54,7 +54,8 @@ SCRIPTS = {"trixie": None, "forky": "/usr/share/debootstrap/scripts/sid"}
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 INSIDE_CA = "/etc/coercion-host-ca.crt"
 COPY = "/root/coercion"  # the project inside
-KEPT = (".venv", "var")  # kept from one run's copy to the next: pip's work is the slow part
+KEPT = (".venv",)  # kept from one run's copy to the next: pip's work is the slow part (var/,
+# the data and secrets of the last run, is not: the first command starts as on a fresh clone)
 
 
 def available() -> str | None:

@@ -503,7 +503,7 @@ class OrthancFind:
         resources = self.rest.post("/tools/find", body)
         # Orthanc 1.12.5's /tools/find stops at Orthanc's own limit: what it cut is not read
         # (a caller's limit is never more than Orthanc's), the caller is told it was cut.
-        self.cut = bool(self.behaviour.resource_finder and cap and len(resources) >= cap)
+        self.cut = bool(self.behaviour.resource_finder and cap and self._maybe_cut(body, resources, cap))
         for resource in resources:
             if read_instance:
                 tags = self.rest.get(f"/instances/{self._sample_instance(level, resource, parents)}/tags")
