@@ -69,11 +69,13 @@ def browser(tmp_path_factory):
 def wait(browser, condition, what: str, timeout: float = 20):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
 
     try:
-        return WebDriverWait(browser, timeout, poll_frequency=0.1).until(lambda _: condition())
+        # A table the page re-renders while it is read is read again at the next poll.
+        return WebDriverWait(browser, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(lambda _: condition())
     except TimeoutException:  # what the page said, for the reader of the failure
         raise AssertionError(f"timed out waiting for {what}; the page says: "
                              f"{browser.find_element(By.ID, 'message').text!r}") from None
