@@ -11,12 +11,16 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from coercion.engine import explain as explain_module
+from coercion.engine import record as record_module
 from coercion.engine.dicomio import DicomError, joined, read_instance
 from coercion.engine.explain import MAX_DISPLAY, RESULTS, display, explain
 from coercion.engine.limits import NestingError
 from coercion.service import CoercionService, Settings
 
+import test_table_rows as tr
+import test_valid_output as tv
 from factory import SECRET, deidentifier, encode, make_ct
+from test_valid_output import samples  # noqa: F401 (a fixture)
 
 MODIFIED = "RetainLongitudinalTemporalInformationModifiedDatesOption"
 FULL = "RetainLongitudinalTemporalInformationFullDatesOption"
@@ -26,8 +30,8 @@ REAL_WORLD_VALUE_MAPPING = 0x00409096  # a sequence Table E.1-1 does not list
 def explained(ds: Dataset, uri: str = "deidentify:") -> dict:
     data = encode(ds)
     deid = deidentifier(uri)
-    chunks, _ = deid.deidentify_chunks(data)
-    return explain(read_instance(data), read_instance(joined(chunks)), deid.profile)
+    chunks, _, record = deid.deidentify_recorded(data)
+    return explain(read_instance(data), read_instance(joined(chunks)), record)
 
 
 def by_path(answer: dict) -> dict:
@@ -226,8 +230,8 @@ def test_the_patient_id_hash_is_a_reason_of_its_own():
     ds = make_ct()
     data = encode(ds)
     deid = deidentifier("deidentify:RetainPatientIDHashOption")
-    chunks, outcome = deid.deidentify_chunks(data)
-    entry = by_path(explain(read_instance(data), read_instance(joined(chunks)), deid.profile))["(0010,0020)"]
+    chunks, outcome, record = deid.deidentify_recorded(data)
+    entry = by_path(explain(read_instance(data), read_instance(joined(chunks)), record))["(0010,0020)"]
     assert entry["result"] == "replaced" and entry["action"] == "P"
     assert entry["after"] == outcome.patient_pseudonym and entry["before"] == "MRN0012345"
     assert entry["reason"]["source"] == "patient-id-hash"
@@ -335,3 +339,84 @@ def test_the_service_refuses_what_the_dicom_preview_refuses(service):
     with pytest.raises(DicomError):
         service.preview_explained(b"not DICOM at all, only text" * 10, rule_name="research")
     assert service.stats() == {}
+
+
+# -- the record against the output: every canary and option set ------------------------------
+# What each action may show in the values (explain's results); "kept" only where the value had
+# nothing to change, said by NOTHING_TO_CHANGE.
+SHOWN = {
+    "X": {"removed"},
+    "Z": {"emptied"},
+    "D": {"replaced"},
+    "U": {"uid-mapped", "replaced"},
+    "P": {"replaced"},
+    "K": {"kept"},
+    "C:dates": {"shifted"},
+    "C:text": {"cleaned", "emptied", "replaced"},
+    "C:structured": {"cleaned", "emptied", "replaced"},
+    "C:graphics": {"cleaned", "emptied", "replaced"},
+    None: {"added", "replaced", "kept", "removed", "uid-mapped"},  # what the de-identifier writes
+}
+CLEANINGS = {"C:text", "C:structured", "C:graphics"}
+
+
+def nothing_to_change(entry) -> bool:
+    """A value the action leaves as it is: empty, a time under the date shift, text a cleaning
+    finds nothing in."""
+    action, before = entry["action"], entry["before"]
+    return (before in ("", "<SQ, 0 items>") or action in CLEANINGS
+            or (action == "C:dates" and entry["vr"] == "TM"))
+
+
+def check_record_against_output(data: bytes, uri: str) -> None:
+    deid = deidentifier(uri)
+    chunks, _, record = deid.deidentify_recorded(data)
+    out = joined(chunks)
+    assert out == deid.deidentify_bytes(data), "recording changes nothing in the output"
+    answer = explain(read_instance(data), read_instance(out), record)
+    assert not answer["truncated"]
+    entries = by_path(answer)
+    for path, entry in entries.items():
+        where = (uri, path, entry["keyword"], entry["action"], entry["result"])
+        assert entry["reason"]["source"] != explain_module.UNRECORDED, where
+        shown = SHOWN[entry["action"]] | ({"kept"} if nothing_to_change(entry) else set())
+        if entry["reason"]["source"] == "pixel-data":
+            shown = shown | {"cleaned"}
+        assert entry["result"] in shown, where
+        if entry["result"] == "removed":
+            assert entry["action"] == "X" or entry["reason"]["source"] == "file-meta", where
+    for decision in record:  # nothing recorded of an attribute the instance does not have
+        assert decision.path in entries or decision.path.endswith("]"), decision.path
+        if decision.path.endswith("]"):  # an item removed whole: its attributes say so
+            inside = [e for p, e in entries.items() if p.startswith(decision.path + ">")]
+            assert inside and all(e["reason"] == decision.reason and e["result"] == "removed" for e in inside)
+
+
+@pytest.mark.parametrize("option", [None, *tr.TABLE_OPTIONS])
+def test_the_record_says_what_the_walk_did_to_every_table_row(option):
+    # The canaries of test_table_rows: a CT carrying one attribute of each row of Table E.1-1.
+    checked = 0
+    for row in tr.DATASET_ROWS:
+        if option is not None and option not in row["options"]:
+            continue  # the row's outcome is the basic profile's: checked under None
+        ds, tag, _, _ = tr._instance(row)
+        if tag >> 16 == 0:
+            continue  # command set attributes travel in DIMSE messages, not in files
+        check_record_against_output(encode(ds), f"deidentify:{option or ''}")
+        checked += 1
+    assert checked
+
+
+@pytest.mark.parametrize("name", [*tv.BUILT, *tv.PYDICOM_FILES])
+def test_the_record_says_what_the_walk_did_to_every_sample(samples, name):
+    data = samples[name].read_bytes()
+    for uri in [*tv.URIS, "deidentify:RetainSafePrivateOption,RetainPatientCharacteristicsOption",
+                "deidentify:RetainDeviceIdentityOption,RetainInstitutionIdentityOption"]:
+        check_record_against_output(data, uri)
+
+
+def test_a_record_that_is_full_stops_the_account_there(monkeypatch):
+    monkeypatch.setattr(record_module, "MAX_DECISIONS", 5)
+    answer = explained(make_ct())
+    assert answer["truncated"] is True
+    assert all(e["reason"]["source"] != explain_module.UNRECORDED for e in answer["attributes"])

@@ -322,9 +322,9 @@ class CoercionService:
         any depth, and why (engine/explain.py); nothing stored, counted or linked, as
         :meth:`preview`. The answer shows values of ``data``: answer it, never log it."""
         deid = self._preview_deidentifier(rule_name, uri)
-        chunks, outcome = deid.deidentify_chunks(data)
+        chunks, outcome, record = deid.deidentify_recorded(data)
         coerced = read_instance(joined(chunks))  # the result as written, read back
-        explained = explain(read_instance(data), coerced, deid.profile)  # the original, private attributes too
+        explained = explain(read_instance(data), coerced, record)  # the original, private attributes too
         return {"rule": rule_name or None, "uri": str(deid.uri), "sop_class_uid": outcome.sop_class_uid or None,
                 **explained}
 

@@ -8,8 +8,9 @@ header-only reading, pixel data passed through), ``clean`` (descriptor rules),
 descriptor rules of ``clean``, ``structured`` for SR content, ``private`` for safe private
 blocks), ``method`` (what was done, stated in the instance), ``context`` and ``values``
 (what they share), ``limits`` (how deep sequences may nest), ``implementation`` (the
-version, the implementation UID), ``explain`` (what a de-identification did to each attribute,
-and why: the preview's account); ``pixels`` (Clean Pixel Data: burned-in text found by
+version, the implementation UID), ``record`` (the walk's record of each decision it takes),
+``explain`` (what a de-identification did to each attribute, and why: the preview's account
+of that record); ``pixels`` (Clean Pixel Data: burned-in text found by
 Tesseract and masked, frame by frame).
 
 May import: the standard library, pydicom, and this subpackage only (``pixels`` also numpy, scipy,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -16,6 +16,9 @@ from .pseudonyms import Keys
 from .tags import ISSUER_OF_PATIENT_ID, PATIENT_ID, SOP_CLASS_UID, STUDY_INSTANCE_UID
 from .values import text_of, values_of
 
+if TYPE_CHECKING:
+    from .record import Record
+
 
 _NO_IDENTIFIERS = Identifiers(set())
 
@@ -23,13 +26,16 @@ _NO_IDENTIFIERS = Identifiers(set())
 class InstanceContext:
     """Per-instance facts gathered before any attribute is touched."""
 
-    def __init__(self, header: Dataset, keys: Keys, needs_identifiers: bool, tables: Tables | None = None) -> None:
+    def __init__(self, header: Dataset, keys: Keys, needs_identifiers: bool, tables: Tables | None = None,
+                 record: Record | None = None) -> None:
         self.keys = keys
         self.sop_class_uid = text_of(header, SOP_CLASS_UID)
         # The types of the attributes of the instance's IOD (None: not a standard SOP Class),
         # for its kind of patient (the conditions of some 2C attributes).
-        self.types = (tables.item_types(self.sop_class_uid, patient_is_animal(header))
-                      if tables is not None else None)
+        self.animal = patient_is_animal(header)
+        self.types = tables.item_types(self.sop_class_uid, self.animal) if tables is not None else None
+        # Where the walk writes down its decisions (record.py), when one is asked for.
+        self.record = record
         self.patient_id = text_of(header, PATIENT_ID)
         self.issuer = text_of(header, ISSUER_OF_PATIENT_ID)
         self._study_uid = text_of(header, STUDY_INSTANCE_UID)
@@ -49,21 +55,29 @@ class InstanceContext:
 class Scope:
     """Where the walk is: in which instance, at its top level or in an item, inside which
     C subtree (whose unlisted text is cleaned too) or D subtree (whose values are replaced),
-    if any, and the types the IOD gives the attributes at this place (None: not known)."""
+    if any, and the types the IOD gives the attributes at this place (None: not known).
+    ``path``, only while a record is kept: the record's path of this dataset's attributes
+    ("(0040,A730)[2]>"; the items' scope has the sequence's until :meth:`item` gives an index)."""
 
     instance: InstanceContext
     top: bool
     subtree: str | None = None
     depth: int = 0  # sequences around this dataset
     types: ItemTypes | None = None
+    path: str = ""
 
-    def items(self, subtree: str | None, tag: int | None = None) -> "Scope":
-        """The scope of the items of a sequence met here (refused beyond the nesting limit);
-        ``tag``, the sequence's, finds the types of its items."""
+    def items(self, subtree: str | None, tag: int, types: bool = True) -> "Scope":
+        """The scope of the items of the sequence ``tag`` met here (refused beyond the nesting
+        limit); ``types``: whether the IOD's types of its items apply (not in private blocks)."""
         if self.depth >= MAX_SEQUENCE_DEPTH:
             raise too_deep()
-        types = self.types.children.get(tag) if self.types is not None and tag is not None else None
-        return Scope(self.instance, False, subtree, self.depth + 1, types)
+        children = self.types.children.get(tag) if self.types is not None and types else None
+        path = f"{self.path}({tag >> 16:04X},{tag & 0xFFFF:04X})" if self.instance.record is not None else ""
+        return Scope(self.instance, False, subtree, self.depth + 1, children, path)
+
+    def item(self, index: int) -> "Scope":
+        """The scope of item ``index`` of the sequence whose items' scope this is (recording)."""
+        return Scope(self.instance, False, self.subtree, self.depth, self.types, f"{self.path}[{index}]>")
 
 
 class Walk(Protocol):
@@ -72,7 +86,7 @@ class Walk(Protocol):
 
     def walk_items(self, elem: DataElement, scope: Scope) -> None: ...
 
-    def fallback(self, ds: Dataset, tag: int, keyword: str | None, scope: Scope) -> None: ...
+    def fallback(self, ds: Dataset, tag: int, keyword: str | None, scope: Scope, tried: str) -> None: ...
 
     def dummy(self, ds: Dataset, tag: int, keyword: str | None, scope: Scope) -> None: ...
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 
+from .profile import SHIFT_DATES
 from .values import put, values_of, vr_of
 
 if TYPE_CHECKING:
@@ -59,10 +60,10 @@ class DateShifter:
         if vr == "TM":
             return  # a whole-day shift leaves times as they are, and every interval with them
         if vr not in ("DA", "DT"):
-            self.walk.fallback(ds, tag, keyword, scope)
+            self.walk.fallback(ds, tag, keyword, scope, SHIFT_DATES)
             return
         shifted = [shift_date_value(str(v), vr, scope.instance.date_shift) for v in values_of(ds[tag].value)]
         if None in shifted:
-            self.walk.fallback(ds, tag, keyword, scope)
+            self.walk.fallback(ds, tag, keyword, scope, SHIFT_DATES)
             return
         put(ds, tag, vr, shifted[0] if len(shifted) == 1 else (shifted or None))

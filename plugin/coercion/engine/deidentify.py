@@ -31,7 +31,7 @@ from .context import InstanceContext, Scope
 from .dates import DateShifter
 from .dicomio import Chunk, Chunks, DicomError, Instance, StreamedPixels, joined, read_instance, write_instance
 from .identity import DummyValues, PatientIDHasher
-from .method import MethodStatement
+from .method import STATED, MethodStatement
 from .private import SafePrivateBlocks, private_creators
 from .profile import (
     CLEAN_GRAPHICS,
@@ -54,6 +54,7 @@ from .profile import (
     resolve_profile,
 )
 from .pseudonyms import Keys
+from .record import Record, tag_text
 from .structured import without_context
 from .text import TextCleaner, clean_unlisted
 from .uids import UIDReplacer, query_uids, replaced_uids
@@ -163,6 +164,14 @@ class Deidentifier:
         outcome = self.deidentify_instance(instance)
         return self.encode(instance), outcome
 
+    def deidentify_recorded(self, data: bytes | bytearray | memoryview) -> tuple[Chunks, Outcome, Record]:
+        """:meth:`deidentify_chunks`, with the walk's record of every decision it took (record.py):
+        what the preview explains. The same output; private attributes are read to be recorded."""
+        record = Record(self.profile)
+        instance = read_instance(data, drop_private=False)
+        outcome = self.deidentify_instance(instance, record)
+        return self.encode(instance), outcome, record
+
     def deidentify_file(self, src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Outcome:
         """Read ``src``, write the result to ``dst`` atomically; ``src`` is never modified.
 
@@ -198,13 +207,19 @@ class Deidentifier:
         """Whether every private attribute goes (they need not even be read)."""
         return self._private is None
 
-    def deidentify_instance(self, instance: Instance) -> Outcome:
+    def deidentify_instance(self, instance: Instance, record: Record | None = None) -> Outcome:
+        """De-identify ``instance`` in place (``record``: where the walk writes its decisions)."""
         if text_of(instance.file_meta, MEDIA_STORAGE_SOP_CLASS_UID) == MEDIA_STORAGE_DIRECTORY_STORAGE:
             _refuse_directory()
         plan = None
         if self._pixels is not None and len(instance.segments) > 1:  # it has pixel data
             plan = self._pixels.plan(instance.header, self._pixel_identifiers(instance.header))
-        outcome = self._deidentify(instance.header, instance.datasets(), pixels_cleaned=plan is not None)
+        outcome = self._deidentify(instance.header, instance.datasets(), pixels_cleaned=plan is not None,
+                                   record=record)
+        if record is not None:
+            for segment in instance.segments:
+                if not isinstance(segment, Dataset):
+                    record.pixel_data(tag_text(segment.tag), segment.tag, plan.reason if plan is not None else None)
         if plan is not None:
             from .pixels.frames import PixelError
 
@@ -238,13 +253,17 @@ class Deidentifier:
         """A de-identified instance as byte chunks, with its rebuilt file meta."""
         return write_instance(instance, self.method.file_meta(instance))
 
-    def _deidentify(self, header: Dataset, datasets: list[Dataset], pixels_cleaned: bool = False) -> Outcome:
-        context = InstanceContext(header, self.keys, self._needs_identifiers, self.profile.tables)
+    def _deidentify(self, header: Dataset, datasets: list[Dataset], pixels_cleaned: bool = False,
+                    record: Record | None = None) -> Outcome:
+        context = InstanceContext(header, self.keys, self._needs_identifiers, self.profile.tables, record)
         before = query_uids(header)
         scope = Scope(context, top=True, types=context.types)
         for ds in datasets:
             self.walk(ds, scope)
         self.method.mark(header, context.overlays_removed, pixels_cleaned)
+        if record is not None:
+            for tag, what in STATED.items():
+                record.method(tag_text(tag), tag, what)
         pseudonym = text_of(header, PATIENT_ID) if Option.RetainPatientIDHashOption in self.uri else ""
         return Outcome(
             sop_class_uid=context.sop_class_uid,
@@ -261,6 +280,7 @@ class Deidentifier:
         """Give every attribute of ``ds`` its action (items of sequences are walked in turn)."""
         profile = self.profile
         top = scope.top
+        record = scope.instance.record  # None unless a record is asked for
         # At the top level the actions are those of the IOD's types, resolved once per IOD;
         # in an item each X, Z or compound code is resolved by the types of its place.
         by_tag = profile.top_level_actions(scope.types) if top else profile.by_tag
@@ -270,6 +290,8 @@ class Deidentifier:
             group = tag >> 16
             if group & 1:
                 if self._private is None:
+                    if record is not None:
+                        record.private(scope.path + tag_text(tag), tag, False, "")
                     del ds[tag]
                     continue
                 if creators is None:
@@ -278,17 +300,20 @@ class Deidentifier:
                 continue
             entry = by_tag.get(tag)
             if entry is not None:
-                self.apply(ds, tag, entry[0] if top else self.valid_action(entry[0], tag, scope), entry[1], scope)
+                action = entry[0] if top else self.valid_action(entry[0], tag, scope)
+                if record is not None:
+                    record.table(scope.path + tag_text(tag), tag, action, scope.types, top, scope.instance.animal)
+                self.apply(ds, tag, action, entry[1], scope)
             elif 0x5000 <= group <= 0x501E:
-                self.apply(ds, tag, profile.curve_action, None, scope)
+                self.repeating(ds, tag, profile.curve_action, scope)
             elif 0x6000 <= group <= 0x601E:
                 element = tag & 0xFFFF
                 if element == 0x3000:
                     if profile.overlay_data_action == REMOVE:
                         removed_overlay_groups.add(group)
-                    self.apply(ds, tag, profile.overlay_data_action, None, scope)
+                    self.repeating(ds, tag, profile.overlay_data_action, scope)
                 elif element == 0x4000:
-                    self.apply(ds, tag, profile.overlay_comments_action, None, scope)
+                    self.repeating(ds, tag, profile.overlay_comments_action, scope)
                 else:
                     self.keep(ds, tag, scope)
             else:
@@ -298,16 +323,34 @@ class Deidentifier:
             # may carry text: the whole group goes.
             scope.instance.overlays_removed = True
             for tag in [t for t in ds.keys() if (t >> 16) in removed_overlay_groups]:
+                if record is not None and tag & 0xFFFF != 0x3000:
+                    record.overlay_plane(scope.path + tag_text(tag), tag)
                 del ds[tag]
         if top:
-            _drop_unconditioned(ds)
+            _drop_unconditioned(ds, record)
+
+    def repeating(self, ds: Dataset, tag: int, action: str, scope: Scope) -> None:
+        """A curve (50xx) or an overlay's data or comments (60xx): their rows' action."""
+        if scope.instance.record is not None:
+            scope.instance.record.repeating(scope.path + tag_text(tag), tag, action)
+        self.apply(ds, tag, action, None, scope)
 
     def walk_items(self, elem: DataElement, scope: Scope) -> None:
         """Walk the items of a sequence in their ``scope`` (an SR content tree that is cleaned
         or replaced loses its observation context)."""
-        items = without_context(elem) if scope.subtree in _WITHOUT_CONTEXT else (elem.value or [])
-        for item in items:
-            self.walk(item, scope)
+        record = scope.instance.record
+        received = list(elem.value or [])
+        items = without_context(elem) if scope.subtree in _WITHOUT_CONTEXT else received
+        if record is None:
+            for item in items:
+                self.walk(item, scope)
+            return
+        walked = {id(item) for item in items}
+        for index, item in enumerate(received):  # paths count the items received
+            if id(item) in walked:
+                self.walk(item, scope.item(index))
+            else:
+                record.context_item(f"{scope.path}[{index}]", elem.tag)
 
     def valid_action(self, action: str, tag: int, scope: Scope) -> str:
         """X, Z or a compound code: the action that the attribute's type at this place allows."""
@@ -331,18 +374,37 @@ class Deidentifier:
         of an option keeps it)."""
         vr = vr_of(ds, tag)
         subtree = scope.subtree
+        record = scope.instance.record
         if vr == "SQ":
+            if record is not None and not listed:
+                path = scope.path + tag_text(tag)
+                if subtree is None:
+                    record.unlisted(path, tag, KEEP, None)
+                else:
+                    record.sequence_in_subtree(path, tag)
             self.walk_items(ds[tag], scope.items(nested_subtree(subtree), tag))
-        elif subtree:
+            return
+        done = None
+        if subtree:
             if subtree in DUMMY_SUBTREES:
                 if not listed:
-                    self.dummy.unlisted(ds, tag, vr, scope)
+                    done = self.dummy.unlisted(ds, tag, vr, scope)
             else:
-                clean_unlisted(ds, tag, vr, scope)
+                done = clean_unlisted(ds, tag, vr, scope)
+        if record is not None:
+            path = scope.path + tag_text(tag)
+            if not listed:
+                record.unlisted(path, tag, done[0] if done else KEEP, subtree, done[1] if done else None)
+            elif done is not None and done[0] != KEEP:
+                record.cleaned_too(path, tag, done[0], done[1])
 
-    def fallback(self, ds: Dataset, tag: int, keyword: str | None, scope: Scope) -> None:
-        """A C that cannot apply to this value (binary data, an unparseable date): the basic action."""
-        self.apply(ds, tag, self.valid_action(self._basic_action(tag), tag, scope), keyword, scope)
+    def fallback(self, ds: Dataset, tag: int, keyword: str | None, scope: Scope, tried: str) -> None:
+        """A C (``tried``) that cannot apply to this value (binary data, an unparseable date):
+        the basic action."""
+        action = self.valid_action(self._basic_action(tag), tag, scope)
+        if scope.instance.record is not None:
+            scope.instance.record.fell_back(scope.path + tag_text(tag), tag, action, tried)
+        self.apply(ds, tag, action, keyword, scope)
 
     def _basic_action(self, tag: int) -> str:
         group = tag >> 16
@@ -385,11 +447,13 @@ def _refuse_directory(*_: object) -> None:
         "instance: it is not de-identified; build a new one from the de-identified files")
 
 
-def _drop_unconditioned(ds: Dataset) -> None:
+def _drop_unconditioned(ds: Dataset, record: Record | None) -> None:
     """A Type 1C attribute whose condition went with another's value (profile.VALUE_DEPENDENT)
     is not allowed any more: it goes too (the Role of a Responsible Person removed or emptied)."""
     for tag, on in VALUE_DEPENDENT.items():
         if tag in ds and not text_of(ds, on):
+            if record is not None:
+                record.unconditioned(tag_text(tag), tag)
             del ds[tag]
 
 

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from pydicom.dataset import Dataset
 
 from .dates import shift_date_value
-from .profile import DUMMY_ITEMS
+from .profile import DUMMY, DUMMY_ITEMS, KEEP, SHIFT_DATES
+from .record import DUMMY_VALUE, EMPTY_VALUE, FULL_DATES, NOT_TEXT, SHIFTED_DATE, TERMINOLOGY, TIMES_STAY
 from .pseudonyms import Keys
 from .tags import ISSUER_OF_PATIENT_ID
 from .uri import Option
@@ -75,24 +76,30 @@ class DummyValues:
             vr = vr if vr in DUMMY_BYTES else "UN"
         put(ds, tag, vr, value)
 
-    def unlisted(self, ds: Dataset, tag: int, vr: str, scope: Scope) -> None:
-        """An attribute the table does not list, inside a D subtree: its value replaced."""
+    def unlisted(self, ds: Dataset, tag: int, vr: str, scope: Scope) -> tuple[str, str]:
+        """An attribute the table does not list, inside a D subtree: its value replaced. What
+        was done: (action, why), for the walk's record."""
         value = ds[tag].value
         if value is None or value == "" or value == b"":
-            return  # nothing to replace: an empty value says nothing
+            return KEEP, EMPTY_VALUE
         if vr in TEXT_VRS or vr in ("PN", "UR"):
             if tag in CODE_TAGS and scope.subtree != DUMMY_ITEMS:
-                return  # terminology (concept names, units) in a nested sequence
+                return KEEP, TERMINOLOGY
             put(ds, tag, vr, DUMMY_STRINGS[vr])
-        elif vr in _DATE_VRS:
-            if self.full_dates or (self.shifted_dates and vr == "TM"):
-                return  # the date options keep dates and times, or times as they are
+            return DUMMY, DUMMY_VALUE
+        if vr in _DATE_VRS:
+            if self.full_dates:
+                return KEEP, FULL_DATES
+            if self.shifted_dates and vr == "TM":
+                return KEEP, TIMES_STAY
             if self.shifted_dates:
                 shifted = [shift_date_value(str(v), vr, scope.instance.date_shift) for v in values_of(value)]
                 if None not in shifted:
                     put(ds, tag, vr, shifted[0] if len(shifted) == 1 else shifted)
-                    return
+                    return SHIFT_DATES, SHIFTED_DATE
             put(ds, tag, vr, DUMMY_STRINGS[vr])
+            return DUMMY, DUMMY_VALUE
+        return KEEP, NOT_TEXT
 
 
 class PatientIDHasher:

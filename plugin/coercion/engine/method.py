@@ -22,6 +22,16 @@ PATIENT_IDENTITY_REMOVED = 0x00120062
 DEIDENTIFICATION_METHOD = 0x00120063
 DEIDENTIFICATION_METHOD_CODE_SEQUENCE = 0x00120064
 LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED = 0x00280303
+# What each attribute the statement writes says (the walk's record gives it as the reason).
+STATED = {
+    PATIENT_IDENTITY_REMOVED: "Patient Identity Removed: YES, stated by the de-identifier (PS3.15 E.1.1)",
+    DEIDENTIFICATION_METHOD: "De-identification Method: the profile and options applied, stated by the "
+                             "de-identifier after what earlier de-identifications stated",
+    DEIDENTIFICATION_METHOD_CODE_SEQUENCE: "De-identification Method Code Sequence: a CID 7050 code for the "
+                                           "profile and each option applied, stated by the de-identifier",
+    LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED: "Longitudinal Temporal Information Modified: REMOVED, MODIFIED "
+                                                "or UNMODIFIED as the date options say, stated by the de-identifier",
+}
 
 
 class MethodStatement:

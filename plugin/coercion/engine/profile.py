@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -215,6 +215,14 @@ class Tables:
     module_types: dict[str, TypeTree]  # module -> {keyword: type | [type, items | "^"]}
     _by_iod: dict[tuple[str, bool], ItemTypes] = field(default_factory=dict, repr=False, compare=False)
 
+    def row(self, tag: str) -> Row | None:
+        """The row of Table E.1-1 of a tag as the table writes it ("(0010,0010)", "(60XX,3000)")."""
+        return self._rows.get(tag)
+
+    @cached_property
+    def _rows(self) -> dict[str, Row]:
+        return {row.tag: row for row in self.rows}
+
     def item_types(self, sop_class_uid: str | None, animal: bool = True) -> ItemTypes | None:
         """The types of the SOP Class's IOD (None when the SOP Class is not a standard one);
         ``animal``: whether the patient is one (patient_is_animal), which decides the types of
@@ -291,7 +299,7 @@ def resolve_action(row: Row, options: frozenset[Option]) -> str:
 
 def resolve_row(row: Row, options: frozenset[Option]) -> tuple[str, tuple[Option, ...]]:
     """:func:`resolve_action`, and the options that decided it (none: the basic profile's
-    action stands); what the preview's explanation (explain.py) names as the reason."""
+    action stands); what the walk's record (record.py) names as the reason."""
     asked = {o: row.options[o.value] for o in options if o.value in row.options}
     keeping = tuple(o for o in Option if asked.get(o) == KEEP)
     if keeping:
@@ -318,6 +326,9 @@ class Profile:
     private_action: str = REMOVE
     # resolve_profile always gives them: the default is there because the fields above have one
     tables: Tables = field(repr=False, default=None)  # type: ignore[assignment]
+    # row tag -> (its action under the options, the options that decided it: none when the basic
+    # profile's stands), as resolve_row gave them: what the walk's record names as the reason
+    resolution: dict[str, tuple[str, tuple[Option, ...]]] = field(default_factory=dict, repr=False)
     _top_level: dict[ItemTypes | None, dict[int, tuple[str, str]]] = field(
         default_factory=dict, repr=False, compare=False)
 
@@ -354,9 +365,11 @@ def resolve_profile(uri: DeidentifyURI, directory: str | None = None) -> Profile
     tables = load_tables(directory)
     options = uri.options
     by_tag: dict[int, tuple[str, str]] = {}
+    resolution: dict[str, tuple[str, tuple[Option, ...]]] = {}
     curve = overlay_data = overlay_comments = REMOVE
     for row in tables.rows:
-        action = resolve_action(row, options)
+        resolution[row.tag] = resolve_row(row, options)
+        action = resolution[row.tag][0]
         if "X" in row.tag[1:]:  # repeating groups
             if row.tag == "(50XX,XXXX)":
                 curve = action
@@ -383,4 +396,5 @@ def resolve_profile(uri: DeidentifyURI, directory: str | None = None) -> Profile
         overlay_comments_action=overlay_comments,
         private_action=resolve_action(tables.private_rule, options),
         tables=tables,
+        resolution=resolution,
     )

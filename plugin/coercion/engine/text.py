@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 
-from .profile import CLEAN_GRAPHICS
+from .profile import CLEAN_GRAPHICS, DUMMY, KEEP
+from .record import CODED_ENTRY, NAME_REPLACED, NOT_TEXT, TEXT_CLEANED
 from .values import CODE_TAGS, DUMMY_STRINGS, TEXT_VRS, put, values_of, vr_of
 
 if TYPE_CHECKING:
@@ -40,15 +41,18 @@ def _required(scope: Scope, tag: int) -> bool:
     return types is not None and types.required.get(tag) == 1
 
 
-def clean_unlisted(ds: Dataset, tag: int, vr: str, scope: Scope) -> None:
+def clean_unlisted(ds: Dataset, tag: int, vr: str, scope: Scope) -> tuple[str, str]:
     """An attribute the table does not list, inside a C subtree: names go, text is cleaned,
-    coded entries (terminology) stay."""
+    coded entries (terminology) stay. What was done: (action, why), for the walk's record."""
     if tag in CODE_TAGS:
-        return
+        return KEEP, CODED_ENTRY
     if vr == "PN":
         put(ds, tag, vr, DUMMY_STRINGS["PN"])
-    elif vr in TEXT_VRS:
+        return DUMMY, NAME_REPLACED
+    if vr in TEXT_VRS:
         clean_text(ds, tag, vr, scope)
+        return scope.subtree or KEEP, TEXT_CLEANED
+    return KEEP, NOT_TEXT
 
 
 class TextCleaner:
@@ -67,4 +71,4 @@ class TextCleaner:
         elif self.action == CLEAN_GRAPHICS and vr != "PN":
             pass  # curve data and other non-text graphics are kept as they are
         else:
-            self.walk.fallback(ds, tag, keyword, scope)
+            self.walk.fallback(ds, tag, keyword, scope, self.action)
