@@ -420,3 +420,11 @@ def test_a_record_that_is_full_stops_the_account_there(monkeypatch):
     answer = explained(make_ct())
     assert answer["truncated"] is True
     assert all(e["reason"]["source"] != explain_module.UNRECORDED for e in answer["attributes"])
+
+
+def test_a_conditional_type_the_data_cannot_decide_says_it_counts_as_required():
+    ds = make_ct()
+    ds.ContentDate = "20240131"  # Type 2C in the General Image module ("if temporally related")
+    entry = by_path(explained(ds))["(0008,0023)"]
+    assert entry["action"] == "Z" and entry["reason"]["basic"] == "Z/D" and entry["result"] == "emptied"
+    assert "Type 2C in the IOD" in entry["reason"]["text"] and "counted as required" in entry["reason"]["text"]

@@ -282,3 +282,27 @@ def test_file_meta_follows_the_dataset(uri, retained):
     assert out.file_meta.MediaStorageSOPInstanceUID == expected
     assert out.file_meta.MediaStorageSOPClassUID == ds.SOPClassUID
     assert "SourceApplicationEntityTitle" not in out.file_meta
+
+
+def test_the_tables_keep_which_types_are_conditional_and_the_engine_knows_them():
+    # The generator keeps 1C and 2C apart from 1 and 2 (the "conditional" section); the
+    # conditions the engine decides from the data name attributes that are conditional
+    # wherever a module types them.
+    from pydicom.datadict import keyword_for_tag
+
+    from coercion.engine.profile import ANIMAL_ONLY, VALUE_DEPENDENT, load_tables
+
+    conditional = IOD_TYPES["conditional"]
+    assert "ResponsiblePerson" in conditional["patient"] and "PatientName" not in conditional["patient"]
+    assert conditional["ct-series"] == ["ReferencedPerformedProcedureStepSequence"]
+    decided = {keyword_for_tag(tag) for tag in ANIMAL_ONLY | set(VALUE_DEPENDENT)}
+    typed_somewhere = 0
+    for module, tree in IOD_TYPES["modules"].items():
+        for keyword in decided & set(tree):
+            typed_somewhere += 1
+            assert keyword in conditional.get(module, []), (module, keyword)
+    assert typed_somewhere >= 3  # Responsible Person, Responsible Organization, Patient's Sex Neutered
+    ct = load_tables().item_types(CTImageStorage, animal=True)
+    assert 0x00080023 in ct.conditional and 0x00100010 not in ct.conditional  # Content Date 2C; Patient Name 2
+    human = load_tables().item_types(CTImageStorage, animal=False)
+    assert 0x00102297 not in human.required and ct.required[0x00102297] == 2

@@ -12,7 +12,7 @@ Sources (never copied as they are; this script derives our own format from them)
 * Attribute types per IOD come from the PS3.3 module tables that highdicom ships
   (``highdicom/_standard``): the type of every attribute whose action depends on it (those
   the table removes or empties, compound codes such as X/Z/D, and text a cleaning may
-  empty), at the top level and inside sequences (Graphic Annotation, Content Sequence items
+  empty; which of them are conditional, 1C or 2C), at the top level and inside sequences (Graphic Annotation, Content Sequence items
   at any depth...), so that the engine keeps an instance valid for its IOD (PS3.15 E.1.1,
   item 2, note 1: dummy values for Type 1 attributes that are protected).
 
@@ -275,6 +275,28 @@ def _module_tree(attributes: list[dict], typed: set[str], cleaned_sequences: set
     return tree
 
 
+def _in_tree(tree: dict, path: list[str]) -> bool:
+    node = tree
+    for sequence in path[:-1]:
+        entry = node.get(sequence)
+        if not isinstance(entry, list) or not isinstance(entry[1], dict):
+            return False
+        node = entry[1]
+    return path[-1] in node
+
+
+def _conditional(attributes: list[dict], tree: dict) -> list[str]:
+    """The attributes of a module's tree whose type is conditional (1C, 2C) wherever the module
+    defines them, as paths of keywords joined by ">" (collapsed as the tree is)."""
+    kinds: dict[str, set[bool]] = {}
+    for attr in attributes:
+        if attr["type"] in ("1", "1C", "2", "2C"):
+            key = ">".join(_collapse(attr["path"] + [attr["keyword"]]))
+            kinds.setdefault(key, set()).add(attr["type"].endswith("C"))
+    return sorted(key for key, conditional in kinds.items()
+                  if conditional == {True} and _in_tree(tree, key.split(">")))
+
+
 def build_iod_types(source: Path, profile: dict) -> dict:
     """For each module, the type of each attribute whose action depends on it, at the top
     level and inside sequences; for each IOD, its modules; for each SOP Class, its IOD."""
@@ -282,7 +304,7 @@ def build_iod_types(source: Path, profile: dict) -> dict:
     iod_modules = json.loads((source / "iod_module_map.json").read_text())
     module_attrs = json.loads((source / "module_attribute_map.json").read_text())
     sop_iod = json.loads((source / "sop_class_iod_map.json").read_text())
-    modules = {}
+    modules, conditional = {}, {}
     for key, attributes in module_attrs.items():
         attributes = list(attributes)
         if key == SR_CONTENT_MODULE:
@@ -292,15 +314,19 @@ def build_iod_types(source: Path, profile: dict) -> dict:
         tree = _module_tree(attributes, typed, cleaned_sequences)
         if tree:
             modules[key] = tree
+            if _conditional(attributes, tree):
+                conditional[key] = _conditional(attributes, tree)
     iods = {iod: [m["key"] for m in mods if m["key"] in modules] for iod, mods in iod_modules.items()}
     return {
         "source": "DICOM PS3.3 module tables as shipped by highdicom (highdicom/_standard)",
         "format": "modules: {module: {keyword: type | [type, items | \"^\"]}}; type 1 includes 1C, "
                   "2 includes 2C, 3 only for a sequence on the way; \"^\": the items of the "
-                  "enclosing sequence of that keyword. iods: {iod: [module...]}",
+                  "enclosing sequence of that keyword. iods: {iod: [module...]}. conditional: "
+                  "{module: [keyword path, joined by \">\", whose type is 1C or 2C there]}",
         "sop_classes": dict(sorted(sop_iod.items())),
         "iods": dict(sorted(iods.items())),
         "modules": dict(sorted(modules.items())),
+        "conditional": dict(sorted(conditional.items())),
     }
 
 
@@ -321,11 +347,12 @@ def _dump_iod_types(path: Path, iod: dict) -> None:
     lines = ["{"]
     for key in ("source", "format"):
         lines.append(f"  {json.dumps(key)}: {json.dumps(iod[key])},")
-    for n, key in enumerate(("sop_classes", "iods", "modules")):
+    sections = ("sop_classes", "iods", "modules", "conditional")
+    for n, key in enumerate(sections):
         entries = [f"    {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in iod[key].items()]
         lines.append(f"  {json.dumps(key)}: {{")
         lines.append(",\n".join(entries))
-        lines.append("  }" + ("," if n < 2 else ""))
+        lines.append("  }" + ("," if n < len(sections) - 1 else ""))
     lines.append("}")
     path.write_text("\n".join(lines) + "\n")
 

@@ -16,6 +16,7 @@ from functools import cached_property, lru_cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from pydicom.datadict import tag_for_keyword
@@ -138,12 +139,15 @@ class Row:
 class ItemTypes:
     """The types in one IOD of the attributes of one level (the top level, or the items of one
     sequence) whose action depends on it: ``required`` maps a tag to 1 or 2 (absent: Type 3, or
-    not defined there), ``children`` a sequence's tag to the types of its items."""
+    not defined there), ``conditional`` holds those of them whose type is 1C or 2C (required
+    only under a condition of PS3.3; counted as required unless the instance can tell, see
+    ANIMAL_ONLY), ``children`` a sequence's tag to the types of its items."""
 
-    __slots__ = ("children", "required")
+    __slots__ = ("children", "conditional", "required")
 
     def __init__(self) -> None:
         self.required: dict[int, int] = {}
+        self.conditional: frozenset[int] = frozenset()
         self.children: dict[int, ItemTypes] = {}
 
 
@@ -178,13 +182,24 @@ def _not_animal(types: ItemTypes) -> ItemTypes:
     """The top level of an IOD for a patient who is not an animal: ANIMAL_ONLY is Type 3
     (the sequences' items are the same)."""
     node = ItemTypes()
-    node.required = {tag: level for tag, level in types.required.items() if tag not in ANIMAL_ONLY}
-    node.children = types.children
+    node.required = {tag: level for tag, level in types.required.items()
+                     if tag not in ANIMAL_ONLY or tag not in types.conditional}
+    node.conditional, node.children = types.conditional, types.children
     return node
 
 
-def _item_types(tree: TypeTree, enclosing: dict[int, ItemTypes]) -> ItemTypes:
+def _paths(tree: TypeTree, prefix: str = "") -> Iterator[str]:
+    """The keyword paths (joined by ">") of every attribute of a module's tree."""
+    for keyword, value in tree.items():
+        yield prefix + keyword
+        if isinstance(value, list) and isinstance(value[1], dict):
+            yield from _paths(value[1], f"{prefix}{keyword}>")
+
+
+def _item_types(tree: TypeTree, enclosing: dict[int, ItemTypes], conditional: frozenset[str],
+                prefix: str = "") -> ItemTypes:
     node = ItemTypes()
+    marked: set[int] = set()
     for keyword, value in tree.items():
         tag = tag_for_keyword(keyword)
         if tag is None or tag >> 16 in (0x5000, 0x6000):  # repeating groups: handled apart
@@ -192,14 +207,17 @@ def _item_types(tree: TypeTree, enclosing: dict[int, ItemTypes]) -> ItemTypes:
         level, items = value if isinstance(value, list) else (value, None)
         if level < 3:
             node.required[tag] = level
+            if prefix + keyword in conditional:
+                marked.add(tag)
         if items == "^":
             if tag in enclosing:
                 node.children[tag] = enclosing[tag]
         elif items is not None:
             child = ItemTypes()
             node.children[tag] = child
-            built = _item_types(items, {**enclosing, tag: child})
-            child.required, child.children = built.required, built.children
+            built = _item_types(items, {**enclosing, tag: child}, conditional, f"{prefix}{keyword}>")
+            child.required, child.conditional, child.children = built.required, built.conditional, built.children
+    node.conditional = frozenset(marked)
     return node
 
 
@@ -213,6 +231,8 @@ class Tables:
     sop_class_iod: dict[str, str]
     iod_modules: dict[str, list[str]]  # iod -> [module, ...]
     module_types: dict[str, TypeTree]  # module -> {keyword: type | [type, items | "^"]}
+    # module -> the keyword paths (">") of its tree whose type is 1C or 2C there
+    module_conditional: dict[str, frozenset[str]] = field(default_factory=dict)
     _by_iod: dict[tuple[str, bool], ItemTypes] = field(default_factory=dict, repr=False, compare=False)
 
     def row(self, tag: str) -> Row | None:
@@ -239,9 +259,15 @@ class Tables:
 
     def _iod_types(self, iod: str) -> ItemTypes:
         tree: TypeTree = {}
+        # An attribute is conditional in the IOD when every module of it that types it says so.
+        conditional: dict[str, bool] = {}
         for module in self.iod_modules.get(iod, ()):
-            _merge(tree, self.module_types.get(module, {}))
-        return _item_types(tree, {})
+            types = self.module_types.get(module, {})
+            _merge(tree, types)
+            marked = self.module_conditional.get(module, frozenset())
+            for path in _paths(types):
+                conditional[path] = conditional.get(path, True) and path in marked
+        return _item_types(tree, {}, frozenset(path for path, marked in conditional.items() if marked))
 
 
 def tables_dir() -> Traversable:
@@ -282,6 +308,7 @@ def load_tables(directory: str | None = None) -> Tables:
             sop_class_iod=iod["sop_classes"],
             iod_modules=iod["iods"],
             module_types=iod["modules"],
+            module_conditional={module: frozenset(paths) for module, paths in iod.get("conditional", {}).items()},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TableError(f"malformed table in {base}: {exc!r}") from None

@@ -165,7 +165,7 @@ class Record:
             parts.append(", ".join(f"{o.value} {row.options[o.value]}" for o in deciding) + f": {resolved}")
         if action != resolved:
             level = UNKNOWN_TYPE if types is None else types.required.get(tag, 0)
-            parts.append(f"{_type_text(tag, level, top, animal)}: {action}")
+            parts.append(f"{_type_text(tag, level, types, top, animal)}: {action}")
         parts.append(MEANING.get(action, action))
         self._put(path, tag, action, reason("table", "; ".join(parts), row.tag if row else None, basic, deciding))
 
@@ -290,11 +290,15 @@ class Record:
         return "its sequence", []
 
 
-def _type_text(tag: int, level: int, top: bool, animal: bool) -> str:
+def _type_text(tag: int, level: int, types: ItemTypes | None, top: bool, animal: bool) -> str:
     """What the IOD's type says; for a conditional type the instance decides, its condition."""
-    if top and tag in ANIMAL_ONLY and level != UNKNOWN_TYPE:
+    if top and tag in ANIMAL_ONLY and level != UNKNOWN_TYPE and (types is None or tag in types.conditional
+                                                                  or not level):
         return ("Type 2C in the IOD, required of an animal: the patient is one (a Patient Species is present)"
                 if animal else "Type 2C in the IOD, required of an animal only: no Patient Species, not one")
+    if types is not None and level in (1, 2) and tag in types.conditional:
+        return (f"Type {level}C in the IOD: required under a condition of PS3.3 that the data does not tell "
+                "here, so counted as required")
     return _TYPES[level]
 
 
