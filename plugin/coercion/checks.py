@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import configuration
+from .configuration import CGET_ACKNOWLEDGEMENT, OPEN_REST_API_ACKNOWLEDGEMENT
 from .rules import Peers, RuleError, RuleSet, Transaction, load_rules
 
 ERROR, WARNING = "error", "warning"
@@ -87,17 +89,13 @@ def check_ruleset(ruleset: RuleSet, config: dict) -> list[Finding]:
             findings.append(Finding(WARNING, f"{where}: names no modality of DicomModalities as receiving AE title: "
                                              "Orthanc sends nowhere this rule applies"))
     # An error unless acknowledged: the plugin refuses to start so (startup_refusals).
-    acknowledged = (config.get("Coercion") or {}).get(CGET_ACKNOWLEDGEMENT) is True
+    acknowledged = configuration.read(config, {})[CGET_ACKNOWLEDGEMENT] is True
     for message in cget_bypasses(ruleset, config):
         findings.append(Finding(WARNING, f"{message} (accepted: Coercion.{CGET_ACKNOWLEDGEMENT} is true)")
                         if acknowledged else Finding(ERROR, message + _CGET_OVERRIDE))
     return findings
 
 
-# The acknowledgements that let the plugin start in a configuration it would otherwise refuse;
-# each name says what the administrator accepts.
-OPEN_REST_API_ACKNOWLEDGEMENT = "UnsafeOpenRestApiExposesOriginals"
-CGET_ACKNOWLEDGEMENT = "UnsafeCGetBypassesRules"
 _CGET_OVERRIDE = (", or, to accept that it retrieves originals, set \"Coercion\": "
                   f"{{\"{CGET_ACKNOWLEDGEMENT}\": true}}")
 
@@ -159,10 +157,10 @@ def rest_api_authenticated(config: dict) -> bool:
 def startup_refusals(ruleset: RuleSet, config: dict) -> list[str]:
     """Why the plugin must not start with these rules in this configuration (empty: it may).
     Each reason names the setting to change and the acknowledgement key that overrides it."""
-    section = config.get("Coercion") or {}
+    settings = configuration.read(config, {})
     reasons = []
     has_rules = bool(ruleset.rules or ruleset.routes)
-    if has_rules and not rest_api_authenticated(config) and section.get(OPEN_REST_API_ACKNOWLEDGEMENT) is not True:
+    if has_rules and not rest_api_authenticated(config) and settings[OPEN_REST_API_ACKNOWLEDGEMENT] is not True:
         reasons.append(
             "Orthanc's REST API is open (AuthenticationEnabled is false, or no user of its own in RegisteredUsers, or "
             "only Orthanc's public orthanc:orthanc): any local process can read every original "
@@ -170,7 +168,7 @@ def startup_refusals(ruleset: RuleSet, config: dict) -> list[str]:
             "\"AuthenticationEnabled\": true with RegisteredUsers (coercion serve adds the user of "
             "Coercion.RestCredentialFile), or, if another plugin authenticates every request, set "
             f"\"Coercion\": {{\"{OPEN_REST_API_ACKNOWLEDGEMENT}\": true}}")
-    if section.get(CGET_ACKNOWLEDGEMENT) is not True:
+    if settings[CGET_ACKNOWLEDGEMENT] is not True:
         reasons += [message + _CGET_OVERRIDE for message in cget_bypasses(ruleset, config)]
     return reasons
 

@@ -40,6 +40,12 @@ class Key:
     help: str
 
 
+# The acknowledgements that let the plugin start in a configuration it would otherwise refuse
+# (checks.startup_refusals); each name says what the administrator accepts.
+OPEN_REST_API_ACKNOWLEDGEMENT = "UnsafeOpenRestApiExposesOriginals"
+CGET_ACKNOWLEDGEMENT = "UnsafeCGetBypassesRules"
+
+
 def _beside_linkage(name: str) -> Callable[[dict], str]:
     return lambda values: beside(values["LinkageDatabase"], name)
 
@@ -76,9 +82,9 @@ KEYS: tuple[Key, ...] = (
     Key("AllowedOrigins", None, [], TEXT, None, "the allowed origins",
         "other origins whose pages may change state (a reverse proxy's public origin, a viewer), e.g. "
         "[\"https://pacs.example.org\"]"),
-    Key("UnsafeOpenRestApiExposesOriginals", None, False, FLAG, None, "the open REST API acknowledgement",
+    Key(OPEN_REST_API_ACKNOWLEDGEMENT, None, False, FLAG, None, "the open REST API acknowledgement",
         "start although Orthanc's REST API asks for no credential (another plugin or proxy must)"),
-    Key("UnsafeCGetBypassesRules", None, False, FLAG, None, "the C-GET acknowledgement",
+    Key(CGET_ACKNOWLEDGEMENT, None, False, FLAG, None, "the C-GET acknowledgement",
         "start although a peer an outgoing rule names may C-GET originals"),
 )
 BY_NAME = {key.name: key for key in KEYS}

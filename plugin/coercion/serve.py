@@ -131,15 +131,15 @@ def _check(config: dict, environ: dict) -> None:
     )
 
     _check_worklist_plugins(config)
-    coercion = config.get("Coercion") or {}
+    values = configuration.read(config, environ)
     if environ.get("COERCION_SECRET"):
         Keys.from_env({"COERCION_SECRET": environ["COERCION_SECRET"]})
     else:
-        secret_file = coercion.get("SecretFile")
+        secret_file = values["SecretFile"]
         if not secret_file:
             raise ServeError("no site secret: give --secret-file, COERCION_SECRET_FILE or Coercion.SecretFile")
         Keys.from_file(secret_file)
-    rules = coercion.get("RulesDirectory")
+    rules = values["RulesDirectory"]
     if not rules:
         raise ServeError("no rules folder: give --rules, COERCION_RULES or Coercion.RulesDirectory")
     load_rules(rules)
@@ -278,7 +278,7 @@ def serve_command(args: argparse.Namespace) -> int:
         return 78
     for folder in storage_folders(config):  # owner-only when made here; Orthanc writes under umask 077
         _make_owner_only(folder)
-    linkage = _get(config, ("Coercion", "LinkageDatabase"))
+    linkage = configuration.read(config, environ)["LinkageDatabase"]
     if linkage and not is_url(linkage):  # the store's folder, owner-only when made here (its file: 0600)
         Path(linkage).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 

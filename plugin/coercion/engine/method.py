@@ -15,6 +15,7 @@ from .dicomio import Instance
 from .implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from .profile import Profile
 from .pseudonyms import Keys
+from .tags import SOP_CLASS_UID, SOP_INSTANCE_UID
 from .uri import DeidentifyURI, Option
 from .values import text_of, values_of
 
@@ -115,10 +116,10 @@ class MethodStatement:
         header = instance.header
         old = instance.file_meta
         meta: dict[int, str | bytes] = {0x00020001: b"\x00\x01"}
-        sop_class = text_of(header, 0x00080016) or text_of(old, 0x00020002)
+        sop_class = text_of(header, SOP_CLASS_UID) or text_of(old, 0x00020002)
         if sop_class:
             meta[0x00020002] = sop_class
-        instance_uid = text_of(header, 0x00080018)
+        instance_uid = text_of(header, SOP_INSTANCE_UID)
         if not instance_uid and text_of(old, 0x00020003):
             original = text_of(old, 0x00020003)
             instance_uid = original if Option.RetainUIDsOption in self.uri else self.keys.uid(original)

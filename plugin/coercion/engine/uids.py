@@ -8,6 +8,7 @@ from pydicom.dataset import Dataset
 
 from .profile import nested_subtree
 from .pseudonyms import Keys
+from .tags import SERIES_INSTANCE_UID, SOP_INSTANCE_UID, STUDY_INSTANCE_UID
 from .values import put, text_of, values_of
 
 if TYPE_CHECKING:
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 # Study, Series and SOP Instance UID: the UIDs a C-FIND or C-MOVE names, which a peer may
 # query or retrieve by later (the outcome lists those replaced).
-QUERY_UID_TAGS = (0x0020000D, 0x0020000E, 0x00080018)
+QUERY_UID_TAGS = (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, SOP_INSTANCE_UID)
 
 
 def query_uids(ds: Dataset) -> list[str]:
