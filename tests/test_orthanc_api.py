@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
 from coercion.exchanges.orthanc_api import (
     MAX_JSON_DEPTH,
     JsonTooDeep,
     OrthancError,
     OrthancRelease,
     StoreRequest,
+    instance_id,
     is_sha1,
     json_depth,
     read_json_body,
@@ -165,3 +168,11 @@ def test_a_destination_for_one_send_is_read_where_orthanc_takes_it():
     body = {"Resources": [ID], "CalledAet": "ELSEWHERE", "Port": 104}
     assert read_as(OrthancRelease((1, 10, 1)), body).destination_overrides == {}
     assert read_as(OrthancRelease((1, 12, 7)), body).destination_overrides == {"CalledAet": "ELSEWHERE", "Port": 104}
+
+
+def test_instance_id_is_orthancs():
+    # What Orthanc 1.13.0 logged storing pydicom's CT_small.dcm: "New instance stored (f689ddd2-...)".
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    assert instance_id(ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID) \
+        == "f689ddd2-662f8fe1-8b18180d-ec2a2cee-937917af"
+    assert instance_id("", "1.2", "1.2.3", "1.2.3.4") != instance_id("x", "1.2", "1.2.3", "1.2.3.4")

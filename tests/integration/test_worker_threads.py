@@ -6,6 +6,7 @@ Whatever the guess, only the right copy is stored."""
 from __future__ import annotations
 
 import io
+import time
 import uuid
 
 import pydicom
@@ -104,3 +105,38 @@ def test_a_malformed_instance_is_refused_with_a_failure_status(one_thread, tmp_p
     # 0xC000 from the plugin, or 0xA700 when Orthanc itself cannot read the data: a failure.
     assert status.Status in (0xC000, 0x0110, 0xA700), hex(status.Status)
     assert one_thread.lookup(ds.SOPInstanceUID) is None and one_thread.lookup(KEYS.uid(ds.SOPInstanceUID)) is None
+
+
+def test_the_same_file_from_another_aet_is_stored_as_that_aet_sends_it(one_thread, tmp_path):
+    """The same file from RESEARCH (stored coerced), then from OTHER through the same thread:
+    the early decision, made for RESEARCH, gives the coerced copy Orthanc holds already, and
+    Orthanc 1.13 answers an instance it holds with Success before any filter, so the filter
+    never saw OTHER's association (tests/platforms_quickstart.sh lost the MODALITY store)."""
+    (path, ds), = series(tmp_path, 1)
+    assert store_statuses(storescu(one_thread, "RESEARCH", path)) in (["Success"], [COERCED])
+    assert coerced_only(one_thread, ds)
+    result = storescu(one_thread, "OTHER", path)
+    assert store_statuses(result) in (["Success"], [COERCED]), result.stdout + result.stderr
+    original = one_thread.lookup(ds.SOPInstanceUID)
+    assert original and pydicom.dcmread(io.BytesIO(one_thread.file(original))) == ds
+    assert one_thread.lookup(KEYS.uid(ds.SOPInstanceUID))  # RESEARCH's copy stays
+
+
+def test_the_same_file_twice_from_the_same_aet_stays_stored_coerced_only(one_thread, tmp_path):
+    (path, ds), = series(tmp_path, 1)
+    for _ in range(2):
+        result = storescu(one_thread, "RESEARCH", path)
+        assert store_statuses(result) in (["Success"], [COERCED]), result.stdout + result.stderr
+        assert coerced_only(one_thread, ds)
+
+
+def test_on_an_orthanc_that_answers_known_instances_first_the_rules_say_what_it_costs(one_thread):
+    # Orthanc 1.13 answers an instance it holds already before any plugin sees who sent it
+    # (OverwriteInstances false, as here): said among the rules' warnings; never before 1.13.
+    version = tuple(int(p) for p in one_thread.get("/system").json()["Version"].split(".")[:3])
+    for _ in range(50):
+        warnings = one_thread.get("/coercion/rules").json()["warnings"]
+        if version < (1, 13) or any("OverwriteInstances" in w for w in warnings):
+            break
+        time.sleep(0.1)
+    assert any("OverwriteInstances" in w for w in warnings) == (version >= (1, 13)), warnings

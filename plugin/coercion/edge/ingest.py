@@ -17,6 +17,10 @@
   copy through ``POST /instances`` and discards what Orthanc holds with status B000
   ("Coercion of Data Elements"), so only the right copy is ever written. That path ingests
   the instance twice (bench/README.md); it costs the first instance of such an association.
+  Orthanc 1.13 answers an instance it holds already (OverwriteInstances "Never", the default,
+  or "IfChanged") with Success before any filter is called: a guess whose coerced copy Orthanc
+  holds already is therefore not handed to Orthanc, and the filter decides as for a first
+  association (else another AE title's C-STORE of the same file would be lost).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import orthanc
 
 from ..engine.dicomio import DicomError, read_instance
 from ..exchanges.crosssite import cross_site_refusal
+from ..exchanges.orthanc_api import instance_id
 from ..rules import RuleSet, Transaction
 from ..service import COERCED, DISCARDED, REJECTED, UNCHANGED, Decision
 from .state import (
@@ -36,6 +41,7 @@ from .state import (
     log_audit,
     log_event,
     log_failure,
+    orthanc_release,
     remember_client_address,
     state,
 )
@@ -155,6 +161,13 @@ def _received_dicom(me: int, data: bytes):
     decision = state.service.coerce(data, _store_transaction(calling_aet), ruleset, provisional=calling_aet is not None,
                                     counted=calling_aet is not None)
     if decision.action == COERCED:
+        if calling_aet is not None and orthanc_release().known_instances_skip_filters \
+                and _already_stored(decision.data):
+            # Orthanc 1.13 (OverwriteInstances "Never" or "IfChanged") answers an instance it
+            # holds already with Success before any filter: the guess would never be checked
+            # (a wrong one loses what the caller sent). The filter decides, as for a first
+            # association; if Orthanc holds the original too, neither copy needs storing.
+            return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None
         _early[me] = _Early(ruleset, calling_aet, decision, data)
         return orthanc.ReceivedInstanceAction.MODIFY, decision.data
     if calling_aet is None and decision.action in (REJECTED, DISCARDED):
@@ -165,6 +178,18 @@ def _received_dicom(me: int, data: bytes):
     # the SCU with the DIMSE status that says why, or decides again for the right AE title.
     _early[me] = _Early(ruleset, calling_aet, decision, None)
     return orthanc.ReceivedInstanceAction.KEEP_AS_IS, None
+
+
+def _already_stored(data: bytes) -> bool:
+    """Whether Orthanc holds an instance with the identifiers of ``data`` (the same patient ID
+    and UIDs, whatever else it holds). Unsure (unreadable, not found, an error): False."""
+    try:
+        header = read_instance(data).header
+        orthanc.RestApiGet("/instances/" + instance_id(*(str(header.get(name) or "").strip() for name in (
+            "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))))
+    except Exception:  # not stored (Orthanc answers 404), or not known: as before
+        return False
+    return True
 
 
 def on_cstore_instance(instance):

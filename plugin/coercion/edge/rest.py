@@ -113,7 +113,7 @@ def admin_page() -> tuple[bytes, str]:
 
 def rules_report() -> dict:
     """The rules as loaded, the last load error and what the checks warn of them."""
-    return {**state.service.rules_report(), "warnings": list(state.rule_warnings)}
+    return {**state.service.rules_report(), "warnings": [*state.rule_warnings, *state.release_warnings]}
 
 
 def _reload(output, route: str):

@@ -43,6 +43,7 @@ class EdgeState:
     config: dict = field(default_factory=dict)  # Orthanc's configuration, as the rule checks read it
     capabilities: object | None = None  # capabilities.Capabilities: what this Orthanc's SDK offers
     rule_warnings: list = field(default_factory=list)  # what the checks say of the active rules
+    release_warnings: list = field(default_factory=list)  # what this Orthanc release keeps the rules from doing
 
 
 state = EdgeState()
