@@ -15,11 +15,15 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .engine.pseudonyms import Keys, SecretError
 from .engine.quiet import quiet_pydicom
 from .engine.sniff import looks_like_dicom
-from .engine.uri import Option, URIError, parse_uri
+from .engine.uri import DeidentifyURI, Option, URIError, parse_uri
+
+if TYPE_CHECKING:
+    from .engine.pixels.settings import PixelSettings
 
 MEDIA_STORAGE_DIRECTORY_STORAGE = b"1.2.840.10008.1.3.10"  # the SOP Class of a DICOMDIR
 _LONG_META_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
@@ -143,27 +147,42 @@ def _run(job: Job) -> Result:
 _RECORD_KEYS = ("PatientID", "StudyDate", "StudyTime", "StudyID")
 
 
+class _LeftOut(Exception):
+    """Why a DICOMDIR is left out of the output: the message says it."""
+
+
 def _rebuild_dicomdir(job: Job, written: dict, keys: Keys, retain_uids: bool) -> Result:
     """A new DICOMDIR for the de-identified files of the file-set ``job.src`` indexes, at the
     same place in the output, referencing them where they were written (their File IDs stay
     the input's). Its records come from the de-identified files only; nothing of the original
     DICOMDIR but the list of its files is used. Left out (with the reason) when it cannot be
     done; it is never copied."""
-    from pydicom import dcmread
-    from pydicom.fileset import FileSet, is_conformant_file_id
-
-    from .engine.values import DUMMY_STRINGS
-
-    def left_out(reason: str) -> Result:
-        return Result(job.display, False, 0, f"DICOMDIR left out: {reason}")
-
-    root = job.dst.parent
     try:
-        original = FileSet(job.src)
+        original_uid, listed = _read_fileset(job.src)
+        members = _fileset_members(listed, written, job.dst.parent)
+        _write_dicomdir(members, original_uid, keys, retain_uids, job.dst)
+    except _LeftOut as exc:
+        return Result(job.display, False, 0, f"DICOMDIR left out: {exc}")
+    return Result(job.display, True, 0)
+
+
+def _read_fileset(dicomdir: Path) -> tuple[str, list[Path]]:
+    """The UID of the file-set a DICOMDIR indexes and the files it lists."""
+    from pydicom.fileset import FileSet
+
+    try:
+        original = FileSet(dicomdir)
         listed = [Path(instance.path).resolve() for instance in original]
-        original_uid = str(original.UID)
+        return str(original.UID), listed
     except Exception as exc:  # not a readable file-set: nothing to rebuild it from
-        return left_out(f"it cannot be read as a file-set ({type(exc).__name__})")
+        raise _LeftOut(f"it cannot be read as a file-set ({type(exc).__name__})") from None
+
+
+def _fileset_members(listed: list[Path], written: dict, root: Path) -> list[tuple[Path, Path]]:
+    """The listed files de-identified in this run, each where it was written and with its File
+    ID there (from ``root``, the DICOMDIR's folder in the output)."""
+    from pydicom.fileset import is_conformant_file_id
+
     members: list[tuple[Path, Path]] = []
     for src in listed:
         dst = written.get(src)
@@ -172,53 +191,82 @@ def _rebuild_dicomdir(job: Job, written: dict, keys: Keys, retain_uids: bool) ->
         try:
             file_id = dst.relative_to(root)
         except ValueError:
-            return left_out(f"{src} is not in the DICOMDIR's folder")
+            raise _LeftOut(f"{src} is not in the DICOMDIR's folder") from None
         if not is_conformant_file_id(file_id):
-            return left_out(f"{dst} is not a valid File ID (PS3.10 8.5: at most 8 components of "
-                            "at most 8 characters A-Z, 0-9 and _)")
+            raise _LeftOut(f"{dst} is not a valid File ID (PS3.10 8.5: at most 8 components of "
+                           "at most 8 characters A-Z, 0-9 and _)")
         members.append((dst, file_id))
     if not members:
-        return left_out("none of the files it lists was de-identified in this run")
-    built = Path(tempfile.mkdtemp(prefix=".coercion-dicomdir-", dir=root))
-    placed = Path(tempfile.mkdtemp(prefix=".coercion-dicomdir-", dir=root))
+        raise _LeftOut("none of the files it lists was de-identified in this run")
+    return members
+
+
+def _write_dicomdir(members: list[tuple[Path, Path]], original_uid: str, keys: Keys, retain_uids: bool,
+                    dst: Path) -> None:
+    """Write the DICOMDIR of ``members`` to ``dst``, by way of two folders of scratch beside it.
+
+    pydicom's FileSet makes the records (from headers: the pixel data is not needed) and writes
+    them with its own File IDs, which are then pointed at the files where the output has them.
+    """
+    built = Path(tempfile.mkdtemp(prefix=".coercion-dicomdir-", dir=dst.parent))
+    placed = Path(tempfile.mkdtemp(prefix=".coercion-dicomdir-", dir=dst.parent))
     try:
-        # pydicom's FileSet makes the records (from headers: the pixel data is not needed) and
-        # writes them with its own File IDs...
-        fileset = FileSet()
-        fileset.UID = original_uid if retain_uids else keys.uid(original_uid)
-        file_ids = {}
-        for dst, file_id in members:
-            ds = dcmread(dst, stop_before_pixels=True)
-            for keyword in _RECORD_KEYS:
-                if keyword in ds and not ds[keyword].value:
-                    setattr(ds, keyword, DUMMY_STRINGS[ds[keyword].VR])
-            try:
-                fileset.add(ds)
-            except (ValueError, KeyError, NotImplementedError) as exc:
-                return left_out(f"no directory record for {dst}: {exc}")
-            file_ids[str(ds.SOPInstanceUID)] = file_id
-        fileset.write(built)
-        # ... which are then pointed at the files where the output has them, and written again
-        # by FileSet with the offsets of the records recomputed.
-        dicomdir = dcmread(built / "DICOMDIR")
-        for record in dicomdir.DirectoryRecordSequence:
-            if "ReferencedFileID" in record:
-                staged = built.joinpath(*record.ReferencedFileID)
-                file_id = file_ids[str(record.ReferencedSOPInstanceUIDInFile)]
-                (placed / file_id).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staged, placed / file_id)
-                parts = list(file_id.parts)
-                record.ReferencedFileID = parts if len(parts) > 1 else parts[0]
-        shutil.copyfile(built / "DICOMDIR", placed / "DICOMDIR")  # as written: valid if nothing moved
-        dicomdir.filename = str(placed / "DICOMDIR")
-        FileSet(dicomdir).write(use_existing=True)
-        os.replace(placed / "DICOMDIR", job.dst)
+        file_ids = _stage_fileset(members, original_uid if retain_uids else keys.uid(original_uid), built)
+        _point_records(built, placed, file_ids, dst)
+    except _LeftOut:
+        raise
     except Exception as exc:  # one file-set must not stop the others (its message may quote values)
-        return left_out(f"it could not be written ({type(exc).__name__})")
+        raise _LeftOut(f"it could not be written ({type(exc).__name__})") from None
     finally:
         shutil.rmtree(built, ignore_errors=True)
         shutil.rmtree(placed, ignore_errors=True)
-    return Result(job.display, True, 0)
+
+
+def _stage_fileset(members: list[tuple[Path, Path]], uid: str, built: Path) -> dict[str, Path]:
+    """Write a file-set of ``members`` into ``built``, as pydicom's FileSet names its files:
+    the File ID in the output of each SOP Instance UID."""
+    from pydicom import dcmread
+    from pydicom.fileset import FileSet
+
+    from .engine.values import DUMMY_STRINGS
+
+    fileset = FileSet()
+    fileset.UID = uid
+    file_ids = {}
+    for dst, file_id in members:
+        ds = dcmread(dst, stop_before_pixels=True)
+        for keyword in _RECORD_KEYS:
+            if keyword in ds and not ds[keyword].value:
+                setattr(ds, keyword, DUMMY_STRINGS[ds[keyword].VR])
+        try:
+            fileset.add(ds)
+        except (ValueError, KeyError, NotImplementedError) as exc:
+            raise _LeftOut(f"no directory record for {dst}: {exc}") from None
+        file_ids[str(ds.SOPInstanceUID)] = file_id
+    fileset.write(built)
+    return file_ids
+
+
+def _point_records(built: Path, placed: Path, file_ids: dict[str, Path], dst: Path) -> None:
+    """Point the records of the file-set staged in ``built`` at the files where the output has
+    them, and write its DICOMDIR to ``dst``: again by FileSet, with the offsets of the records
+    recomputed (``placed`` holds the staged files meanwhile, at the output's File IDs)."""
+    from pydicom import dcmread
+    from pydicom.fileset import FileSet
+
+    dicomdir = dcmread(built / "DICOMDIR")
+    for record in dicomdir.DirectoryRecordSequence:
+        if "ReferencedFileID" in record:
+            staged = built.joinpath(*record.ReferencedFileID)
+            file_id = file_ids[str(record.ReferencedSOPInstanceUIDInFile)]
+            (placed / file_id).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, placed / file_id)
+            parts = list(file_id.parts)
+            record.ReferencedFileID = parts if len(parts) > 1 else parts[0]
+    shutil.copyfile(built / "DICOMDIR", placed / "DICOMDIR")  # as written: valid if nothing moved
+    dicomdir.filename = str(placed / "DICOMDIR")
+    FileSet(dicomdir).write(use_existing=True)
+    os.replace(placed / "DICOMDIR", dst)
 
 
 PROGRESS_DELAY = 1.0  # seconds: short runs finish before a bar is drawn
@@ -232,68 +280,28 @@ def _progress(total: int, quiet: bool, stream=None):
                 file=stream or sys.stderr)
 
 
+class _UsageError(Exception):
+    """A command line that cannot run (exit status 2); the message says why."""
+
+
 def deidentify_command(args: argparse.Namespace) -> int:
+    """``coercion deidentify``: exit status 0, 1 if a file failed, 2 if the command line cannot run."""
     try:
-        uri = parse_uri(args.uri)
-    except URIError as exc:
-        print(f"coercion: bad --uri: {exc}", file=sys.stderr)
-        return 2
-    try:
-        keys = Keys.from_file(args.secret_file) if args.secret_file else Keys.from_env()
-    except SecretError as exc:
+        uri, keys, pixels = _deidentify_settings(args)
+        out = Path(args.out)
+        jobs, dicomdirs, failures, skipped = _collect(args.inputs, out)
+        if args.strict:  # a file that is not DICOM is a failure too
+            failures, skipped = failures + skipped, []
+        _check_destinations(jobs + dicomdirs)
+    except _UsageError as exc:
         print(f"coercion: {exc}", file=sys.stderr)
         return 2
-    pixels = None
-    if args.pixel_text or args.pixel_regions:
-        if Option.CleanPixelDataOption not in uri:
-            print("coercion: --pixel-text and --pixel-regions need CleanPixelDataOption in --uri", file=sys.stderr)
-            return 2
-        from .engine.pixels.policy import NO_REGIONS, RegionsError, load_regions
-        from .engine.pixels.settings import PixelSettings
-
-        try:
-            regions = load_regions(args.pixel_regions) if args.pixel_regions else NO_REGIONS
-        except RegionsError as exc:
-            print(f"coercion: bad --pixel-regions: {exc}", file=sys.stderr)
-            return 2
-        pixels = PixelSettings(args.pixel_text or "all", regions)
-    out = Path(args.out)
-    jobs, dicomdirs, failures, skipped = _collect(args.inputs, out)
-    if args.strict:  # a file that is not DICOM is a failure too
-        failures, skipped = failures + skipped, []
-    seen: dict[Path, str] = {}
-    for job in jobs + dicomdirs:
-        if job.dst in seen:
-            print(f"coercion: {job.display} and {seen[job.dst]} would both be written to "
-                  f"{job.dst}; give them in separate runs", file=sys.stderr)
-            return 2
-        seen[job.dst] = job.display
     for failure in failures + skipped:
         print(f"{failure.display}: {failure.error}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
-    results: list[Result] = []
-    jobs_n = max(1, args.jobs)
-    with _progress(len(jobs), args.quiet) as bar:
-        if jobs_n == 1 or len(jobs) < 2:
-            _init_worker(str(uri), keys.secret, pixels)
-            iterator = map(_run, jobs)
-            pool = None
-        else:
-            from .engine import deidentify  # noqa: F401 (loaded once here: forked workers inherit it)
-
-            pool = ProcessPoolExecutor(jobs_n, initializer=_init_worker, initargs=(str(uri), keys.secret, pixels))
-            iterator = pool.map(_run, jobs, chunksize=max(1, min(32, len(jobs) // (jobs_n * 4) or 1)))
-        try:
-            for result in iterator:
-                results.append(result)
-                if not result.ok:
-                    bar.write(f"{result.display}: {result.error}", file=sys.stderr)
-                bar.update(1)
-        finally:
-            if pool is not None:
-                pool.shutdown()
+    results = _deidentify_files(jobs, str(uri), keys.secret, pixels, max(1, args.jobs), args.quiet)
     written = {job.src.resolve(): job.dst for job, result in zip(jobs, results) if result.ok}
     rebuilt = 0
     for job in dicomdirs:
@@ -303,7 +311,78 @@ def deidentify_command(args: argparse.Namespace) -> int:
         else:
             failures.append(result)
             print(f"{result.display}: {result.error}", file=sys.stderr)
-    elapsed = time.perf_counter() - started
+    return _summarize(results, failures, skipped, rebuilt, time.perf_counter() - started)
+
+
+def _deidentify_settings(args: argparse.Namespace) -> tuple[DeidentifyURI, Keys, PixelSettings | None]:
+    """The profile, the keys and the pixel settings the command line asks for."""
+    try:
+        uri = parse_uri(args.uri)
+    except URIError as exc:
+        raise _UsageError(f"bad --uri: {exc}") from None
+    try:
+        keys = Keys.from_file(args.secret_file) if args.secret_file else Keys.from_env()
+    except SecretError as exc:
+        raise _UsageError(str(exc)) from None
+    return uri, keys, _pixel_settings(args, uri)
+
+
+def _pixel_settings(args: argparse.Namespace, uri: DeidentifyURI) -> PixelSettings | None:
+    """How Clean Pixel Data cleans, if --pixel-text or --pixel-regions says it (None: the default)."""
+    if not (args.pixel_text or args.pixel_regions):
+        return None
+    if Option.CleanPixelDataOption not in uri:
+        raise _UsageError("--pixel-text and --pixel-regions need CleanPixelDataOption in --uri")
+    from .engine.pixels.policy import NO_REGIONS, RegionsError, load_regions
+    from .engine.pixels.settings import PixelSettings
+
+    try:
+        regions = load_regions(args.pixel_regions) if args.pixel_regions else NO_REGIONS
+    except RegionsError as exc:
+        raise _UsageError(f"bad --pixel-regions: {exc}") from None
+    return PixelSettings(args.pixel_text or "all", regions)
+
+
+def _check_destinations(jobs: list[Job]) -> None:
+    """Refuse inputs that would be written to the same output path: one would overwrite the other."""
+    seen: dict[Path, str] = {}
+    for job in jobs:
+        if job.dst in seen:
+            raise _UsageError(f"{job.display} and {seen[job.dst]} would both be written to {job.dst}; "
+                              "give them in separate runs")
+        seen[job.dst] = job.display
+
+
+def _deidentify_files(jobs: list[Job], uri: str, secret: bytes, pixels: PixelSettings | None, workers: int,
+                      quiet: bool) -> list[Result]:
+    """De-identify the files, here or in ``workers`` processes: their results in the order of
+    ``jobs``, failures shown as they come and progress on long runs."""
+    results: list[Result] = []
+    with _progress(len(jobs), quiet) as bar:
+        if workers == 1 or len(jobs) < 2:
+            _init_worker(uri, secret, pixels)
+            iterator = map(_run, jobs)
+            pool = None
+        else:
+            from .engine import deidentify  # noqa: F401 (loaded once here: forked workers inherit it)
+
+            pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(uri, secret, pixels))
+            iterator = pool.map(_run, jobs, chunksize=max(1, min(32, len(jobs) // (workers * 4) or 1)))
+        try:
+            for result in iterator:
+                results.append(result)
+                if not result.ok:
+                    bar.write(f"{result.display}: {result.error}", file=sys.stderr)
+                bar.update(1)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+    return results
+
+
+def _summarize(results: list[Result], failures: list[Result], skipped: list[Result], rebuilt: int,
+               elapsed: float) -> int:
+    """Print what the run did, and return its exit status: 1 if anything failed."""
     done = [r for r in results if r.ok]
     failed = len(failures) + len(results) - len(done)
     size = sum(r.size for r in done)

@@ -349,76 +349,103 @@ def _read_pixel_element(
 # out not to be one is skipped whole, as pydicom keeps it as bytes.
 
 _ITEM_DELIMITER = 0xFFFEE00D
-_HEADER_LE, _HEADER_BE = struct.Struct("<HH"), struct.Struct(">HH")
+_Unpack = Callable[[bytes | bytearray | memoryview, int], tuple[int, ...]]
+_Readers = tuple[struct.Struct, _Unpack, _Unpack]
+# How the scan reads tags, 32-bit and 16-bit lengths, by byte order (True: little endian); made
+# once, as check_nesting runs for every top-level sequence of an instance on the fast path.
+_READERS: dict[bool, _Readers] = {
+    True: (struct.Struct("<HH"), struct.Struct("<L").unpack_from, struct.Struct("<H").unpack_from),
+    False: (struct.Struct(">HH"), struct.Struct(">L").unpack_from, struct.Struct(">H").unpack_from),
+}
 
 
 class _Frame:
-    __slots__ = ("end", "sequence", "implicit", "guessed")
+    """A sequence or an item the scan is in: where it ends (None: at its delimiter), how its
+    elements are encoded, whether it was entered on a guess, and how many sequences deep it is
+    (kept here, so that leaving a frame is popping it)."""
 
-    def __init__(self, end: int | None, sequence: bool, implicit: bool, guessed: bool) -> None:
-        self.end, self.sequence, self.implicit, self.guessed = end, sequence, implicit, guessed
+    __slots__ = ("end", "sequence", "implicit", "guessed", "depth")
+
+    def __init__(self, end: int | None, sequence: bool, implicit: bool, guessed: bool, depth: int) -> None:
+        self.end, self.sequence, self.implicit, self.guessed, self.depth = end, sequence, implicit, guessed, depth
 
 
 def check_nesting(buf: bytes | bytearray | memoryview, pos: int, implicit: bool, little: bool,
                   single: bool = False) -> None:
     """Raise DicomError if sequences in ``buf[pos:]`` nest deeper than MAX_SEQUENCE_DEPTH
-    (up to the top-level pixel data; ``single``: only the element at ``pos``)."""
+    (up to the top-level pixel data; ``single``: only the element at ``pos``).
+
+    Two loops, as this runs on every instance: this one goes in and out of sequences and their
+    items, and the elements of an item (or of the top-level dataset), by far the most, are
+    skipped by a loop of their own that calls nothing per element (_skip_to_sequence)."""
+    readers = _READERS[little]
+    head, uint32, _ = readers
     end = len(buf)
-    order = "<" if little else ">"
-    head = _HEADER_LE if little else _HEADER_BE
-    uint32 = struct.Struct(order + "L").unpack_from
-    uint16 = struct.Struct(order + "H").unpack_from
-    stack: list[_Frame] = []
-    depth = 0
-
-    def unwind_guess() -> int | None:
-        """Leave the innermost guessed sequence (it was bytes after all): where to go on."""
-        nonlocal depth
-        while stack:
-            frame = stack.pop()
-            depth -= frame.sequence
-            if frame.guessed:
-                return frame.end
-        return None
-
+    stack: list[_Frame] = []  # the sequences and items around pos, innermost last
     entered = False
     while True:
         while stack and stack[-1].end is not None and pos >= stack[-1].end:
-            depth -= stack.pop().sequence
+            stack.pop()
         if single and entered and not stack:
             return
         if pos + 8 > end:
             return  # what is left is too short to nest: the readers judge it
-        group, element = head.unpack_from(buf, pos)
-        tag = group << 16 | element
         frame = stack[-1] if stack else None
-        frame_implicit = frame.implicit if frame else implicit
-        if frame is not None and frame.sequence:
+        if frame is not None and frame.sequence:  # between its items
+            group, element = head.unpack_from(buf, pos)
+            tag = group << 16 | element
             if tag == _ITEM:
                 length = uint32(buf, pos + 4)[0]
-                item_implicit = frame_implicit
+                item_implicit = frame.implicit
                 if not item_implicit and pos + 14 <= end:
                     item_vr = bytes(buf[pos + 12:pos + 14])
                     item_implicit = not (item_vr.isalpha() and item_vr.isupper())  # as pydicom switches
-                stack.append(_Frame(None if length == 0xFFFFFFFF else pos + 8 + length, False, item_implicit, False))
+                stack.append(_Frame(None if length == 0xFFFFFFFF else pos + 8 + length, False, item_implicit,
+                                    False, frame.depth))
                 pos += 8
                 continue
             if tag == _SEQUENCE_DELIMITER:
-                depth -= stack.pop().sequence
+                stack.pop()
                 pos += 8
                 continue
-            resume = unwind_guess() if any(f.guessed for f in stack) else None
+            resume = _unwind_guess(stack)
             if resume is None:
                 return  # not a sequence after all: pydicom's reader says what is wrong
             pos = resume
             continue
-        if frame is not None and tag == _ITEM_DELIMITER:
+        found = _skip_to_sequence(buf, pos, frame, frame.implicit if frame else implicit, single, readers)
+        if found is None:
+            return
+        pos, sequence = found
+        if sequence is None:  # the item ended, at its end or its delimiter
             stack.pop()
-            pos += 8
             continue
-        if not stack and tag in _PIXEL_TAG_VALUES:
-            return  # the pixel data is located and checked by its own reader; nothing nests there
-        if frame_implicit:
+        if sequence.depth > MAX_SEQUENCE_DEPTH:
+            raise DicomError(str(too_deep()))
+        entered = True
+        stack.append(sequence)
+
+
+def _skip_to_sequence(buf: bytes | bytearray | memoryview, pos: int, item: _Frame | None, implicit: bool,
+                      single: bool, readers: _Readers) -> tuple[int, _Frame | None] | None:
+    """Skip the elements of ``item`` (None: of the top-level dataset) from ``pos`` that are no
+    sequence: where the next sequence's value starts and its frame, or where the item ends and
+    None; None when nothing more is to be checked (the pixel data, the end, data cut short)."""
+    head, uint32, uint16 = readers
+    end = len(buf)
+    item_end = item.end if item is not None else None
+    while True:
+        if item_end is not None and pos >= item_end:
+            return pos, None
+        if pos + 8 > end:
+            return None  # what is left is too short to nest: the readers judge it
+        group, element = head.unpack_from(buf, pos)
+        tag = group << 16 | element
+        if item is not None and tag == _ITEM_DELIMITER:
+            return pos + 8, None
+        if item is None and tag in _PIXEL_TAG_VALUES:
+            return None  # the pixel data is located and checked by its own reader; nothing nests there
+        if implicit:
             vr = None
             length = uint32(buf, pos + 4)[0]
             value = pos + 8
@@ -427,7 +454,7 @@ def check_nesting(buf: bytes | bytearray | memoryview, pos: int, implicit: bool,
             vr = raw_vr.decode("latin-1")
             if raw_vr in _LONG_VRS:
                 if pos + 12 > end:
-                    return
+                    return None
                 length = uint32(buf, pos + 8)[0]
                 value = pos + 12
             else:
@@ -439,25 +466,31 @@ def check_nesting(buf: bytes | bytearray | memoryview, pos: int, implicit: bool,
         elif (vr is None or vr == "UN") and length >= 8 and value + 4 <= end \
                 and head.unpack_from(buf, value) == (0xFFFE, 0xE000):
             guessed = True
+        elif single and item is None:
+            return None  # the element asked about is no sequence: nothing nests in it
+        elif undefined:  # encapsulated data outside the pixel data: its fragments do not nest
+            after = _after_fragments(buf, value, head, uint32)
+            if after is None:
+                return None  # cut short: the readers judge it
+            pos = after
+            continue
         else:
-            if single and not stack:
-                return  # the element asked about is no sequence: nothing nests in it
-            if undefined:  # encapsulated data outside the pixel data: its fragments do not nest
-                after = _after_fragments(buf, value, head, uint32)
-                if after is None:
-                    return  # cut short: the readers judge it
-                pos = after
-                continue
             # Every element of an item is measured, not only those before the first plain one:
             # a sequence after an ordinary attribute nests as deep as one before it.
             pos = value + length
             continue
-        entered = True
-        depth += 1
-        if depth > MAX_SEQUENCE_DEPTH:
-            raise DicomError(str(too_deep()))
-        stack.append(_Frame(None if undefined else value + length, True, frame_implicit, guessed))
-        pos = value
+        depth = item.depth + 1 if item is not None else 1
+        return value, _Frame(None if undefined else value + length, True, implicit, guessed, depth)
+
+
+def _unwind_guess(stack: list[_Frame]) -> int | None:
+    """Leave the innermost sequence entered on a guess (it was bytes after all), and what is in
+    it: where to go on, after it; None if no sequence was a guess."""
+    while stack:
+        frame = stack.pop()
+        if frame.guessed:
+            return frame.end
+    return None
 
 
 def _after_fragments(buf: bytes | bytearray | memoryview, pos: int, head: struct.Struct,

@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .boxes import Box
 
@@ -136,18 +136,8 @@ NO_REGIONS = SiteRegions("(none)")
 
 def load_regions(path: str | Path) -> SiteRegions:
     """The signatures of a regions file; RegionsError naming the file, entry and field."""
-    import yaml
-    from pydicom.datadict import tag_for_keyword
-
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RegionsError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise RegionsError(f"{path}: not valid YAML{line}") from None
+    raw = _read_regions_file(path)
     if raw is None:
         return SiteRegions(str(path))
     if not isinstance(raw, list):
@@ -155,60 +145,94 @@ def load_regions(path: str | Path) -> SiteRegions:
     signatures, names = [], set()
     total = 0
     for index, entry in enumerate(raw, start=1):
-        where = f"{path}: entry {index}"
-        if not isinstance(entry, dict):
-            raise RegionsError(f"{where}: must be a mapping with name, match and regions")
-        unknown = sorted(set(entry) - {"name", "match", "regions", "ocr", "description"})
-        if unknown:
-            raise RegionsError(f"{where}: unknown field(s) {', '.join(map(str, unknown))}; known: name, match, "
-                               "regions, ocr, description")
-        name = entry.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise RegionsError(f"{where}: field 'name' must be a non-empty string")
+        name = _entry_name(entry, f"{path}: entry {index}")
         where = f"{path}: signature {name!r}"
         if name in names:
             raise RegionsError(f"{where}: field 'name': another signature has this name")
         names.add(name)
-        match = entry.get("match")
-        if not isinstance(match, dict) or not match:
-            raise RegionsError(f"{where}: field 'match' must map attribute keywords to values")
-        conditions: list[tuple[str, Condition]] = []
-        for keyword, wanted in match.items():
-            if not isinstance(keyword, str) or tag_for_keyword(keyword) is None:
-                raise RegionsError(f"{where}: field 'match': {keyword!r} is not a DICOM attribute keyword")
-            if isinstance(wanted, bool):
-                raise RegionsError(f"{where}: field 'match.{keyword}' must be a number, a string or a list of strings")
-            if isinstance(wanted, int):
-                conditions.append((keyword, wanted))
-                continue
-            patterns = wanted if isinstance(wanted, list) else [wanted]
-            compiled = []
-            for pattern in patterns:
-                if not isinstance(pattern, (str, int, float)) or isinstance(pattern, bool):
-                    raise RegionsError(f"{where}: field 'match.{keyword}' must be a number, a string or a list of "
-                                       "strings")
-                try:
-                    compiled.append(re.compile(str(pattern), re.I))
-                except re.error as exc:
-                    raise RegionsError(f"{where}: field 'match.{keyword}': invalid regular expression ({exc})") \
-                        from None
-            conditions.append((keyword, tuple(compiled)))
-        regions = entry.get("regions")
-        if not isinstance(regions, list) or not regions:
-            raise RegionsError(f"{where}: field 'regions' must be a list of [x, y, width, height]")
-        boxes = []
-        for number, region in enumerate(regions, start=1):
-            if (not isinstance(region, list) or len(region) != 4
-                    or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in region)
-                    or region[2] < 1 or region[3] < 1):
-                raise RegionsError(f"{where}: field 'regions', region {number}: must be [x, y, width, height], "
-                                   "whole numbers of pixels, width and height at least 1")
-            boxes.append(Box(*region))
+        conditions = _conditions(entry.get("match"), where)
+        boxes = _boxes(entry.get("regions"), where)
         total += len(boxes)
         if total > _MAX_REGIONS:
             raise RegionsError(f"{path}: more than {_MAX_REGIONS} regions")
         ocr = entry.get("ocr", False)
         if not isinstance(ocr, bool):
             raise RegionsError(f"{where}: field 'ocr' must be true or false")
-        signatures.append(Signature(name, tuple(conditions), tuple(boxes), ocr))
+        signatures.append(Signature(name, conditions, boxes, ocr))
     return SiteRegions(str(path), tuple(signatures))
+
+
+def _read_regions_file(path: Path) -> Any:
+    """What a regions file holds, as YAML reads it (None: nothing)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RegionsError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise RegionsError(f"{path}: not valid YAML{line}") from None
+
+
+def _entry_name(entry: object, where: str) -> str:
+    """The name of a signature entry, once the entry is a mapping of known fields only."""
+    if not isinstance(entry, dict):
+        raise RegionsError(f"{where}: must be a mapping with name, match and regions")
+    unknown = sorted(set(entry) - {"name", "match", "regions", "ocr", "description"})
+    if unknown:
+        raise RegionsError(f"{where}: unknown field(s) {', '.join(map(str, unknown))}; known: name, match, "
+                           "regions, ocr, description")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise RegionsError(f"{where}: field 'name' must be a non-empty string")
+    return name
+
+
+def _conditions(match: object, where: str) -> tuple[tuple[str, Condition], ...]:
+    """What field 'match' of a signature wants of each attribute: a number, or patterns."""
+    from pydicom.datadict import tag_for_keyword
+
+    if not isinstance(match, dict) or not match:
+        raise RegionsError(f"{where}: field 'match' must map attribute keywords to values")
+    conditions: list[tuple[str, Condition]] = []
+    for keyword, wanted in match.items():
+        if not isinstance(keyword, str) or tag_for_keyword(keyword) is None:
+            raise RegionsError(f"{where}: field 'match': {keyword!r} is not a DICOM attribute keyword")
+        if isinstance(wanted, bool):
+            raise RegionsError(f"{where}: field 'match.{keyword}' must be a number, a string or a list of strings")
+        if isinstance(wanted, int):
+            conditions.append((keyword, wanted))
+            continue
+        conditions.append((keyword, _patterns(wanted, f"{where}: field 'match.{keyword}'")))
+    return tuple(conditions)
+
+
+def _patterns(wanted: object, field: str) -> tuple[re.Pattern[str], ...]:
+    """The regular expressions of a condition on text (one, or a list of them; numbers in it
+    are patterns too), matched case-insensitively."""
+    compiled = []
+    for pattern in wanted if isinstance(wanted, list) else [wanted]:
+        if not isinstance(pattern, (str, int, float)) or isinstance(pattern, bool):
+            raise RegionsError(f"{field} must be a number, a string or a list of strings")
+        try:
+            compiled.append(re.compile(str(pattern), re.I))
+        except re.error as exc:
+            raise RegionsError(f"{field}: invalid regular expression ({exc})") from None
+    return tuple(compiled)
+
+
+def _boxes(regions: object, where: str) -> tuple[Box, ...]:
+    """The rectangles of field 'regions' of a signature."""
+    if not isinstance(regions, list) or not regions:
+        raise RegionsError(f"{where}: field 'regions' must be a list of [x, y, width, height]")
+    boxes = []
+    for number, region in enumerate(regions, start=1):
+        if (not isinstance(region, list) or len(region) != 4
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in region)
+                or region[2] < 1 or region[3] < 1):
+            raise RegionsError(f"{where}: field 'regions', region {number}: must be [x, y, width, height], "
+                               "whole numbers of pixels, width and height at least 1")
+        boxes.append(Box(*region))
+    return tuple(boxes)
