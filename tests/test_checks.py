@@ -156,3 +156,18 @@ def test_the_cli_checks_the_repositorys_own_rules_and_configuration():
 def test_version():
     result = run("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"coercion {VERSION}"
+
+
+def test_a_rule_naming_an_unknown_peer_or_server_is_warned_of(tmp_path):
+    from coercion.checks import check_ruleset
+    from coercion.rules import load_rules
+
+    (tmp_path / "r.yaml").write_text(
+        "- name: p\n  dimse: C_STORE_RQ\n  role: SCP\n  receiving-peer: [research]\n  uri: 'deidentify:'\n"
+        "- name: w\n  dimse: C_STORE_RQ\n  role: SCP\n  receiving-dicomweb-server: [web]\n  uri: 'deidentify:'\n")
+    ruleset = load_rules(str(tmp_path))
+    messages = [f.message for f in check_ruleset(ruleset, {})]
+    assert any("'receiving-peer'" in m and "OrthancPeers" in m for m in messages)
+    assert any("'receiving-dicomweb-server'" in m and "DicomWeb.Servers" in m for m in messages)
+    known = {"OrthancPeers": {"research": {"Url": "http://x"}}, "DicomWeb": {"Servers": {"web": ["http://y"]}}}
+    assert not [m for m in (f.message for f in check_ruleset(ruleset, known)) if "names no entry" in m]

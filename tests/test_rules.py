@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
@@ -251,3 +252,65 @@ def test_scheduled_station_aet_is_for_worklist_queries_only(tmp_path, rule):
     (tmp_path / "r.yaml").write_text(f"- {rule}\n")
     with pytest.raises(RuleError, match="field 'scheduled-station-aet'"):
         load_rules(tmp_path)
+
+
+PEER_RULES = """
+- name: to-peers
+  dimse: C_STORE_RQ
+  role: SCP
+  receiving-peer: [research, "lab-.*"]
+  uri: "deidentify:"
+- name: to-web
+  dimse: C_STORE_RQ
+  role: SCP
+  receiving-dicomweb-server: [research-web]
+  uri: "deidentify:"
+- name: to-modality
+  dimse: C_STORE_RQ
+  role: SCP
+  receiving-aet: [RESEARCH]
+  uri: "deidentify:"
+"""
+
+
+def test_each_way_out_is_named_by_its_own_field(tmp_path):
+    from coercion.rules import DICOMWEB, PEER
+
+    ruleset = rules_from(tmp_path, PEER_RULES)
+
+    def winner(**transaction):
+        rules = ruleset.for_peers(Transaction("C_STORE_RQ", "SCP", "ORTHANC", **transaction))
+        return [r.name for r in rules]
+
+    assert winner(exit=PEER, target="research") == ["to-peers"]
+    assert winner(exit=PEER, target="lab-2") == ["to-peers"]
+    assert winner(exit=PEER, target="clinic") == []
+    assert winner(exit=DICOMWEB, target="research-web") == ["to-web"]
+    assert winner(exit=DICOMWEB, target="research") == []
+    assert winner(called_aet="RESEARCH") == ["to-modality"]  # DICOM: a rule naming only peers never matches
+    assert winner(called_aet="research") == ["to-modality"]  # AE titles compared as Orthanc compares
+    assert winner(called_aet="OTHER") == []
+
+
+def test_a_rule_naming_no_receiver_applies_to_every_way_out(tmp_path):
+    from coercion.rules import DICOMWEB, PEER
+
+    ruleset = rules_from(tmp_path, """
+- name: everywhere
+  dimse: C_STORE_RQ
+  role: SCP
+  uri: "deidentify:"
+""")
+    for transaction in (dict(called_aet="ANY"), dict(exit=PEER, target="p"), dict(exit=DICOMWEB, target="w")):
+        assert ruleset.may_match(Transaction("C_STORE_RQ", "SCP", "ORTHANC", **transaction)), transaction
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("dimse: C_STORE_RQ\n  role: SCU\n  receiving-peer: [x]", "only rules for C_STORE_RQ with role SCP"),
+    ("dimse: C_FIND_RQ\n  role: SCP\n  receiving-dicomweb-server: [x]", "only rules for C_STORE_RQ with role SCP"),
+    ("dimse: C_STORE_RQ\n  role: SCP\n  receiving-peer: ['']", "not an empty string"),
+    ("dimse: C_STORE_RQ\n  role: SCP\n  receiving-peer: ['(']", "not a valid regular expression"),
+])
+def test_peer_and_server_fields_are_checked(tmp_path, rule, message):
+    with pytest.raises(RuleError, match=re.escape(message)):
+        rules_from(tmp_path, f"- name: bad\n  {rule}\n  uri: 'deidentify:'\n")

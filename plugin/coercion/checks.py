@@ -84,6 +84,13 @@ def check_ruleset(ruleset: RuleSet, config: dict) -> list[Finding]:
             findings.append(Finding(WARNING, f"{where}: can never match: no modality of DicomModalities has a "
                                              "sending AE title it names, and with DicomAlwaysAllowStore false "
                                              "Orthanc refuses every other caller"))
+        for field, matcher, known, where_known in (
+                ("receiving-peer", rule.receiving_peer, config.get("OrthancPeers") or {}, "OrthancPeers"),
+                ("receiving-dicomweb-server", rule.receiving_dicomweb_server,
+                 (config.get("DicomWeb") or {}).get("Servers") or {}, "DicomWeb.Servers")):
+            if matcher.entries and not any(matcher.matches(name) for name in known):
+                findings.append(Finding(WARNING, f"{where}: field '{field}': names no entry of {where_known}: it "
+                                                 "applies only once one is added (PUT at run time)"))
         if rule.role == "SCP" and rule.receiving_aet.entries and not any(rule.receiving_aet.matches(t, compared)
                                                                           for t in titles):
             findings.append(Finding(WARNING, f"{where}: names no modality of DicomModalities as receiving AE title: "

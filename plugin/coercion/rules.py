@@ -47,8 +47,12 @@ ON_FAILURE = ("reject", "discard")
 FIELDS = {
     "name", "dimse", "role", "sending-aet", "receiving-aet", "sending-host", "sop-class",
     "conditions", "priority", "uri", "on-failure", "description", "forward", "scheduled-station-aet",
-    "pixel-text", "sending-modality", "receiving-modality",
+    "pixel-text", "sending-modality", "receiving-modality", "receiving-peer", "receiving-dicomweb-server",
 }
+# How data leaves Orthanc, each with the rule field that names its receivers: DICOM (receiving-aet,
+# receiving-modality), an Orthanc peer over HTTP (receiving-peer, a key of OrthancPeers), a
+# DICOMweb server (receiving-dicomweb-server, a key of DicomWeb.Servers).
+DICOM, PEER, DICOMWEB = "dicom", "peer", "dicomweb"
 FORWARD_FIELDS = {"to", "when", "conditions", "retries", "retry-interval"}
 # When a route sends what it matched: each instance as it is stored, or the whole series or
 # study once Orthanc declares it stable (no new instance for StableAge seconds).
@@ -223,6 +227,8 @@ class Rule:
     index: int  # its position in the file
     sending_aet: AeMatcher = ANY_AET
     receiving_aet: AeMatcher = ANY_AET
+    receiving_peer: Matcher = ANY  # Orthanc peers by name (OrthancPeers)
+    receiving_dicomweb_server: Matcher = ANY  # DICOMweb servers by name (DicomWeb.Servers)
     sending_host: Matcher = ANY
     sop_classes: frozenset = frozenset()
     conditions: tuple[Condition, ...] = ()
@@ -238,8 +244,28 @@ class Rule:
     def matches_peers(self, transaction: Transaction, peers: Peers = DEFAULT_PEERS) -> bool:
         return (self.dimse == transaction.dimse and self.role == transaction.role
                 and self.sending_aet.matches(transaction.calling_aet, peers)
-                and self.receiving_aet.matches(transaction.called_aet, peers)
+                and self.receives(transaction, peers)
                 and self.sending_host.matches(transaction.host))
+
+    def receives(self, transaction: Transaction, peers: Peers = DEFAULT_PEERS) -> bool:
+        """Whether the rule names the transaction's receiver: a rule that names no receiver
+        applies to every way out; one that names receivers, to those it names, each way out by
+        its own field (a rule naming only peers never matches a DICOM send)."""
+        if transaction.exit == PEER:
+            named = self.receiving_peer
+        elif transaction.exit == DICOMWEB:
+            named = self.receiving_dicomweb_server
+        else:
+            return self.receiving_aet.matches(transaction.called_aet, peers) and (
+                bool(self.receiving_aet.entries) or not self.names_other_exits(DICOM))
+        return named.matches(transaction.target) and (bool(named.entries) or not self.names_other_exits(
+            transaction.exit))
+
+    def names_other_exits(self, way_out: str) -> bool:
+        """Whether the rule names receivers of another way out than ``way_out``."""
+        return any(entries for way, entries in ((DICOM, self.receiving_aet.entries),
+                                                 (PEER, self.receiving_peer.entries),
+                                                 (DICOMWEB, self.receiving_dicomweb_server.entries)) if way != way_out)
 
     def as_dict(self) -> dict:
         return {
@@ -247,6 +273,9 @@ class Rule:
             "sending-aet": list(self.sending_aet.titles.entries), "receiving-aet": list(self.receiving_aet.titles.entries),
             **({"sending-modality": list(self.sending_aet.modalities)} if self.sending_aet.modalities else {}),
             **({"receiving-modality": list(self.receiving_aet.modalities)} if self.receiving_aet.modalities else {}),
+            **({"receiving-peer": list(self.receiving_peer.entries)} if self.receiving_peer.entries else {}),
+            **({"receiving-dicomweb-server": list(self.receiving_dicomweb_server.entries)}
+               if self.receiving_dicomweb_server.entries else {}),
             "sending-host": list(self.sending_host.entries), "sop-class": sorted(self.sop_classes),
             "conditions": [c.text for c in self.conditions], "priority": self.priority,
             "on-failure": self.on_failure, "file": self.source, "description": self.description,
@@ -266,6 +295,8 @@ class Transaction:
     host: str | None = None  # the sending host
     sop_class_uid: str | None = None  # taken from the dataset when not given
     dataset: Dataset | Callable[[], Dataset | None] | None = None  # parsed only if a rule needs it
+    exit: str = DICOM  # how it leaves (role SCP): DICOM, PEER or DICOMWEB
+    target: str | None = None  # the peer's or DICOMweb server's name (PEER, DICOMWEB)
 
 
 @dataclass(frozen=True)
@@ -285,8 +316,8 @@ class RuleSet:
         if role == "SCU":
             return not any(r.sending_aet.entries or r.sending_host.entries
                            for r in self.rules if r.dimse == dimse and r.role == role)
-        return not any(r.receiving_aet.entries or r.sending_host.entries
-                       for r in self.rules if r.dimse == dimse and r.role == role)
+        return not any(r.receiving_aet.entries or r.receiving_peer.entries or r.receiving_dicomweb_server.entries
+                       or r.sending_host.entries for r in self.rules if r.dimse == dimse and r.role == role)
 
     def for_peers(self, transaction: Transaction) -> list[Rule]:
         """The rules that match the transaction's kind and peers, whatever the data says."""
@@ -480,6 +511,8 @@ def parse_rule(raw, source: str, index: int) -> Rule:
         index=index,
         sending_aet=_aet_matcher(raw, where, "sending"),
         receiving_aet=_aet_matcher(raw, where, "receiving"),
+        receiving_peer=_receiver(raw, where, "receiving-peer"),
+        receiving_dicomweb_server=_receiver(raw, where, "receiving-dicomweb-server"),
         sending_host=_matcher(raw.get("sending-host"), where, "sending-host"),
         sop_classes=sop_classes,
         conditions=tuple(parse_condition(c, where) for c in conditions),
@@ -490,6 +523,18 @@ def parse_rule(raw, source: str, index: int) -> Rule:
         calling_aet_as_station=station is not None,
         pixels=PixelSettings(pixel_text or "all") if cleans_pixels else None,
     )
+
+
+def _receiver(raw: dict, where: str, key: str) -> Matcher:
+    """Peers or DICOMweb servers a rule names (exact names or full-match regular expressions):
+    only where data leaves Orthanc, a C-STORE with role SCP."""
+    if key in raw and (raw.get("dimse") != "C_STORE_RQ" or raw.get("role") != "SCP"):
+        raise RuleError(f"{where}: field '{key}' names where Orthanc sends: only rules for C_STORE_RQ with role SCP "
+                        "may have it")
+    matcher = _matcher(raw.get(key), where, key)
+    if any(not entry for entry in matcher.entries):
+        raise RuleError(f"{where}: field '{key}': name a peer or server by its key, not an empty string")
+    return matcher
 
 
 def _forward(raw, where: str, rule: dict) -> Forward:

@@ -35,6 +35,7 @@ from ..exchanges.crosssite import cross_site_refusal
 from ..exchanges.orthanc_api import instance_id
 from ..rules import RuleSet, Transaction
 from ..service import COERCED, DISCARDED, REJECTED, UNCHANGED, Decision
+from .peers import stow_refusal
 from .state import (
     client_address,
     configured_host,
@@ -100,13 +101,17 @@ def on_http_request(uri, **request):
     Orthanc's own and /coercion's. Orthanc answers a refusal 403; the audit line says why."""
     try:
         remember_client_address(request.get("ip"))
-        reason = cross_site_refusal(_method_name(request.get("method")), request.get("headers") or {},
-                                    state.service.settings.allowed_origins)
-        if reason is None:
-            return True
-        log_event("cross-site-request", outcome=f"refused: {reason}", method=_method_name(request.get("method")),
-                  route=str(uri).split("?", 1)[0][:200])
-        return False
+        method = _method_name(request.get("method"))
+        reason = cross_site_refusal(method, request.get("headers") or {}, state.service.settings.allowed_origins)
+        if reason is not None:
+            log_event("cross-site-request", outcome=f"refused: {reason}", method=method,
+                      route=str(uri).split("?", 1)[0][:200])
+            return False
+        reason = stow_refusal(str(uri), method)
+        if reason is not None:  # Orthanc answers 403; the audit line says why
+            log_event("send", outcome=f"refused: {reason}", method=method, route=str(uri)[:200])
+            return False
+        return True
     except Exception:  # fail closed: an error here must not let a request through unchecked
         log_failure("HTTP request filter")
         return False

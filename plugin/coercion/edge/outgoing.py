@@ -55,7 +55,7 @@ def instances_of(resource_id: str) -> list[str]:
     raise LookupError(resource_id)
 
 
-def _resource_exists(resource_id: str) -> bool:
+def resource_exists(resource_id: str) -> bool:
     try:
         instances_of(resource_id)
     except LookupError:
@@ -72,7 +72,7 @@ def on_modality_store(output, uri, request):
     peer = modalities().get(modality)
     try:
         # Orthanc's checks first, in its order and with its answers, whoever the peer is.
-        store = read_store_request(body, _resource_exists, modality_exists, modality, orthanc_release())
+        store = read_store_request(body, resource_exists, modality_exists, modality, orthanc_release())
     except OrthancError as error:
         return answer_error(output, "POST", uri, error)
     except JsonTooDeep as exc:  # Orthanc's own reader would crash on it: never handed on

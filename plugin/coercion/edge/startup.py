@@ -28,6 +28,7 @@ from .find import find_settings, on_find, on_find_connection
 from .ingest import on_cstore_instance, on_http_request, on_received_instance
 from .mpps import start_mpps
 from .outgoing import on_modality_store, on_move, on_move_connection, on_move_driver
+from .peers import on_peer_store, on_store_straight, stow_route
 from .query import on_modality_query, on_query_read
 from .rest import on_rest, on_rest_index, ui_file
 from .forwarding import on_change, start_forward_worker
@@ -130,6 +131,11 @@ def _register_callbacks(config: dict) -> None:
     if any(r.dimse == "C_STORE_RQ" and r.role == "SCP" for r in rules):
         # Both replace Orthanc's own: without outgoing rules, Orthanc's route and C-MOVE SCP stay.
         orthanc.RegisterRestCallback("/modalities/([^/]+)/store", on_modality_store)
+        # Peers and files posted straight: the plugin's routes come before Orthanc's own. The
+        # DICOMweb plugin's STOW-RS client is refused by the HTTP filter where rules apply.
+        orthanc.RegisterRestCallback("/peers/([^/]+)/store", on_peer_store)
+        orthanc.RegisterRestCallback("/(peers|modalities)/([^/]+)/store-straight", on_store_straight)
+        state.stow_route = stow_route(config)
         _register_move_scp()
         state.outgoing_registered = True
     if any(r.dimse in FIND and r.role == "SCU" for r in rules):

@@ -44,6 +44,8 @@ class EdgeState:
     capabilities: object | None = None  # capabilities.Capabilities: what this Orthanc's SDK offers
     rule_warnings: list = field(default_factory=list)  # what the checks say of the active rules
     release_warnings: list = field(default_factory=list)  # what this Orthanc release keeps the rules from doing
+    stow_route: object | None = None  # re.Pattern of the DICOMweb plugin's STOW-RS client route (edge/peers.py)
+    dicomweb_root: str = "/dicom-web/"  # DicomWeb.Root
 
 
 state = EdgeState()

@@ -282,6 +282,61 @@ def read_store_request(body: bytes, exists: Callable[[str], bool],
                        release: OrthancRelease = OrthancRelease()) -> StoreRequest:
     """Orthanc's DicomStore checks, in its order (GetInstancesToExport, the fields, the modality,
     SubmitCommandsJob); raises OrthancError as Orthanc answers, or JsonTooDeep."""
+    request, found = _instances_to_export(body, exists, release)
+    if release.store_modality_first and not modality_exists(modality):
+        raise OrthancError.of("InexistentItem", f"No modality with symbolic name: {modality}")
+    local_aet = request["LocalAet"] if _has(request, "LocalAet", str) else None
+    originator_aet = request["MoveOriginatorAet"] if _has(request, "MoveOriginatorAet", str) else None
+    originator_id = request["MoveOriginatorID"] if _has(request, "MoveOriginatorID", int) else 0
+    if not modality_exists(modality):
+        raise OrthancError.of("InexistentItem", f"No modality with symbolic name: {modality}")
+    commitment = request["StorageCommitment"] if _has(request, "StorageCommitment", bool) else False
+    timeout = None
+    if "Timeout" in request:
+        timeout = _read_integer(request, "Timeout")
+        if timeout < 0:
+            raise release.unsigned_error("Timeout")
+    permissive, synchronous, priority = _job_options(request)
+    arguments = {k: v for k, v in request.items() if k != "Resources"}
+    overrides = {k: request[k] for k in ("CalledAet", "Host", "Port") if k in request} \
+        if release.store_destination_overrides else {}
+    return StoreRequest(tuple(found), arguments, local_aet, originator_aet, originator_id, commitment, timeout,
+                        permissive, synchronous, priority, overrides)
+
+
+def read_peer_store_request(body: bytes, exists: Callable[[str], bool], peer_exists: Callable[[str], bool],
+                            peer: str, release: OrthancRelease = OrthancRelease()) -> StoreRequest:
+    """Orthanc's PeerStore checks, in its order (GetInstancesToExport, Transcode, Compress, the
+    peer, SubmitCommandsJob); raises OrthancError as Orthanc answers, or JsonTooDeep."""
+    request, found = _instances_to_export(body, exists, release)
+    if "Transcode" in request and not isinstance(request["Transcode"], str):
+        raise OrthancError.of("BadFileFormat", "String value expected in field: Transcode")
+    if "Compress" in request:
+        _read_boolean(request, "Compress")
+    if not peer_exists(peer):
+        raise OrthancError.of("UnknownResource", f"No peer with symbolic name: {peer}")
+    permissive, synchronous, priority = _job_options(request)
+    arguments = {k: v for k, v in request.items() if k != "Resources"}
+    return StoreRequest(tuple(found), arguments, permissive=permissive, synchronous=synchronous, priority=priority)
+
+
+def _job_options(request: dict) -> tuple[bool, bool, int]:
+    """SubmitCommandsJob's options: Permissive, Synchronous (else not Asynchronous; synchronous
+    by default), Priority."""
+    permissive = _read_boolean(request, "Permissive") if "Permissive" in request else False
+    if "Synchronous" in request:
+        synchronous = _read_boolean(request, "Synchronous")
+    elif "Asynchronous" in request:
+        synchronous = not _read_boolean(request, "Asynchronous")
+    else:
+        synchronous = True
+    priority = _read_integer(request, "Priority") if "Priority" in request else 0
+    return permissive, synchronous, priority
+
+
+def _instances_to_export(body: bytes, exists: Callable[[str], bool],
+                         release: OrthancRelease) -> tuple[dict, list[str]]:
+    """GetInstancesToExport: the request's other fields and the resources, each checked."""
     raw = bytes(body)
     text = raw.decode("latin-1")
     if is_sha1(text):  # a bare identifier (Orthanc <= 0.5.1)
@@ -315,32 +370,7 @@ def read_store_request(body: bytes, exists: Callable[[str], bool],
         if not exists(stripped):
             raise release.unknown_resource_error()
         found.append(stripped)
-    if release.store_modality_first and not modality_exists(modality):
-        raise OrthancError.of("InexistentItem", f"No modality with symbolic name: {modality}")
-    local_aet = request["LocalAet"] if _has(request, "LocalAet", str) else None
-    originator_aet = request["MoveOriginatorAet"] if _has(request, "MoveOriginatorAet", str) else None
-    originator_id = request["MoveOriginatorID"] if _has(request, "MoveOriginatorID", int) else 0
-    if not modality_exists(modality):
-        raise OrthancError.of("InexistentItem", f"No modality with symbolic name: {modality}")
-    commitment = request["StorageCommitment"] if _has(request, "StorageCommitment", bool) else False
-    timeout = None
-    if "Timeout" in request:
-        timeout = _read_integer(request, "Timeout")
-        if timeout < 0:
-            raise release.unsigned_error("Timeout")
-    permissive = _read_boolean(request, "Permissive") if "Permissive" in request else False
-    if "Synchronous" in request:
-        synchronous = _read_boolean(request, "Synchronous")
-    elif "Asynchronous" in request:
-        synchronous = not _read_boolean(request, "Asynchronous")
-    else:
-        synchronous = True
-    priority = _read_integer(request, "Priority") if "Priority" in request else 0
-    arguments = {k: v for k, v in request.items() if k != "Resources"}
-    overrides = {k: request[k] for k in ("CalledAet", "Host", "Port") if k in request} \
-        if release.store_destination_overrides else {}
-    return StoreRequest(tuple(found), arguments, local_aet, originator_aet, originator_id, commitment, timeout,
-                        permissive, synchronous, priority, overrides)
+    return request, found
 
 
 # -- POST /modalities/{id}/query (OrthancRestModalities.cpp, DicomQuery) ----------------------

@@ -30,6 +30,7 @@ class SendJob:
     instances: list[str]
     resources: list[str]
     permissive: bool = False
+    way_out: str = "dicom"  # rules.DICOM (``modality`` is a DicomModalities key) or PEER (an OrthancPeers key)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     state: str = "Pending"  # Pending, Running, Success, Failure (Orthanc's job states)
     sent: int = 0
@@ -46,8 +47,7 @@ class SendJob:
     def as_dict(self) -> dict:
         with self._lock:
             return {
-                "ID": self.id, "Type": "CoercedStore", "State": self.state,
-                "Modality": self.modality, "RemoteAet": self.remote_aet, "LocalAet": self.local_aet,
+                "ID": self.id, "Type": "CoercedStore", "State": self.state, **self._receiver(),
                 "ParentResources": list(self.resources), "InstancesCount": len(self.instances),
                 "SentInstancesCount": self.sent, "CoercedInstancesCount": self.coerced,
                 "DiscardedInstancesCount": self.discarded, "FailedInstancesCount": len(self.failures),
@@ -55,6 +55,11 @@ class SendJob:
                 "Seconds": {step: round(value, 3) for step, value in self.seconds.items()},
                 "CreationTime": _iso(self.created), "CompletionTime": _iso(self.finished),
             }
+
+    def _receiver(self) -> dict:
+        if self.way_out == "peer":
+            return {"Peer": self.modality}
+        return {"Modality": self.modality, "RemoteAet": self.remote_aet, "LocalAet": self.local_aet}
 
     def first_failure(self) -> str:
         """What went wrong first, in a sentence (no PHI: instance IDs and reasons only)."""
@@ -76,10 +81,15 @@ class SendJob:
     def answer(self) -> dict:
         """The answer of a synchronous send, shaped like Orthanc's own, plus the coercion."""
         with self._lock:
+            answer = {"Description": "REST API", "FailedInstancesCount": len(self.failures),
+                      "InstancesCount": len(self.instances)}
+            if self.way_out == "peer":
+                answer.update({"ParentResources": list(self.resources), "Peer": {"Name": self.modality}})
+            else:
+                answer.update({"LocalAet": self.local_aet, "ParentResources": list(self.resources),
+                               "RemoteAet": self.remote_aet})
             return {
-                "Description": "REST API", "FailedInstancesCount": len(self.failures),
-                "InstancesCount": len(self.instances), "LocalAet": self.local_aet,
-                "ParentResources": list(self.resources), "RemoteAet": self.remote_aet,
+                **answer,
                 "Coercion": {"Rules": sorted(self.rules), "CoercedInstancesCount": self.coerced,
                              "DiscardedInstancesCount": self.discarded, "Failures": list(self.failures)},
             }
@@ -102,90 +112,132 @@ def run_send_job(
     coercion fails is never sent. Without ``permissive``, the first failure stops the job
     (the batch in flight is finished), as Orthanc's own sends stop.
     """
-    stop = threading.Event()
-    batches: queue.Queue = queue.Queue(maxsize=1)  # the next batch waits while one is sent
-    coerced_ids: set[str] = set()
+    run = _SendRun(job, fetch, coerce, spool, send, audit)
     job.state = "Running"
-
-    def fail(instance_id: str, reason: str) -> None:
-        with job._lock:
-            job.failures.append({"instance": instance_id, "reason": reason})
-        if not job.permissive:
-            stop.set()
-
-    def sender() -> None:
-        while (batch := batches.get()) is not None:
-            if stop.is_set():
-                continue  # stopped by a failure: what waits is not sent
-            started = time.perf_counter()
-            try:
-                results = send(batch)
-            except Exception as exc:  # the transport itself failed: the whole batch is unsent
-                results = [(item[0], _reason(exc)) for item in batch]
-            with job._lock:
-                job.seconds["send"] += time.perf_counter() - started
-            for instance_id, error in results:
-                if error is not None:
-                    fail(instance_id, f"sending failed: {error}")
-                    continue
-                with job._lock:
-                    job.sent += 1
-                    job.coerced += instance_id in coerced_ids
-                    job.settled.add(instance_id)
-
-    thread = threading.Thread(target=sender, name=f"coercion-send-{job.id}", daemon=True)
+    thread = threading.Thread(target=run.send_batches, name=f"coercion-send-{job.id}", daemon=True)
     thread.start()
-    batch: list = []
     try:
-        for instance_id in job.instances:
-            if stop.is_set():
-                break
-            started = time.perf_counter()
-            try:
-                data = fetch(instance_id)
-            except Exception as exc:
-                fail(instance_id, f"reading it from Orthanc failed: {_reason(exc)}")
-                continue
-            fetched = time.perf_counter()
-            decision = coerce(data)
-            with job._lock:
-                job.seconds["fetch"] += fetched - started
-                job.seconds["coerce"] += time.perf_counter() - fetched
-            if decision.action not in (UNCHANGED, COERCED):
-                if audit:
-                    audit(decision)
-                if decision.action == DISCARDED:
-                    with job._lock:
-                        job.discarded += 1
-                        job.rules.add(decision.rule.name)
-                        job.settled.add(instance_id)
-                    continue
-                fail(instance_id, f"coercion refused it (rule {decision.rule.name if decision.rule else '-'}): "
-                                  f"{decision.reason}")
-                continue
-            if decision.action == COERCED:
-                coerced_ids.add(instance_id)
-                with job._lock:
-                    job.rules.add(decision.rule.name)
-                if audit:
-                    audit(decision)
-            try:
-                batch.append(spool(instance_id, decision.data if decision.action == COERCED else data))
-            except Exception as exc:
-                fail(instance_id, f"spooling it failed: {_reason(exc)}")
-                continue
-            if len(batch) >= batch_size:
-                batches.put(batch)
-                batch = []
-        if batch and not stop.is_set():
-            batches.put(batch)
+        run.make_batches(batch_size)
     finally:
-        batches.put(None)
+        run.batches.put(None)
         thread.join()
     with job._lock:
         job.state = "Failure" if job.failures and not job.permissive else "Success"
         job.finished = time.time()
     return job
+
+
+class _SendRun:
+    """What the two threads of a running send job share: the caller's fetches, coerces and
+    spools the instances into batches (``make_batches``) while the other sends them
+    (``send_batches``)."""
+
+    def __init__(self, job: SendJob, fetch: Callable[[str], bytes], coerce: Callable[[bytes], Decision],
+                 spool: Callable[[str, bytes], object], send: Callable[[list], list[tuple[str, str | None]]],
+                 audit: Callable[[Decision], None] | None) -> None:
+        self.job, self.fetch, self.coerce, self.spool, self.send, self.audit = job, fetch, coerce, spool, send, audit
+        self.stop = threading.Event()
+        self.batches: queue.Queue = queue.Queue(maxsize=1)  # the next batch waits while one is sent
+        self.coerced_ids: set[str] = set()  # counted as coerced once they are sent
+
+    def fail(self, instance_id: str, reason: str) -> None:
+        """Count an instance as not sent; without ``permissive``, that stops the job."""
+        with self.job._lock:
+            self.job.failures.append({"instance": instance_id, "reason": reason})
+        if not self.job.permissive:
+            self.stop.set()
+
+    def make_batches(self, batch_size: int) -> None:
+        """Fetch, coerce and spool the instances, and hand them to the sending thread in
+        batches, until the last or until a failure stops the job."""
+        batch: list = []
+        for instance_id in self.job.instances:
+            if self.stop.is_set():
+                break
+            fetched = self.fetch_and_coerce(instance_id)
+            if fetched is None:
+                continue
+            data, decision = fetched
+            if not self.admit(instance_id, decision):
+                continue
+            try:
+                batch.append(self.spool(instance_id, decision.data if decision.action == COERCED else data))
+            except Exception as exc:
+                self.fail(instance_id, f"spooling it failed: {_reason(exc)}")
+                continue
+            if len(batch) >= batch_size:
+                self.batches.put(batch)
+                batch = []
+        if batch and not self.stop.is_set():
+            self.batches.put(batch)
+
+    def fetch_and_coerce(self, instance_id: str) -> tuple[bytes, Decision] | None:
+        """The instance as Orthanc has it and what the rules decide for it, each step timed;
+        None (and a failure) if Orthanc cannot give it."""
+        started = time.perf_counter()
+        try:
+            data = self.fetch(instance_id)
+        except Exception as exc:
+            self.fail(instance_id, f"reading it from Orthanc failed: {_reason(exc)}")
+            return None
+        fetched = time.perf_counter()
+        decision = self.coerce(data)
+        with self.job._lock:
+            self.job.seconds["fetch"] += fetched - started
+            self.job.seconds["coerce"] += time.perf_counter() - fetched
+        return data, decision
+
+    def admit(self, instance_id: str, decision: Decision) -> bool:
+        """Whether the instance goes on to be sent; a discarded one is settled here and a
+        refused one failed, both audited, and the rule that coerced one is counted."""
+        if decision.action not in (UNCHANGED, COERCED):
+            if self.audit:
+                self.audit(decision)
+            if decision.action == DISCARDED:
+                with self.job._lock:
+                    self.job.discarded += 1
+                    self.job.rules.add(decision.rule.name)
+                    self.job.settled.add(instance_id)
+                return False
+            self.fail(instance_id, f"coercion refused it (rule {decision.rule.name if decision.rule else '-'}): "
+                                   f"{decision.reason}")
+            return False
+        if decision.action == COERCED:
+            self.coerced_ids.add(instance_id)
+            with self.job._lock:
+                self.job.rules.add(decision.rule.name)
+            if self.audit:
+                self.audit(decision)
+        return True
+
+    def send_batches(self) -> None:
+        """The sending thread: send each batch as it comes, until None."""
+        while (batch := self.batches.get()) is not None:
+            if self.stop.is_set():
+                continue  # stopped by a failure: what waits is not sent
+            self._count_sent(self._send(batch))
+
+    def _send(self, batch: list) -> list[tuple[str, str | None]]:
+        """Send one batch (one association), timed: per instance, None or why it was not sent."""
+        started = time.perf_counter()
+        try:
+            results = self.send(batch)
+        except Exception as exc:  # the transport itself failed: the whole batch is unsent
+            results = [(item[0], _reason(exc)) for item in batch]
+        with self.job._lock:
+            self.job.seconds["send"] += time.perf_counter() - started
+        return results
+
+    def _count_sent(self, results: list[tuple[str, str | None]]) -> None:
+        """Settle the instances a batch sent; fail those it did not."""
+        for instance_id, error in results:
+            if error is not None:
+                self.fail(instance_id, f"sending failed: {error}")
+                continue
+            with self.job._lock:
+                self.job.sent += 1
+                self.job.coerced += instance_id in self.coerced_ids
+                self.job.settled.add(instance_id)
 
 
 class SendJobs:

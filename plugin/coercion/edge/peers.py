@@ -1,0 +1,277 @@
+"""Ways out over HTTP, through the rules for role SCP: Orthanc peers and DICOMweb servers.
+
+Rules name them as they name modalities (``receiving-peer``: a key of OrthancPeers;
+``receiving-dicomweb-server``: a key of DicomWeb.Servers). A peer or server is also known by
+its URL: another name Orthanc is given for a URL a rule names gets that rule.
+
+* ``POST /peers/{id}/store`` (the plugin's route replaces Orthanc's: plugins' routes come first,
+  whatever the load order): a peer a rule names gets coerced copies, each sent through Orthanc's
+  own ``/peers/{id}/store-straight`` (Orthanc keeps the peer's URL and credentials); any other
+  peer gets Orthanc's own send, answered as Orthanc answers.
+* ``POST /peers/{id}/store-straight`` and ``/modalities/{id}/store-straight`` (one file posted
+  through Orthanc, never stored): coerced for a receiver a rule names, else Orthanc's own.
+* ``POST {DicomWeb.Root}servers/{id}/stow``: the DICOMweb plugin's route. Two plugins on one
+  route answer in the order they were loaded (the book: "impossible to tell which route will be
+  called"), so it is not taken over: the HTTP filter refuses it for a server a rule names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import orthanc
+
+from ..exchanges.orthanc_api import JsonTooDeep, OrthancError, read_peer_store_request
+from ..exchanges.sends import SendJob, run_send_job
+from ..rules import DICOMWEB, PEER, RuleSet, Transaction
+from ..service import COERCED, DISCARDED, REJECTED
+from .answers import (
+    answer_error,
+    answer_json,
+    answer_orthanc_exception,
+    guarded_route,
+    orthanc_error,
+    passthrough_post,
+    run_as_orthanc_job,
+)
+from .outgoing import instances_of, outgoing_transaction, resource_exists
+from .state import audit, log_audit, log_event, log_failure, modalities, orthanc_release, state
+
+_ROUTE = "peers/{}/store"
+
+
+def _url_key(url: object) -> str:
+    """A URL as two names of one server compare: scheme and host without case, no trailing slash."""
+    parts = urlsplit(str(url or "").strip())
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+def _aliases(name: str, known: dict) -> list[str]:
+    """``name`` first, then the other names of its URL (sorted): a rule may name any of them."""
+    entry = known.get(name)
+    if not isinstance(entry, dict):
+        return [name]
+    url = _url_key(entry.get("Url"))
+    return [name, *sorted(n for n, e in known.items() if n != name and isinstance(e, dict)
+                          and _url_key(e.get("Url")) == url)]
+
+
+def _transaction(way_out: str, name: str, known: dict, ruleset: RuleSet) -> Transaction:
+    """Sending to the peer or server ``name``: the name a rule knows it by, if any."""
+    for alias in _aliases(name, known):
+        transaction = Transaction("C_STORE_RQ", "SCP", state.orthanc_aet, exit=way_out, target=alias)
+        if ruleset.may_match(transaction):
+            return transaction
+    return Transaction("C_STORE_RQ", "SCP", state.orthanc_aet, exit=way_out, target=name)
+
+
+def peers() -> dict:
+    """Orthanc's peers as it knows them now (PUT /peers/{id} changes them while it runs)."""
+    return json.loads(orthanc.RestApiGet("/peers?expand"))
+
+
+def peer_transaction(name: str, ruleset: RuleSet) -> Transaction:
+    return _transaction(PEER, name, peers(), ruleset)
+
+
+# -- POST /peers/{id}/store ------------------------------------------------------------------
+
+@guarded_route("peer store", "nothing more was sent")
+def on_peer_store(output, uri, request):
+    if request["method"] != "POST":
+        return output.SendMethodNotAllowed("POST")
+    name, body = request["groups"][0], request.get("body", b"")
+    ruleset = state.service.ruleset
+    transaction = peer_transaction(name, ruleset)
+    if not ruleset.may_match(transaction):  # Orthanc's own send, answered as Orthanc answers
+        return _orthanc_peer_store(output, uri, body, name)
+    try:
+        store = read_peer_store_request(body, resource_exists, lambda peer: peer in peers(), name,
+                                        orthanc_release())
+    except OrthancError as error:
+        return answer_error(output, "POST", uri, error)
+    except JsonTooDeep as exc:  # Orthanc's own reader would crash on it: never handed on
+        return orthanc_error(output, uri, "POST", "BadFileFormat", str(exc))
+    unsupported = [key for key in ("Transcode", "Compress") if store.arguments.get(key) not in (None, False)]
+    if unsupported:
+        return orthanc_error(output, uri, "POST", "BadRequest",
+                             f"coercion rules apply to peer {name!r}; coerced sends do not support "
+                             f"{', '.join(unsupported)} yet: leave them out")
+    instances = [i for resource in store.resources for i in instances_of(resource)]
+    planned = plan_peer_send(name, transaction, instances, list(store.resources), store.permissive, ruleset)
+    if planned is None:  # only the data could tell, and no rule applies to any of it
+        return _orthanc_peer_store(output, uri, body, name)
+    job, run = planned
+    log_event("send", route=_ROUTE.format(name), outcome="started", job=job.id, peer=name,
+              instances=len(instances), synchronous=store.synchronous)
+    if not store.synchronous:
+        threading.Thread(target=run, name=f"coercion-send-{job.id}", daemon=True).start()
+        return answer_json(output, {"ID": job.id, "Path": f"/coercion/sends/{job.id}"})
+    run()
+    if job.state == "Failure":
+        reason = job.failures[0]["reason"]
+        code = "BadRequest" if reason.startswith("coercion refused") else "NetworkProtocol" \
+            if reason.startswith("sending failed") else "InternalError"
+        return orthanc_error(output, uri, "POST", code, job.first_failure(), Coercion=job.as_dict())
+    return answer_json(output, job.answer())
+
+
+def _orthanc_peer_store(output, uri: str, body: bytes, name: str) -> None:
+    """Orthanc's own /peers/{id}/store: its checks as it answers them, details included (the SDK
+    gives a plugin only an error's code), a synchronous send as a job waited for (its errors
+    with their details), an asynchronous one as Orthanc's route answers it."""
+    try:
+        store = read_peer_store_request(body, resource_exists, lambda peer: peer in peers(), name,
+                                        orthanc_release())
+    except OrthancError as error:
+        return answer_error(output, "POST", uri, error)
+    except JsonTooDeep as exc:  # Orthanc's own reader would crash on it: never handed on
+        return orthanc_error(output, uri, "POST", "BadFileFormat", str(exc))
+    if not store.synchronous:
+        return passthrough_post(output, uri, body)
+    return run_as_orthanc_job(output, uri, store.body)
+
+
+def plan_peer_send(name: str, transaction: Transaction, instances: list[str], resources: list[str],
+                   permissive: bool, ruleset: RuleSet):
+    """A send job to the peer ``name`` and the function that runs it, or None when no rule
+    coerces any of the instances (Orthanc's own send is then exactly right)."""
+    fetch = lambda instance: orthanc.RestApiGet(f"/instances/{instance}/file")  # noqa: E731
+    if all(r.conditions or r.sop_classes for r in ruleset.for_peers(transaction)) and not any(
+            state.service.rule_for(fetch(instance), transaction, ruleset) for instance in instances):
+        return None
+    job = state.sends.add(SendJob(name, "", transaction.calling_aet, instances, resources, permissive,
+                                  way_out=PEER))
+
+    def run():
+        folder = None
+        try:
+            folder = tempfile.mkdtemp(prefix="coercion-send-")  # 0700: what waits to be sent
+            sender = StraightSender(f"/peers/{name}/store-straight", folder)
+            run_send_job(
+                job, fetch=fetch, coerce=lambda data: state.service.coerce(data, transaction, ruleset),
+                spool=sender.spool, send=sender.send, batch_size=state.service.settings.send_batch_size,
+                audit=lambda decision: log_audit(decision, "PEER-STORE", transaction.calling_aet, f"peer:{name}"),
+            )
+        except Exception as exc:  # the job must end, and say why, whatever failed around it
+            log_failure("peer send job failed")
+            job.abort(f"{type(exc).__name__}: the send could not run")
+        finally:
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+        ended = job.as_dict()
+        audit("send-ended", refused=job.state == "Failure", job=job.id, peer=name, outcome=job.state.lower(),
+              sent=ended["SentInstancesCount"], failed=ended["FailedInstancesCount"])
+
+    return job, run
+
+
+class StraightSender:
+    """Instances kept in a private folder, each posted to Orthanc's own ``.../store-straight``
+    route (a plugin's RestApiPost reaches Orthanc's route, not the plugin's), then removed."""
+
+    def __init__(self, route: str, folder: str | Path):
+        self.route = route
+        self.folder = Path(folder)
+        self._count = 0
+
+    def spool(self, instance_id: str, data: bytes) -> tuple[str, Path]:
+        self._count += 1
+        path = self.folder / f"{self._count:08d}.dcm"
+        path.write_bytes(data)
+        return instance_id, path
+
+    def send(self, items: list[tuple[str, Path]]) -> list[tuple[str, str | None]]:
+        outcome = []
+        for instance_id, path in items:
+            try:
+                orthanc.RestApiPost(self.route, path.read_bytes())
+                outcome.append((instance_id, None))
+            except orthanc.OrthancException as exc:
+                outcome.append((instance_id, f"sending failed: {_orthanc_message(exc)}"))
+            finally:
+                path.unlink(missing_ok=True)
+        return outcome
+
+
+def _orthanc_message(exc) -> str:
+    code, message = (tuple(exc.args) + (-1, ""))[:2]
+    return f"{message} (Orthanc error {code})"
+
+
+# -- POST /peers/{id}/store-straight, /modalities/{id}/store-straight ---------------------------
+
+@guarded_route("store-straight", "nothing was sent")
+def on_store_straight(output, uri, request):
+    if request["method"] != "POST":
+        return output.SendMethodNotAllowed("POST")
+    kind, name, body = request["groups"][0], request["groups"][1], request.get("body", b"")
+    ruleset = state.service.ruleset
+    if kind == "peers":
+        known = peers()
+        if name not in known:  # Orthanc's own answer for an unknown peer
+            return passthrough_post(output, uri, body)
+        transaction, receiver = _transaction(PEER, name, known, ruleset), f"peer:{name}"
+    else:
+        modality = modalities().get(name)
+        if modality is None:  # Orthanc's own answer for an unknown modality
+            return passthrough_post(output, uri, body)
+        transaction, receiver = outgoing_transaction(modality), modality["AET"]
+    if not ruleset.may_match(transaction):
+        return passthrough_post(output, uri, body)
+    decision = state.service.coerce(bytes(body), transaction, ruleset)
+    if decision.action in (REJECTED, DISCARDED, COERCED):
+        log_audit(decision, "STORE-STRAIGHT", transaction.calling_aet, receiver)
+    if decision.action == REJECTED:
+        return orthanc_error(output, uri, "POST", "BadRequest", f"coercion refused: {decision.reason}; nothing "
+                             "was sent")
+    if decision.action == DISCARDED:
+        return answer_json(output, {"Coercion": {"Rule": decision.rule.name if decision.rule else None,
+                                                 "Discarded": True}})
+    data = decision.data if decision.action == COERCED else bytes(body)
+    try:
+        answer = orthanc.RestApiPost(f"/{kind}/{name}/store-straight", data)
+    except orthanc.OrthancException as exc:
+        return answer_orthanc_exception(output, uri, "POST", exc)
+    output.AnswerBuffer(answer, "application/json")
+
+
+# -- POST {DicomWeb.Root}servers/{id}/stow: refused for a server a rule names --------------------
+
+def dicomweb_servers() -> dict:
+    """The DICOMweb plugin's servers as it knows them now ({} without the plugin)."""
+    try:
+        return json.loads(orthanc.RestApiGetAfterPlugins(state.dicomweb_root + "servers?expand"))
+    except orthanc.OrthancException:
+        return {}
+
+
+def stow_refusal(uri: str, method: str) -> str | None:
+    """Why the DICOMweb plugin's STOW-RS client must not send (a server a rule names: it would
+    send originals), or None. ``uri`` as the HTTP filter sees it (decoded, no query string)."""
+    if method != "POST" or state.stow_route is None:
+        return None
+    found = state.stow_route.fullmatch(uri.rstrip("/"))
+    if found is None:
+        return None
+    ruleset = state.service.ruleset
+    transaction = _transaction(DICOMWEB, found.group(1), dicomweb_servers(), ruleset)
+    if not ruleset.may_match(transaction):
+        return None
+    return (f"coercion rules apply to DICOMweb server {found.group(1)!r}: the DICOMweb plugin would send "
+            "originals; coerced STOW-RS sends are not available yet (send through a peer or a modality a rule "
+            "names)")
+
+
+def stow_route(config: dict) -> re.Pattern:
+    """The DICOMweb plugin's STOW-RS client route under its root (DicomWeb.Root)."""
+    root = str(((config.get("DicomWeb") or {}).get("Root")) or "/dicom-web/")
+    root = "/" + root.strip("/") + "/"
+    state.dicomweb_root = root
+    return re.compile(re.escape(root) + r"servers/([^/]+)/stow")
