@@ -48,8 +48,9 @@ def peer(server) -> dict:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("peers")
-    research = PlainOrthanc(root / "research", "RESEARCH", {})
-    clinic = PlainOrthanc(root / "clinic", "CLINIC", {})
+    dicomweb = {"Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"]}  # a STOW-RS server too
+    research = PlainOrthanc(root / "research", "RESEARCH", {}, settings=dicomweb)
+    clinic = PlainOrthanc(root / "clinic", "CLINIC", {}, settings=dicomweb)
     peers = {"research": peer(research), "research-alias": {**peer(research), "Url": research.url + "/"},
              "clinic": peer(clinic), "nowhere": {"Url": "http://127.0.0.1:9/"}}
     web = {"Servers": {"research-web": [f"{research.url}/dicom-web/", *REST_AUTH],
@@ -168,8 +169,47 @@ def test_the_dicomweb_client_is_refused_for_a_server_a_rule_names(site):
         answer = main.post(route, json.dumps({"Resources": [study]}))
         assert answer.status_code == 403, (route, answer.status_code, answer.text)
     assert research.get("/statistics").json()["CountInstances"] == before
-    # A server no rule names: the DICOMweb plugin's own answer (the plain peer has no DICOMweb).
-    assert main.post("/dicom-web/servers/clinic-web/stow", json.dumps({"Resources": [study]})).status_code != 403
+    # A server no rule names: the DICOMweb plugin's own send.
+    answer = main.post("/dicom-web/servers/clinic-web/stow", json.dumps({"Resources": [study]}))
+    assert answer.status_code == 200, answer.text
+
+
+def test_the_plugins_stow_route_sends_coerced_copies_to_a_server_a_rule_names(site):
+    main, _, research, clinic = site
+    study, originals = upload_study([main])
+    answer = main.post("/coercion/dicom-web/servers/research-web/stow", json.dumps({"Resources": [study]}))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["InstancesCount"], body["FailedInstancesCount"], body["Server"]) == (2, 0, "research-web")
+    assert body["Coercion"]["Rules"] == ["to-research-web"] and body["Coercion"]["CoercedInstancesCount"] == 2
+    assert_coerced(research, originals, hashed=False)
+    # Asynchronous: a send job.
+    study, originals = upload_study([main])
+    answer = main.post("/coercion/dicom-web/servers/research-web/stow",
+                       json.dumps({"Resources": [study], "Asynchronous": True}))
+    path = answer.json()["Path"]
+    for _ in range(200):
+        job = main.get(path).json()
+        if job["State"] in ("Success", "Failure"):
+            break
+        time.sleep(0.05)
+    assert (job["State"], job["DicomWebServer"], job["SentInstancesCount"]) == ("Success", "research-web", 2)
+    assert_coerced(research, originals, hashed=False)
+    # A server no rule names: handed to the DICOMweb plugin's route, which sends what Orthanc holds.
+    study, originals = upload_study([main])
+    answer = main.post("/coercion/dicom-web/servers/clinic-web/stow", json.dumps({"Resources": [study]}))
+    assert answer.status_code == 200 and "Coercion" not in answer.json(), answer.text
+    assert all(held(clinic, ds).SOPInstanceUID == ds.SOPInstanceUID for ds in originals)
+
+
+def test_the_plugins_stow_route_checks_the_request(site):
+    main, _, research, _ = site
+    before = research.get("/statistics").json()["CountInstances"]
+    for body, status in (("{}", 400), ("nonsense", 400), (json.dumps({"Resources": ["0" * 8 + "-" * 0]}), 404),
+                         (json.dumps({"Resources": [], "HttpHeaders": []}), 400)):
+        answer = main.post("/coercion/dicom-web/servers/research-web/stow", body)
+        assert answer.status_code == status, (body, answer.text)
+    assert research.get("/statistics").json()["CountInstances"] == before
 
 
 # -- side by side: a peer no rule names gets Orthanc's own answer, every request form ----------

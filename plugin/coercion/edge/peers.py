@@ -29,6 +29,7 @@ import orthanc
 
 from ..exchanges.orthanc_api import JsonTooDeep, OrthancError, read_peer_store_request
 from ..exchanges.sends import SendJob, run_send_job
+from ..exchanges.stow import StowSender, configured_server, read_stow_request
 from ..rules import DICOMWEB, PEER, RuleSet, Transaction
 from ..service import COERCED, DISCARDED, REJECTED
 from .answers import (
@@ -110,16 +111,7 @@ def on_peer_store(output, uri, request):
     job, run = planned
     log_event("send", route=_ROUTE.format(name), outcome="started", job=job.id, peer=name,
               instances=len(instances), synchronous=store.synchronous)
-    if not store.synchronous:
-        threading.Thread(target=run, name=f"coercion-send-{job.id}", daemon=True).start()
-        return answer_json(output, {"ID": job.id, "Path": f"/coercion/sends/{job.id}"})
-    run()
-    if job.state == "Failure":
-        reason = job.failures[0]["reason"]
-        code = "BadRequest" if reason.startswith("coercion refused") else "NetworkProtocol" \
-            if reason.startswith("sending failed") else "InternalError"
-        return orthanc_error(output, uri, "POST", code, job.first_failure(), Coercion=job.as_dict())
-    return answer_json(output, job.answer())
+    return _answer_send(output, uri, job, run, store.synchronous)
 
 
 def _orthanc_peer_store(output, uri: str, body: bytes, name: str) -> None:
@@ -148,28 +140,36 @@ def plan_peer_send(name: str, transaction: Transaction, instances: list[str], re
         return None
     job = state.sends.add(SendJob(name, "", transaction.calling_aet, instances, resources, permissive,
                                   way_out=PEER))
+    return job, _sender_run(job, transaction, ruleset, f"peer:{name}",
+                            lambda folder: StraightSender(f"/peers/{name}/store-straight", folder))
+
+
+def _sender_run(job: SendJob, transaction: Transaction, ruleset: RuleSet, receiver: str, make_sender):
+    """The function that runs a send job over HTTP: each instance fetched from Orthanc, coerced,
+    kept in a private folder until ``make_sender(folder)``'s sender has sent it; audited."""
+    fetch = lambda instance: orthanc.RestApiGet(f"/instances/{instance}/file")  # noqa: E731
 
     def run():
         folder = None
         try:
             folder = tempfile.mkdtemp(prefix="coercion-send-")  # 0700: what waits to be sent
-            sender = StraightSender(f"/peers/{name}/store-straight", folder)
+            sender = make_sender(folder)
             run_send_job(
                 job, fetch=fetch, coerce=lambda data: state.service.coerce(data, transaction, ruleset),
                 spool=sender.spool, send=sender.send, batch_size=state.service.settings.send_batch_size,
-                audit=lambda decision: log_audit(decision, "PEER-STORE", transaction.calling_aet, f"peer:{name}"),
+                audit=lambda decision: log_audit(decision, "HTTP-STORE", transaction.calling_aet, receiver),
             )
         except Exception as exc:  # the job must end, and say why, whatever failed around it
-            log_failure("peer send job failed")
+            log_failure("send job failed")
             job.abort(f"{type(exc).__name__}: the send could not run")
         finally:
             if folder:
                 shutil.rmtree(folder, ignore_errors=True)
         ended = job.as_dict()
-        audit("send-ended", refused=job.state == "Failure", job=job.id, peer=name, outcome=job.state.lower(),
-              sent=ended["SentInstancesCount"], failed=ended["FailedInstancesCount"])
+        audit("send-ended", refused=job.state == "Failure", job=job.id, receiver=receiver,
+              outcome=job.state.lower(), sent=ended["SentInstancesCount"], failed=ended["FailedInstancesCount"])
 
-    return job, run
+    return run
 
 
 class StraightSender:
@@ -242,14 +242,69 @@ def on_store_straight(output, uri, request):
     output.AnswerBuffer(answer, "application/json")
 
 
+# -- POST /coercion/dicom-web/servers/{id}/stow: coerced STOW-RS sends ----------------------------
+
+def coerced_stow(output, request, route, match):
+    """The DICOMweb plugin's STOW-RS client request, sent coerced to a server a rule names (the
+    plugin's own client: exchanges/stow.py); a server no rule names is handed to the DICOMweb
+    plugin's route as it is."""
+    name, body, uri = match.group("name"), request.get("body", b""), "/coercion/" + route
+    ruleset = state.service.ruleset
+    transaction = _transaction(DICOMWEB, name, dicomweb_servers(), ruleset)
+    if not ruleset.may_match(transaction):
+        try:
+            answer = orthanc.RestApiPostAfterPlugins(f"{state.dicomweb_root}servers/{name}/stow", body)
+        except orthanc.OrthancException as exc:
+            return answer_orthanc_exception(output, uri, "POST", exc)
+        return output.AnswerBuffer(answer, "application/json")
+    try:
+        stow = read_stow_request(body)
+        server = configured_server((state.config.get("DicomWeb") or {}).get("Servers") or {}, name) or \
+            configured_server((state.config.get("DicomWeb") or {}).get("Servers") or {}, transaction.target or "")
+        if server is None:
+            raise OrthancError.of("UnknownResource", f"coercion rules apply to DICOMweb server {name!r}, which is not "
+                                  "in DicomWeb.Servers of the configuration: coerced sends read its URL and "
+                                  "credentials there (a server added at run time cannot be used)")
+        instances = [i for resource in stow.resources for i in instances_of(resource)]
+    except OrthancError as error:
+        return answer_error(output, "POST", uri, error)
+    except LookupError:
+        return orthanc_error(output, uri, "POST", "UnknownResource", "no such resource in Orthanc")
+    except ValueError as exc:
+        return orthanc_error(output, uri, "POST", "BadFileFormat", str(exc))
+    job = state.sends.add(SendJob(name, "", transaction.calling_aet, instances, list(stow.resources), False,
+                                  way_out=DICOMWEB))
+    run = _sender_run(job, transaction, ruleset, f"dicomweb:{name}",
+                      lambda folder: StowSender(server, folder, stow.http_headers))
+    log_event("send", route=f"dicom-web/servers/{name}/stow", outcome="started", job=job.id, server=name,
+              instances=len(instances), synchronous=stow.synchronous)
+    return _answer_send(output, uri, job, run, stow.synchronous)
+
+
+def _answer_send(output, uri: str, job: SendJob, run, synchronous: bool) -> None:
+    """A send job run now and answered as Orthanc answers a synchronous send, or started and
+    answered with where to poll it."""
+    if not synchronous:
+        threading.Thread(target=run, name=f"coercion-send-{job.id}", daemon=True).start()
+        return answer_json(output, {"ID": job.id, "Path": f"/coercion/sends/{job.id}"})
+    run()
+    if job.state == "Failure":
+        reason = job.failures[0]["reason"]
+        code = "BadRequest" if reason.startswith("coercion refused") else "NetworkProtocol" \
+            if reason.startswith("sending failed") else "InternalError"
+        return orthanc_error(output, uri, "POST", code, job.first_failure(), Coercion=job.as_dict())
+    return answer_json(output, job.answer())
+
+
 # -- POST {DicomWeb.Root}servers/{id}/stow: refused for a server a rule names --------------------
 
 def dicomweb_servers() -> dict:
     """The DICOMweb plugin's servers as it knows them now ({} without the plugin)."""
     try:
-        return json.loads(orthanc.RestApiGetAfterPlugins(state.dicomweb_root + "servers?expand"))
-    except orthanc.OrthancException:
+        known = json.loads(orthanc.RestApiGetAfterPlugins(state.dicomweb_root + "servers?expand"))
+    except (orthanc.OrthancException, ValueError):
         return {}
+    return known if isinstance(known, dict) else {name: {} for name in known if isinstance(name, str)}
 
 
 def stow_refusal(uri: str, method: str) -> str | None:
@@ -265,8 +320,7 @@ def stow_refusal(uri: str, method: str) -> str | None:
     if not ruleset.may_match(transaction):
         return None
     return (f"coercion rules apply to DICOMweb server {found.group(1)!r}: the DICOMweb plugin would send "
-            "originals; coerced STOW-RS sends are not available yet (send through a peer or a modality a rule "
-            "names)")
+            f"originals; POST the same body to /coercion/dicom-web/servers/{found.group(1)}/stow for coerced copies")
 
 
 def stow_route(config: dict) -> re.Pattern:

@@ -24,6 +24,7 @@ from ..checks import check_ruleset
 from ..rules import RuleError
 from .answers import answer_json
 from .mpps import mpps_route
+from .peers import coerced_stow
 from .forwarding import wake_forwards
 from .state import log_event, log_failure, recent_audit, state
 from .worklist import worklists_route
@@ -329,6 +330,8 @@ ROUTES = (
           "this node's recent audit records, newest first (?limit=N)"),
     Route(("GET",), "/coercion/ui/", None, None, _ui,
           "the administrator's page (it asks for the administration credential)", pattern=r"ui(?:/.*)?"),
+    Route(("POST",), "/coercion/dicom-web/servers/{name}/stow", None, None, coerced_stow,
+          "the DICOMweb plugin's STOW-RS client request (same body), sent coerced to a server a rule names"),
     Route(("GET",), "/coercion/sends", None, None, _sends, "the coerced send jobs of this process"),
     Route(("GET",), "/coercion/sends/{id}", None, None, _send, "one send job"),
     Route(("GET",), "/coercion/forwards", None, None, _forwards, "the forwarding queue (?state=...)"),

@@ -30,7 +30,9 @@ class SendJob:
     instances: list[str]
     resources: list[str]
     permissive: bool = False
-    way_out: str = "dicom"  # rules.DICOM (``modality`` is a DicomModalities key) or PEER (an OrthancPeers key)
+    # rules.DICOM (``modality`` is a DicomModalities key), PEER (an OrthancPeers key) or DICOMWEB
+    # (a DicomWeb.Servers key)
+    way_out: str = "dicom"
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     state: str = "Pending"  # Pending, Running, Success, Failure (Orthanc's job states)
     sent: int = 0
@@ -59,6 +61,8 @@ class SendJob:
     def _receiver(self) -> dict:
         if self.way_out == "peer":
             return {"Peer": self.modality}
+        if self.way_out == "dicomweb":
+            return {"DicomWebServer": self.modality}
         return {"Modality": self.modality, "RemoteAet": self.remote_aet, "LocalAet": self.local_aet}
 
     def first_failure(self) -> str:
@@ -85,6 +89,8 @@ class SendJob:
                       "InstancesCount": len(self.instances)}
             if self.way_out == "peer":
                 answer.update({"ParentResources": list(self.resources), "Peer": {"Name": self.modality}})
+            elif self.way_out == "dicomweb":
+                answer.update({"ParentResources": list(self.resources), "Server": self.modality})
             else:
                 answer.update({"LocalAet": self.local_aet, "ParentResources": list(self.resources),
                                "RemoteAet": self.remote_aet})
