@@ -53,7 +53,9 @@ FIELDS = {
 # receiving-modality), an Orthanc peer over HTTP (receiving-peer, a key of OrthancPeers), a
 # DICOMweb server (receiving-dicomweb-server, a key of DicomWeb.Servers).
 DICOM, PEER, DICOMWEB = "dicom", "peer", "dicomweb"
-FORWARD_FIELDS = {"to", "when", "conditions", "retries", "retry-interval"}
+FORWARD_FIELDS = {"to", "to-peers", "to-dicomweb-servers", "when", "conditions", "retries", "retry-interval"}
+# How the forwarding queue writes a destination that is not a modality (edge/forwarding.py).
+PEER_DESTINATION, DICOMWEB_DESTINATION = "peer:", "dicomweb-server:"
 # When a route sends what it matched: each instance as it is stored, or the whole series or
 # study once Orthanc declares it stable (no new instance for StableAge seconds).
 FORWARD_WHEN = ("received", "stable-series", "stable-study")
@@ -211,9 +213,19 @@ class Forward:
     conditions: tuple[Condition, ...] = ()
     retries: int = 5
     retry_interval: int = 30  # seconds before the first retry; doubled after each, up to an hour
+    to_peers: tuple[str, ...] = ()  # Orthanc peers, by name (OrthancPeers)
+    to_dicomweb_servers: tuple[str, ...] = ()  # DICOMweb servers, by name (DicomWeb.Servers)
+
+    def destinations(self) -> list[str]:
+        """Every destination as the forwarding queue writes it: a modality as named, a peer or a
+        DICOMweb server after its prefix (PEER_DESTINATION, DICOMWEB_DESTINATION)."""
+        return [*self.to, *(PEER_DESTINATION + p for p in self.to_peers),
+                *(DICOMWEB_DESTINATION + w for w in self.to_dicomweb_servers)]
 
     def as_dict(self) -> dict:
-        return {"to": list(self.to), "when": self.when, "conditions": [c.text for c in self.conditions],
+        return {"to": list(self.to), **({"to-peers": list(self.to_peers)} if self.to_peers else {}),
+                **({"to-dicomweb-servers": list(self.to_dicomweb_servers)} if self.to_dicomweb_servers else {}),
+                "when": self.when, "conditions": [c.text for c in self.conditions],
                 "retries": self.retries, "retry-interval": self.retry_interval}
 
 
@@ -548,8 +560,16 @@ def _forward(raw, where: str, rule: dict) -> Forward:
         raise RuleError(f"{where}: field 'forward': unknown field(s) {', '.join(map(repr, unknown))}; "
                         f"known: {', '.join(sorted(FORWARD_FIELDS))}")
     to = _string_list(raw.get("to"), where, "forward.to")
-    if not to:
-        raise RuleError(f"{where}: field 'forward.to' must name at least one modality")
+    to_peers = _string_list(raw.get("to-peers"), where, "forward.to-peers")
+    to_servers = _string_list(raw.get("to-dicomweb-servers"), where, "forward.to-dicomweb-servers")
+    if not (to or to_peers or to_servers):
+        raise RuleError(f"{where}: field 'forward.to' must name at least one modality (or 'forward.to-peers' a "
+                        "peer, 'forward.to-dicomweb-servers' a DICOMweb server)")
+    if any(not name for name in (*to_peers, *to_servers)):
+        raise RuleError(f"{where}: field 'forward': name a peer or server by its key, not an empty string")
+    if rule.get("dimse") == "N_CREATE_RQ" and (to_peers or to_servers):
+        raise RuleError(f"{where}: field 'forward': an MPPS route forwards to modalities only ('to'): peers and "
+                        "DICOMweb servers take no MPPS")
     when = raw.get("when", "stable-study")
     if when not in FORWARD_WHEN:
         raise RuleError(f"{where}: field 'forward.when' must be one of {', '.join(FORWARD_WHEN)}, got {when!r}")
@@ -567,7 +587,7 @@ def _forward(raw, where: str, rule: dict) -> Forward:
     if not isinstance(conditions, list):
         raise RuleError(f"{where}: field 'forward.conditions' must be a list of strings")
     return Forward(to, when, tuple(parse_condition(c, where) for c in conditions), numbers["retries"],
-                   numbers["retry-interval"])
+                   numbers["retry-interval"], to_peers, to_servers)
 
 
 def parse_rules_text(text: str, source: str) -> list[Rule]:

@@ -18,7 +18,7 @@ import pytest
 from coercion import Keys
 
 from factory import encode, make_ct
-from orthanc_server import REST_AUTH, SECRET, OrthancServer, PlainOrthanc, needs_orthanc
+from orthanc_server import REST_AUTH, SECRET, OrthancServer, PlainOrthanc, needs_orthanc, storescu
 
 pytestmark = needs_orthanc
 KEYS = Keys(SECRET)
@@ -38,6 +38,16 @@ RULES = """
   role: SCP
   receiving-dicomweb-server: [research-web]
   uri: "deidentify:"
+- name: route-to-peer
+  dimse: C_STORE_RQ
+  role: SCU
+  sending-aet: [ROUTER_P]
+  forward: {to-peers: [research], when: received}
+- name: route-to-web
+  dimse: C_STORE_RQ
+  role: SCU
+  sending-aet: [ROUTER_W]
+  forward: {to-dicomweb-servers: [research-web], when: received}
 """
 
 
@@ -275,3 +285,22 @@ def test_json_that_would_crash_orthanc_is_refused(site):
         response = main.post(f"/peers/{name}/store", b"[" * 5000 + b"]" * 5000)
         assert response.status_code == 400 and "deeper than 64" in response.json()["Details"]
     assert main.get("/system").ok
+
+
+@pytest.mark.parametrize("calling_aet, hashed", [("ROUTER_P", True), ("ROUTER_W", False)])
+def test_a_route_forwards_to_a_peer_or_server_through_the_rules(site, tmp_path, calling_aet, hashed):
+    main, _, research, _ = site
+    ds = make_ct(patient_id=f"MRN-{uuid.uuid4().hex[:8]}", sop_uid=f"2.25.{uuid.uuid4().int}")
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(encode(ds))
+    result = storescu(main, calling_aet, path)
+    assert result.returncode == 0, result.stderr
+    for _ in range(200):  # the forwarding worker sends once the instance is stored
+        if held(research, ds) is not None:
+            break
+        time.sleep(0.1)
+    assert_coerced(research, [ds], hashed=hashed)
+    forwards = main.get("/coercion/forwards").json()
+    route = {"ROUTER_P": "route-to-peer", "ROUTER_W": "route-to-web"}[calling_aet]
+    mine = [f for f in forwards if f["route"] == route]
+    assert mine and mine[-1]["state"] == "sent", forwards

@@ -80,13 +80,14 @@ def run_as_orthanc_job(output, uri: str, body: dict) -> None:
     return answer_error(output, "POST", uri, error)
 
 
-def orthanc_job(uri: str, body: dict) -> dict:
+def orthanc_job(uri: str, body: dict, post=None) -> dict:
     """Submit Orthanc's job route ``uri`` asynchronously and wait for the job to end: its
     description (State Success or Failure). Waiting here, not in a synchronous call, leaves
     the interpreter to the plugin's other threads (plugin API 4.0 keeps the GIL during a
     call into Orthanc): a long send does not stop the forward leases from being renewed."""
     body = {k: v for k, v in body.items() if k != "Synchronous"}
-    submitted = json.loads(orthanc.RestApiPost(uri, json.dumps({**body, "Asynchronous": True})))
+    # ``post``: orthanc.RestApiPostAfterPlugins for another plugin's job route (DICOMweb's)
+    submitted = json.loads((post or orthanc.RestApiPost)(uri, json.dumps({**body, "Asynchronous": True})))
     delay = 0.002
     while True:
         job = json.loads(orthanc.RestApiGet(f"/jobs/{submitted['ID']}"))

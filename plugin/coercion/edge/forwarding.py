@@ -20,10 +20,12 @@ import orthanc
 
 from ..engine.dicomio import DicomError, read_instance
 from ..exchanges.mpps import find_modality
-from ..rules import Transaction
+from ..exchanges.orthanc_api import OrthancError
+from ..rules import DICOMWEB_DESTINATION, PEER_DESTINATION, Transaction
 from .answers import orthanc_job
 from .mpps import send_mpps_forward
 from .outgoing import UnsupportedPeer, instances_of, outgoing_transaction, plan_send
+from .peers import dicomweb_transaction, peer_transaction, peers, plan_peer_send, plan_stow_send
 from .state import configured_host, forward_wakeup, log_failure, modalities, state
 
 _LEVEL_OF_WHEN = {"received": "Instance", "stable-series": "Series", "stable-study": "Study"}
@@ -108,7 +110,7 @@ def _route_instance(instance_id: str, arming) -> None:
         level = _LEVEL_OF_WHEN[forward.when]
         if level not in parents:
             parents["Study"] = json.loads(orthanc.RestApiGet(f"/series/{parents['Series']}")).get("ParentStudy")
-        for destination in forward.to:
+        for destination in forward.destinations():
             arming.arm(route.name, destination, level, parents[level], forward.when == "received",
                        forward.retries, forward.retry_interval)
 
@@ -184,27 +186,48 @@ def _orthanc_time(text: str) -> float:
 def _send_forward(row: dict) -> None:
     if row["level"] == "MPPS":  # a performed procedure step: its messages, in order
         return send_mpps_forward(row)
-    # A route names a modality by its symbolic name or by AE title, compared as Orthanc compares.
-    found = find_modality(modalities(), row["destination"],
-                          state.service.peers.strict)
-    if not found:
-        state.forwards.attempt_failed(row["id"], f"no modality named {row['destination']!r} in DicomModalities")
-        return
-    modality, peer = found
+    destination = row["destination"]
     try:
         instances = instances_of(row["resource"])
     except LookupError:
         state.forwards.attempt_failed(row["id"], "the resource is no longer in Orthanc", retry=False)
         return
+    ruleset, resources = state.service.ruleset, [row["resource"]]
     try:
-        planned = plan_send(modality, peer, outgoing_transaction(peer), instances, [row["resource"]], False,
-                             state.service.ruleset)
-    except UnsupportedPeer as exc:
+        if destination.startswith(PEER_DESTINATION):
+            name = destination.removeprefix(PEER_DESTINATION)
+            if name not in peers():
+                state.forwards.attempt_failed(row["id"], f"no peer named {name!r} in OrthancPeers")
+                return
+            transaction = peer_transaction(name, ruleset)
+            planned = plan_peer_send(name, transaction, instances, resources, False, ruleset) \
+                if ruleset.may_match(transaction) else None
+            return _run_forward(row, planned, f"/peers/{name}/store")
+        if destination.startswith(DICOMWEB_DESTINATION):
+            name = destination.removeprefix(DICOMWEB_DESTINATION)
+            transaction = dicomweb_transaction(name, ruleset)
+            planned = plan_stow_send(name, transaction, instances, resources, ruleset) \
+                if ruleset.may_match(transaction) else None
+            return _run_forward(row, planned, f"{state.dicomweb_root}servers/{name}/stow",
+                                orthanc.RestApiPostAfterPlugins)
+        # A route names a modality by its symbolic name or by AE title, compared as Orthanc compares.
+        found = find_modality(modalities(), destination, state.service.peers.strict)
+        if not found:
+            state.forwards.attempt_failed(row["id"], f"no modality named {destination!r} in DicomModalities")
+            return
+        modality, peer = found
+        planned = plan_send(modality, peer, outgoing_transaction(peer), instances, resources, False, ruleset)
+        return _run_forward(row, planned, f"/modalities/{modality}/store")
+    except (UnsupportedPeer, OrthancError, ValueError) as exc:  # cannot be sent so: retrying will not help
         state.forwards.attempt_failed(row["id"], str(exc), retry=False)
-        return
-    if planned is None:  # no outgoing rule applies: Orthanc's own send
+
+
+def _run_forward(row: dict, planned, native: str, post=None) -> None:
+    """Send one due forward: the coerced send job planned, or (None: no outgoing rule applies)
+    Orthanc's own job route ``native``; the queue learns how it ended."""
+    if planned is None:
         try:
-            job = orthanc_job(f"/modalities/{modality}/store", {"Resources": [row["resource"]]})
+            job = orthanc_job(native, {"Resources": [row["resource"]]}, post)
         except orthanc.OrthancException as exc:
             job = {"State": "Failure", "ErrorDescription": exc.args[1] if len(exc.args) > 1 else str(exc)}
         if job["State"] == "Failure":
@@ -212,7 +235,7 @@ def _send_forward(row: dict) -> None:
             if job.get("ErrorDetails"):
                 reason += f" ({job['ErrorDetails']})"
             now = state.forwards.attempt_failed(row["id"], f"sending failed: {reason}", job.get("ID"))
-            orthanc.LogWarning(f"coercion: forward {row['id']} to {modality}: attempt failed, now {now}")
+            orthanc.LogWarning(f"coercion: forward {row['id']} to {row['destination']}: attempt failed, now {now}")
             return
         state.forwards.sent(row["id"], job.get("ID"))
         return
@@ -220,6 +243,6 @@ def _send_forward(row: dict) -> None:
     run()
     if job.state == "Failure":
         now = state.forwards.attempt_failed(row["id"], job.first_failure(), job.id)
-        orthanc.LogWarning(f"coercion: forward {row['id']} to {modality}: attempt failed, now {now}")
+        orthanc.LogWarning(f"coercion: forward {row['id']} to {row['destination']}: attempt failed, now {now}")
     else:
         state.forwards.sent(row["id"], job.id)

@@ -250,7 +250,7 @@ def coerced_stow(output, request, route, match):
     plugin's route as it is."""
     name, body, uri = match.group("name"), request.get("body", b""), "/coercion/" + route
     ruleset = state.service.ruleset
-    transaction = _transaction(DICOMWEB, name, dicomweb_servers(), ruleset)
+    transaction = dicomweb_transaction(name, ruleset)
     if not ruleset.may_match(transaction):
         try:
             answer = orthanc.RestApiPostAfterPlugins(f"{state.dicomweb_root}servers/{name}/stow", body)
@@ -259,26 +259,37 @@ def coerced_stow(output, request, route, match):
         return output.AnswerBuffer(answer, "application/json")
     try:
         stow = read_stow_request(body)
-        server = configured_server((state.config.get("DicomWeb") or {}).get("Servers") or {}, name) or \
-            configured_server((state.config.get("DicomWeb") or {}).get("Servers") or {}, transaction.target or "")
-        if server is None:
-            raise OrthancError.of("UnknownResource", f"coercion rules apply to DICOMweb server {name!r}, which is not "
-                                  "in DicomWeb.Servers of the configuration: coerced sends read its URL and "
-                                  "credentials there (a server added at run time cannot be used)")
         instances = [i for resource in stow.resources for i in instances_of(resource)]
+        job, run = plan_stow_send(name, transaction, instances, list(stow.resources), ruleset, stow.http_headers)
     except OrthancError as error:
         return answer_error(output, "POST", uri, error)
     except LookupError:
         return orthanc_error(output, uri, "POST", "UnknownResource", "no such resource in Orthanc")
     except ValueError as exc:
         return orthanc_error(output, uri, "POST", "BadFileFormat", str(exc))
-    job = state.sends.add(SendJob(name, "", transaction.calling_aet, instances, list(stow.resources), False,
-                                  way_out=DICOMWEB))
-    run = _sender_run(job, transaction, ruleset, f"dicomweb:{name}",
-                      lambda folder: StowSender(server, folder, stow.http_headers))
     log_event("send", route=f"dicom-web/servers/{name}/stow", outcome="started", job=job.id, server=name,
               instances=len(instances), synchronous=stow.synchronous)
     return _answer_send(output, uri, job, run, stow.synchronous)
+
+
+def dicomweb_transaction(name: str, ruleset: RuleSet) -> Transaction:
+    return _transaction(DICOMWEB, name, dicomweb_servers(), ruleset)
+
+
+def plan_stow_send(name: str, transaction: Transaction, instances: list[str], resources: list[str],
+                   ruleset: RuleSet, headers: dict | None = None):
+    """A coerced send job to the DICOMweb server ``name`` and the function that runs it. Raises
+    OrthancError when the server is not in DicomWeb.Servers (its credentials are read there),
+    ValueError when its entry is malformed."""
+    servers = (state.config.get("DicomWeb") or {}).get("Servers") or {}
+    server = configured_server(servers, name) or configured_server(servers, transaction.target or "")
+    if server is None:
+        raise OrthancError.of("UnknownResource", f"coercion rules apply to DICOMweb server {name!r}, which is not "
+                              "in DicomWeb.Servers of the configuration: coerced sends read its URL and "
+                              "credentials there (a server added at run time cannot be used)")
+    job = state.sends.add(SendJob(name, "", transaction.calling_aet, instances, resources, False, way_out=DICOMWEB))
+    return job, _sender_run(job, transaction, ruleset, f"dicomweb:{name}",
+                            lambda folder: StowSender(server, folder, headers))
 
 
 def _answer_send(output, uri: str, job: SendJob, run, synchronous: bool) -> None:
