@@ -104,15 +104,21 @@ def on_modality_store(output, uri, request):
     job, run = planned
     log_event("send", route=f"modalities/{modality}/store", outcome="started", job=job.id, modality=modality,
               instances=len(instances), synchronous=store.synchronous)
-    if not store.synchronous:
+    return answer_send(output, uri, job, run, store.synchronous)
+
+
+def answer_send(output, uri: str, job: SendJob, run, synchronous: bool) -> None:
+    """A send job run now and answered as Orthanc answers a synchronous send, or started and
+    answered with where to poll it."""
+    if not synchronous:
         threading.Thread(target=run, name=f"coercion-send-{job.id}", daemon=True).start()
         return answer_json(output, {"ID": job.id, "Path": f"/coercion/sends/{job.id}"})
     run()
     if job.state == "Failure":
         reason = job.failures[0]["reason"]
-        name = "BadRequest" if reason.startswith("coercion refused") else "NetworkProtocol" \
+        code = "BadRequest" if reason.startswith("coercion refused") else "NetworkProtocol" \
             if reason.startswith("sending failed") else "InternalError"
-        return orthanc_error(output, uri, "POST", name, job.first_failure(), Coercion=job.as_dict())
+        return orthanc_error(output, uri, "POST", code, job.first_failure(), Coercion=job.as_dict())
     return answer_json(output, job.answer())
 
 
@@ -137,11 +143,7 @@ def plan_send(modality: str, peer: dict, transaction: Transaction, instances: li
     instances for this peer (Orthanc's own send is then exactly right)."""
     if not ruleset.may_match(transaction):
         return None
-    fetch = lambda instance: orthanc.RestApiGet(f"/instances/{instance}/file")  # noqa: E731
-    # When only the data can tell, look before sending: a send no rule applies to stays
-    # Orthanc's own (one association, its answer). The instances that match are read twice.
-    if all(r.conditions or r.sop_classes for r in ruleset.for_peers(transaction)) and not any(
-            state.service.rule_for(fetch(instance), transaction, ruleset) for instance in instances):
+    if no_rule_applies(transaction, instances, ruleset):
         return None
     if peer.get("UseDicomTls"):
         raise UnsupportedPeer(f"modality {modality!r} uses DICOM TLS, which coerced sends do not support yet; "
@@ -149,16 +151,38 @@ def plan_send(modality: str, peer: dict, transaction: Transaction, instances: li
     destination = Destination(peer["AET"], peer["Host"], int(peer["Port"]), transaction.calling_aet,
                               int(timeout or peer.get("Timeout") or state.scu_timeout))
     job = state.sends.add(SendJob(modality, peer["AET"], transaction.calling_aet, instances, resources, permissive))
+    return job, job_runner(job, transaction, ruleset, lambda folder: SpoolingSender(destination, folder),
+                           "C-STORE-SCU", peer["AET"], modality=modality)
+
+
+def no_rule_applies(transaction: Transaction, instances: list[str], ruleset: RuleSet) -> bool:
+    """When only the data can tell (every rule for this receiver has conditions or SOP classes),
+    whether none applies to any of the instances: a send no rule applies to stays Orthanc's own
+    (its answer, its job). The instances that match are read twice."""
+    return all(r.conditions or r.sop_classes for r in ruleset.for_peers(transaction)) and not any(
+        state.service.rule_for(fetch_instance(instance), transaction, ruleset) for instance in instances)
+
+
+def fetch_instance(instance: str) -> bytes:
+    return orthanc.RestApiGet(f"/instances/{instance}/file")
+
+
+def job_runner(job: SendJob, transaction: Transaction, ruleset: RuleSet, make_sender, origin: str,
+               receiver: str, **named):
+    """The function that runs a send job: each instance fetched from Orthanc and coerced (an
+    unchanged one too waits in the folder), sent by ``make_sender(folder)``'s sender from a
+    private folder, audited as ``origin`` to ``receiver``; ``named``: how the audit line at the
+    end names the receiver."""
 
     def run():
         folder = None
         try:
-            folder = tempfile.mkdtemp(prefix="coercion-send-")  # 0700: unchanged instances are spooled too
-            sender = SpoolingSender(destination, folder)
+            folder = tempfile.mkdtemp(prefix="coercion-send-")  # 0700: what waits to be sent
+            sender = make_sender(folder)
             run_send_job(
-                job, fetch=fetch, coerce=lambda data: state.service.coerce(data, transaction, ruleset),
+                job, fetch=fetch_instance, coerce=lambda data: state.service.coerce(data, transaction, ruleset),
                 spool=sender.spool, send=sender.send, batch_size=state.service.settings.send_batch_size,
-                audit=lambda decision: log_audit(decision, "C-STORE-SCU", transaction.calling_aet, peer["AET"]),
+                audit=lambda decision: log_audit(decision, origin, transaction.calling_aet, receiver),
             )
         except Exception as exc:  # the job must end, and say why, whatever failed around it
             log_failure("send job failed")
@@ -167,10 +191,10 @@ def plan_send(modality: str, peer: dict, transaction: Transaction, instances: li
             if folder:
                 shutil.rmtree(folder, ignore_errors=True)
         ended = job.as_dict()
-        audit("send-ended", refused=job.state == "Failure", job=job.id, modality=modality,
-              outcome=job.state.lower(), sent=ended["SentInstancesCount"], failed=ended["FailedInstancesCount"])
+        audit("send-ended", refused=job.state == "Failure", job=job.id, **named, outcome=job.state.lower(),
+              sent=ended["SentInstancesCount"], failed=ended["FailedInstancesCount"])
 
-    return job, run
+    return run
 
 
 # -- C-MOVE SCP ---------------------------------------------------------------------------

@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
-import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import orthanc
 
 from ..exchanges.orthanc_api import JsonTooDeep, OrthancError, read_peer_store_request
-from ..exchanges.sends import SendJob, run_send_job
+from ..exchanges.sends import FolderSpool, SendJob
 from ..exchanges.stow import StowSender, configured_server, read_stow_request
 from ..rules import DICOMWEB, PEER, RuleSet, Transaction
 from ..service import COERCED, DISCARDED, REJECTED
@@ -41,8 +38,8 @@ from .answers import (
     passthrough_post,
     run_as_orthanc_job,
 )
-from .outgoing import instances_of, outgoing_transaction, resource_exists
-from .state import audit, log_audit, log_event, log_failure, modalities, orthanc_release, state
+from .outgoing import answer_send, instances_of, job_runner, no_rule_applies, outgoing_transaction, resource_exists
+from .state import log_audit, log_event, modalities, orthanc_release, state
 
 _ROUTE = "peers/{}/store"
 
@@ -92,13 +89,9 @@ def on_peer_store(output, uri, request):
     transaction = peer_transaction(name, ruleset)
     if not ruleset.may_match(transaction):  # Orthanc's own send, answered as Orthanc answers
         return _orthanc_peer_store(output, uri, body, name)
-    try:
-        store = read_peer_store_request(body, resource_exists, lambda peer: peer in peers(), name,
-                                        orthanc_release())
-    except OrthancError as error:
-        return answer_error(output, "POST", uri, error)
-    except JsonTooDeep as exc:  # Orthanc's own reader would crash on it: never handed on
-        return orthanc_error(output, uri, "POST", "BadFileFormat", str(exc))
+    store = _read_store(output, uri, body, name)
+    if store is None:
+        return None
     unsupported = [key for key in ("Transcode", "Compress") if store.arguments.get(key) not in (None, False)]
     if unsupported:
         return orthanc_error(output, uri, "POST", "BadRequest",
@@ -111,81 +104,53 @@ def on_peer_store(output, uri, request):
     job, run = planned
     log_event("send", route=_ROUTE.format(name), outcome="started", job=job.id, peer=name,
               instances=len(instances), synchronous=store.synchronous)
-    return _answer_send(output, uri, job, run, store.synchronous)
+    return answer_send(output, uri, job, run, store.synchronous)
 
 
 def _orthanc_peer_store(output, uri: str, body: bytes, name: str) -> None:
     """Orthanc's own /peers/{id}/store: its checks as it answers them, details included (the SDK
     gives a plugin only an error's code), a synchronous send as a job waited for (its errors
     with their details), an asynchronous one as Orthanc's route answers it."""
-    try:
-        store = read_peer_store_request(body, resource_exists, lambda peer: peer in peers(), name,
-                                        orthanc_release())
-    except OrthancError as error:
-        return answer_error(output, "POST", uri, error)
-    except JsonTooDeep as exc:  # Orthanc's own reader would crash on it: never handed on
-        return orthanc_error(output, uri, "POST", "BadFileFormat", str(exc))
+    store = _read_store(output, uri, body, name)
+    if store is None:
+        return None
     if not store.synchronous:
         return passthrough_post(output, uri, body)
     return run_as_orthanc_job(output, uri, store.body)
+
+
+def _read_store(output, uri: str, body: bytes, name: str):
+    """The request after Orthanc's own checks, or None when one failed (answered as Orthanc
+    answers it, details included: the SDK gives a plugin only an error's code)."""
+    try:
+        return read_peer_store_request(body, resource_exists, lambda peer: peer in peers(), name, orthanc_release())
+    except OrthancError as error:
+        answer_error(output, "POST", uri, error)
+    except JsonTooDeep as exc:  # Orthanc's own reader would crash on it: never handed on
+        orthanc_error(output, uri, "POST", "BadFileFormat", str(exc))
+    return None
 
 
 def plan_peer_send(name: str, transaction: Transaction, instances: list[str], resources: list[str],
                    permissive: bool, ruleset: RuleSet):
     """A send job to the peer ``name`` and the function that runs it, or None when no rule
     coerces any of the instances (Orthanc's own send is then exactly right)."""
-    fetch = lambda instance: orthanc.RestApiGet(f"/instances/{instance}/file")  # noqa: E731
-    if all(r.conditions or r.sop_classes for r in ruleset.for_peers(transaction)) and not any(
-            state.service.rule_for(fetch(instance), transaction, ruleset) for instance in instances):
+    if no_rule_applies(transaction, instances, ruleset):
         return None
     job = state.sends.add(SendJob(name, "", transaction.calling_aet, instances, resources, permissive,
                                   way_out=PEER))
-    return job, _sender_run(job, transaction, ruleset, f"peer:{name}",
-                            lambda folder: StraightSender(f"/peers/{name}/store-straight", folder))
+    return job, job_runner(job, transaction, ruleset,
+                           lambda folder: StraightSender(f"/peers/{name}/store-straight", folder),
+                           "PEER-STORE", f"peer:{name}", peer=name)
 
 
-def _sender_run(job: SendJob, transaction: Transaction, ruleset: RuleSet, receiver: str, make_sender):
-    """The function that runs a send job over HTTP: each instance fetched from Orthanc, coerced,
-    kept in a private folder until ``make_sender(folder)``'s sender has sent it; audited."""
-    fetch = lambda instance: orthanc.RestApiGet(f"/instances/{instance}/file")  # noqa: E731
-
-    def run():
-        folder = None
-        try:
-            folder = tempfile.mkdtemp(prefix="coercion-send-")  # 0700: what waits to be sent
-            sender = make_sender(folder)
-            run_send_job(
-                job, fetch=fetch, coerce=lambda data: state.service.coerce(data, transaction, ruleset),
-                spool=sender.spool, send=sender.send, batch_size=state.service.settings.send_batch_size,
-                audit=lambda decision: log_audit(decision, "HTTP-STORE", transaction.calling_aet, receiver),
-            )
-        except Exception as exc:  # the job must end, and say why, whatever failed around it
-            log_failure("send job failed")
-            job.abort(f"{type(exc).__name__}: the send could not run")
-        finally:
-            if folder:
-                shutil.rmtree(folder, ignore_errors=True)
-        ended = job.as_dict()
-        audit("send-ended", refused=job.state == "Failure", job=job.id, receiver=receiver,
-              outcome=job.state.lower(), sent=ended["SentInstancesCount"], failed=ended["FailedInstancesCount"])
-
-    return run
-
-
-class StraightSender:
+class StraightSender(FolderSpool):
     """Instances kept in a private folder, each posted to Orthanc's own ``.../store-straight``
     route (a plugin's RestApiPost reaches Orthanc's route, not the plugin's), then removed."""
 
     def __init__(self, route: str, folder: str | Path):
+        super().__init__(folder)
         self.route = route
-        self.folder = Path(folder)
-        self._count = 0
-
-    def spool(self, instance_id: str, data: bytes) -> tuple[str, Path]:
-        self._count += 1
-        path = self.folder / f"{self._count:08d}.dcm"
-        path.write_bytes(data)
-        return instance_id, path
 
     def send(self, items: list[tuple[str, Path]]) -> list[tuple[str, str | None]]:
         outcome = []
@@ -269,7 +234,7 @@ def coerced_stow(output, request, route, match):
         return orthanc_error(output, uri, "POST", "BadFileFormat", str(exc))
     log_event("send", route=f"dicom-web/servers/{name}/stow", outcome="started", job=job.id, server=name,
               instances=len(instances), synchronous=stow.synchronous)
-    return _answer_send(output, uri, job, run, stow.synchronous)
+    return answer_send(output, uri, job, run, stow.synchronous)
 
 
 def dicomweb_transaction(name: str, ruleset: RuleSet) -> Transaction:
@@ -288,23 +253,8 @@ def plan_stow_send(name: str, transaction: Transaction, instances: list[str], re
                               "in DicomWeb.Servers of the configuration: coerced sends read its URL and "
                               "credentials there (a server added at run time cannot be used)")
     job = state.sends.add(SendJob(name, "", transaction.calling_aet, instances, resources, False, way_out=DICOMWEB))
-    return job, _sender_run(job, transaction, ruleset, f"dicomweb:{name}",
-                            lambda folder: StowSender(server, folder, headers))
-
-
-def _answer_send(output, uri: str, job: SendJob, run, synchronous: bool) -> None:
-    """A send job run now and answered as Orthanc answers a synchronous send, or started and
-    answered with where to poll it."""
-    if not synchronous:
-        threading.Thread(target=run, name=f"coercion-send-{job.id}", daemon=True).start()
-        return answer_json(output, {"ID": job.id, "Path": f"/coercion/sends/{job.id}"})
-    run()
-    if job.state == "Failure":
-        reason = job.failures[0]["reason"]
-        code = "BadRequest" if reason.startswith("coercion refused") else "NetworkProtocol" \
-            if reason.startswith("sending failed") else "InternalError"
-        return orthanc_error(output, uri, "POST", code, job.first_failure(), Coercion=job.as_dict())
-    return answer_json(output, job.answer())
+    return job, job_runner(job, transaction, ruleset, lambda folder: StowSender(server, folder, headers),
+                           "STOW-RS", f"dicomweb:{name}", server=name)
 
 
 # -- POST {DicomWeb.Root}servers/{id}/stow: refused for a server a rule names --------------------

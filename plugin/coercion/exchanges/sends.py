@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from ..service import COERCED, DISCARDED, UNCHANGED, Decision
@@ -244,6 +245,21 @@ class _SendRun:
                 self.job.sent += 1
                 self.job.coerced += instance_id in self.coerced_ids
                 self.job.settled.add(instance_id)
+
+
+class FolderSpool:
+    """What waits to be sent, kept in a private folder (tempfile.mkdtemp: 0700), one file per
+    instance; a sender's ``send`` removes each once it has gone, sent or not."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self._count = 0
+
+    def spool(self, instance_id: str, data: bytes) -> tuple[str, Path]:
+        self._count += 1
+        path = self.folder / f"{self._count:08d}.dcm"
+        path.write_bytes(data)
+        return instance_id, path
 
 
 class SendJobs:

@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .sends import FolderSpool
+
 _SENDING = re.compile(r"^I: Sending file: (?P<path>.+)$")
 _RESPONSE = re.compile(r"^I: Received Store Response \((?P<status>.*)\)$")
 
@@ -86,25 +88,18 @@ def send_files(destination: Destination, paths: list[str], executable: str | Non
     return parse_storescu_output(result.stdout + result.stderr, paths)
 
 
-class SpoolingSender:
-    """Writes instances to a private folder, sends them in batches, removes them."""
+class SpoolingSender(FolderSpool):
+    """Writes instances to a private folder, sends them in batches (storescu), removes them."""
 
     def __init__(self, destination: Destination, folder: str | Path, timeout: float | None = None):
+        super().__init__(folder)
         self.destination = destination
-        self.folder = Path(folder)
         self.timeout = timeout
-        self._count = 0
 
-    def spool(self, instance_id: str, data: bytes) -> tuple[str, str]:
-        self._count += 1
-        path = self.folder / f"{self._count:08d}.dcm"
-        path.write_bytes(data)
-        return instance_id, str(path)
-
-    def send(self, items: list[tuple[str, str]]) -> list[tuple[str, str | None]]:
+    def send(self, items: list[tuple[str, Path]]) -> list[tuple[str, str | None]]:
         try:
-            outcome = send_files(self.destination, [path for _, path in items], timeout=self.timeout)
-            return [(instance_id, outcome[path]) for instance_id, path in items]
+            outcome = send_files(self.destination, [str(path) for _, path in items], timeout=self.timeout)
+            return [(instance_id, outcome[str(path)]) for instance_id, path in items]
         finally:
             for _, path in items:
                 Path(path).unlink(missing_ok=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pydicom
 
 from .orthanc_api import NotJson, OrthancError, read_json_body
+from .sends import FolderSpool
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,12 @@ def configured_server(servers: dict, name: str) -> DicomWebServer | None:
     raise ValueError(f"DicomWeb.Servers.{name}: neither [url, username, password] nor an object with Url")
 
 
-class StowSender:
+class StowSender(FolderSpool):
     """Instances kept in a private folder and sent in batches, one STOW-RS request each."""
 
     def __init__(self, server: DicomWebServer, folder: str | Path, headers: dict | None = None,
                  timeout: float = 60) -> None:
+        super().__init__(folder)
         from dicomweb_client.api import DICOMwebClient  # requests: only where a server is sent to
         from dicomweb_client.session_utils import create_session, create_session_from_user_pass
 
@@ -98,14 +100,6 @@ class StowSender:
                    if server.username else create_session())
         self.client = DICOMwebClient(server.url.rstrip("/"), session=session,
                                      headers={**server.headers, **(headers or {})}, timeout=timeout)
-        self.folder = Path(folder)
-        self._count = 0
-
-    def spool(self, instance_id: str, data: bytes) -> tuple[str, Path]:
-        self._count += 1
-        path = self.folder / f"{self._count:08d}.dcm"
-        path.write_bytes(data)
-        return instance_id, path
 
     def send(self, items: list[tuple[str, Path]]) -> list[tuple[str, str | None]]:
         """One STOW-RS request for the batch; per instance None (stored) or why not."""
