@@ -46,7 +46,7 @@ INTEGRATION = [
     "tests/integration/test_mpps_scp.py", "tests/integration/test_admin_routes.py",
     "tests/integration/test_clean_pixels_orthanc.py", "tests/integration/test_who_is_asking.py",
     "tests/integration/test_find_by_host.py", "tests/integration/test_peers.py",
-    "tests/integration/test_worker_threads.py",
+    "tests/integration/test_worker_threads.py", "tests/integration/test_views.py",
 ]
 CACHE = Path(os.environ.get("COERCION_CHROOTS", "/var/cache/coercion-chroots"))
 MIRROR = os.environ.get("COERCION_DEBIAN_MIRROR", "http://deb.debian.org/debian")

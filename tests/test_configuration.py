@@ -97,3 +97,22 @@ def test_the_mpps_section_is_read_with_orthancs_own_settings_around_it():
 def test_a_bad_mpps_setting_is_named(mpps, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         MppsSettings.from_configuration({"Coercion": {"Mpps": mpps}})
+
+
+def test_views_are_read_and_checked():
+    from coercion.configuration import views_of
+
+    views = views_of({"Coercion": {"Views": {"research": {"Rule": "r", "TokenFile": "t", "Users": ["u"]}}}})
+    assert (views["research"].rule, views["research"].token_file, views["research"].users) == ("r", "t", ("u",))
+    assert views_of({}) == {}
+    for bad, message in (
+            ({"servers": {"Rule": "r", "Users": ["u"]}}, "a view's name"),
+            ({"a b": {"Rule": "r", "Users": ["u"]}}, "a view's name"),
+            ({"v": {"Users": ["u"]}}, "Rule must name"),
+            ({"v": {"Rule": "r"}}, "give TokenFile, Users or both"),
+            ({"v": {"Rule": "r", "Users": "u"}}, "Users must be a list"),
+            ({"v": {"Rule": "r", "Users": ["u"], "Extra": 1}}, "unknown setting"),
+            ({"v": {"Rule": "r", "Users": ["u"]}, "w": {"Rule": "r", "Users": ["u"]}}, "one view only"),
+            ([], "must be an object")):
+        with pytest.raises(ValueError, match=message):
+            views_of({"Coercion": {"Views": bad}})

@@ -12,6 +12,7 @@ Plain code: no Orthanc, no parsing of DICOM.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -79,6 +80,9 @@ KEYS: tuple[Key, ...] = (
     Key("ForwardLeaseSeconds", None, LEASE_SECONDS, NUMBER, None, "the forward lease",
         "how long a node's hold on a forward it sends lasts without renewal (at least 4)"),
     Key("Mpps", None, None, SECTION, None, "the MPPS SCP", "the MPPS SCP: Port (--mpps-port, COERCION_MPPS_PORT), Host, Aet..."),
+    Key("Views", None, None, SECTION, None, "the de-identified DICOMweb views",
+        "de-identified DICOMweb views: {name: {Rule, TokenFile, Users}} (QIDO-RS and WADO-RS in one outgoing rule's "
+        "pseudonyms, under /coercion/dicom-web/{name}/)"),
     Key("AllowedOrigins", None, [], TEXT, None, "the allowed origins",
         "other origins whose pages may change state (a reverse proxy's public origin, a viewer), e.g. "
         "[\"https://pacs.example.org\"]"),
@@ -210,3 +214,58 @@ class MppsSettings:
         return cls(port, aet.strip(), host, bool(config.get("DicomCheckModalityHost", False)),
                    bool(config.get("StrictAetComparison", False)), bool(config.get("DicomCheckCalledAet", False)),
                    *timeouts, request_timeout, *limits)
+
+
+# -- Coercion.Views --------------------------------------------------------------------------
+
+_VIEW_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+RESERVED_VIEW_NAMES = frozenset({"servers"})  # /coercion/dicom-web/servers/{id}/stow is a route of its own
+
+
+@dataclass(frozen=True)
+class ViewSettings:
+    """One de-identified DICOMweb view: the outgoing rule whose pseudonyms it shows, the file
+    holding its credential (None: only its users), the Orthanc users (RegisteredUsers) it is
+    the only thing of Orthanc they may reach."""
+
+    name: str
+    rule: str
+    token_file: str | None = None
+    users: tuple[str, ...] = ()
+
+
+def views_of(config: dict) -> dict[str, ViewSettings]:
+    """``Coercion.Views``; raises ValueError naming the setting at fault."""
+    section = section_of(config).get("Views")
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ValueError('Coercion.Views must be an object like {"research": {"Rule": "...", "TokenFile": "..."}}')
+    views: dict[str, ViewSettings] = {}
+    claimed: dict[str, str] = {}
+    for name, entry in section.items():
+        where = f"Coercion.Views.{name}"
+        if not _VIEW_NAME.fullmatch(str(name)) or name in RESERVED_VIEW_NAMES:
+            raise ValueError(f"{where}: a view's name is letters, digits, '.', '_' or '-' (not "
+                             f"{', '.join(sorted(RESERVED_VIEW_NAMES))})")
+        if not isinstance(entry, dict):
+            raise ValueError(f'{where} must be an object like {{"Rule": "...", "TokenFile": "..."}}')
+        unknown = sorted(set(entry) - {"Rule", "TokenFile", "Users"})
+        if unknown:
+            raise ValueError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: Rule, TokenFile, Users")
+        rule, token_file, users = entry.get("Rule"), entry.get("TokenFile"), entry.get("Users", [])
+        if not isinstance(rule, str) or not rule:
+            raise ValueError(f"{where}.Rule must name an outgoing rule (C_STORE_RQ, role SCP)")
+        if token_file is not None and (not isinstance(token_file, str) or not token_file):
+            raise ValueError(f"{where}.TokenFile must be the path of a file holding the view's credential")
+        if not isinstance(users, list) or not all(isinstance(u, str) and u for u in users):
+            raise ValueError(f"{where}.Users must be a list of Orthanc users (RegisteredUsers)")
+        if token_file is None and not users:
+            raise ValueError(f"{where}: give TokenFile, Users or both: a view nobody may open serves nothing")
+        for user in users:
+            if user in claimed:
+                raise ValueError(f"{where}.Users: {user!r} is a user of view {claimed[user]!r} already: a user "
+                                 "reaches one view only")
+            claimed[user] = name
+        views[name] = ViewSettings(name, rule, token_file, tuple(users))
+    return views

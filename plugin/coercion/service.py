@@ -224,6 +224,31 @@ class CoercionService:
             self.count(decision)
         return decision
 
+    def coerce_with(self, rule: Rule, data: bytes, calling_aet: str | None = None) -> Decision:
+        """De-identify ``data`` with ``rule`` whatever its matching fields say (a de-identified
+        view shows everything in one rule's pseudonyms), linked and counted as :meth:`coerce`
+        does; REJECTED, with the reason, when it cannot be (never the data as received)."""
+        started = time.perf_counter()
+        try:
+            deid = self.deidentifier(rule)
+            instance = read_instance(data, drop_private=deid.removes_private)
+            outcome = deid.deidentify_instance(instance)
+            coerced = joined(deid.encode(instance))
+        except DicomError as exc:
+            decision = self._failed(rule, f"unreadable DICOM: {exc}", len(data), started, "reject")
+        except Exception as exc:  # fail closed on anything
+            decision = self._failed(rule, f"{type(exc).__name__}: {safe_message(exc)}", len(data), started, "reject")
+        else:
+            decision = Decision(COERCED, rule, coerced, outcome, milliseconds=(time.perf_counter() - started) * 1000,
+                                bytes_in=len(data), calling_aet=calling_aet)
+            try:
+                self._link(decision)
+            except Exception as exc:  # the linkage store failed: fail closed
+                decision = Decision(REJECTED, rule, reason=f"linkage store: {type(exc).__name__}: {safe_message(exc)}",
+                                    bytes_in=len(data), calling_aet=calling_aet)
+        self.count(decision)
+        return decision
+
     def confirm(self, decision: Decision) -> None:
         """Link a decision's patient and count it (raises if the linkage store fails; then
         it is not counted)."""

@@ -36,6 +36,7 @@ from ..exchanges.orthanc_api import instance_id
 from ..rules import RuleSet, Transaction
 from ..service import COERCED, DISCARDED, REJECTED, UNCHANGED, Decision
 from .peers import stow_refusal
+from .views import view_user_refusal
 from .state import (
     client_address,
     configured_host,
@@ -106,6 +107,10 @@ def on_http_request(uri, **request):
         if reason is not None:
             log_event("cross-site-request", outcome=f"refused: {reason}", method=method,
                       route=str(uri).split("?", 1)[0][:200])
+            return False
+        reason = view_user_refusal(str(uri), request.get("headers") or {})
+        if reason is not None:  # a view's user reaches its view only
+            log_event("view", outcome=f"refused: {reason}", method=method, route=str(uri)[:200])
             return False
         reason = stow_refusal(str(uri), method)
         if reason is not None:  # Orthanc answers 403; the audit line says why

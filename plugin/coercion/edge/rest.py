@@ -25,6 +25,7 @@ from ..rules import RuleError
 from .answers import answer_json
 from .mpps import mpps_route
 from .peers import coerced_stow
+from .views import view_request
 from .forwarding import wake_forwards
 from .state import log_event, log_failure, recent_audit, state
 from .worklist import worklists_route
@@ -36,7 +37,7 @@ _HOW_TO_ENABLE = {
     "linkage": "configure Coercion.LinkageTokenFile (or COERCION_LINKAGE_TOKEN_FILE) with a token of at least 16 "
                "characters and send it as 'X-Coercion-Token: <token>'",
 }
-_NAMES = {"admin": "administration", "linkage": "re-identification"}
+_NAMES = {"admin": "administration", "linkage": "re-identification", "view": "the view's"}
 # A preview is a dry run of one instance, held several times over while it is coerced and
 # answered (the body, the result, Orthanc's copy of the answer): large enough for an
 # ultrasound cine; a larger instance is previewed by a smaller one of its kind. The other
@@ -332,6 +333,10 @@ ROUTES = (
           "the administrator's page (it asks for the administration credential)", pattern=r"ui(?:/.*)?"),
     Route(("POST",), "/coercion/dicom-web/servers/{name}/stow", None, None, coerced_stow,
           "the DICOMweb plugin's STOW-RS client request (same body), sent coerced to a server a rule names"),
+    Route(("GET",), "/coercion/dicom-web/{view}/...", "view", None, view_request,
+          "a de-identified DICOMweb view: QIDO-RS (studies, series, instances) and WADO-RS (retrieve, metadata, "
+          "frames) in one outgoing rule's pseudonyms", pattern=r"dicom-web/(?P<view>[^/]+)/(?P<path>.*)",
+          methods_by_handler=True),
     Route(("GET",), "/coercion/sends", None, None, _sends, "the coerced send jobs of this process"),
     Route(("GET",), "/coercion/sends/{id}", None, None, _send, "one send job"),
     Route(("GET",), "/coercion/forwards", None, None, _forwards, "the forwarding queue (?state=...)"),
@@ -361,8 +366,8 @@ def _dispatch(output, request: dict, route: str):
             continue
         if request["method"] not in entry.methods and not entry.methods_by_handler:
             return output.SendMethodNotAllowed(",".join(entry.methods))
-        if entry.credential and not _granted(output, request, entry.credential, entry.audit_route or route,
-                                             entry.event):
+        if entry.credential in ("admin", "linkage") and not _granted(  # a view checks its own (edge/views.py)
+                output, request, entry.credential, entry.audit_route or route, entry.event):
             return None
         return entry.handler(output, request, route, match)
     return _error(output, 404, f"no such route: /coercion/{route} ({request['method']}); GET /coercion lists them")

@@ -29,6 +29,7 @@ from .ingest import on_cstore_instance, on_http_request, on_received_instance
 from .mpps import start_mpps
 from .outgoing import on_modality_store, on_move, on_move_connection, on_move_driver
 from .peers import on_peer_store, on_store_straight, stow_route
+from .views import load_views
 from .query import on_modality_query, on_query_read
 from .rest import on_rest, on_rest_index, ui_file
 from .forwarding import on_change, start_forward_worker
@@ -82,6 +83,7 @@ def start() -> None:
     if refusals:  # fail closed: a configuration around the plugin that defeats the rules
         stop_orthanc("; ".join(refusals))
     _keep_statistics()
+    _load_views(config)
     _register_callbacks(config)
     state.service.validators.append(_check_restart_needed)
     state.service.validators.append(lambda ruleset: _refuse_unsafe(ruleset, config))
@@ -116,6 +118,14 @@ def _open_service(config: dict) -> None:
                                         find_caller_hosts=caps.find_with_connection and caps.worklist_with_connection)
     except Exception as exc:  # RuleError, SecretError, bad settings, StoreError: all stop Orthanc
         stop_orthanc(str(exc))
+
+
+def _load_views(config: dict) -> None:
+    """The de-identified DICOMweb views (Coercion.Views) and their credentials."""
+    try:
+        load_views(configuration.views_of(config))
+    except (OSError, ValueError) as exc:  # a view that cannot be opened as configured: say which
+        stop_orthanc(f"{type(exc).__name__}: {exc}")
 
 
 def _register_callbacks(config: dict) -> None:

@@ -44,6 +44,9 @@ class EdgeState:
     capabilities: object | None = None  # capabilities.Capabilities: what this Orthanc's SDK offers
     rule_warnings: list = field(default_factory=list)  # what the checks say of the active rules
     release_warnings: list = field(default_factory=list)  # what this Orthanc release keeps the rules from doing
+    views: dict = field(default_factory=dict)  # configuration.ViewSettings by name (edge/views.py)
+    view_tokens: dict = field(default_factory=dict)  # a view's credential, by view name: never logged
+    view_of_user: dict = field(default_factory=dict)  # an Orthanc user a view names -> that view
     stow_route: object | None = None  # re.Pattern of the DICOMweb plugin's STOW-RS client route (edge/peers.py)
     dicomweb_root: str = "/dicom-web/"  # DicomWeb.Root
 

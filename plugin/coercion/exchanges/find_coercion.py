@@ -127,10 +127,12 @@ def _text(ds: Dataset, tag: int) -> str | None:
 
 
 def coerced_answers(finder: OrthancFind, request: FindRequest, world: Deidentifier,
-                    answer: Deidentifier | None, store: LinkageStore, limit: int
+                    answer: Deidentifier | None, store: LinkageStore, limit: int, present_only: bool = False
                     ) -> tuple[list[Dataset], bool, list["HandedOut"]]:
     """Answers for a caller in ``world``'s de-identified world, de-identified with ``answer``
-    (None: sent as Orthanc holds them), at most ``limit`` (0: no limit).
+    (None: sent as Orthanc holds them), at most ``limit`` (0: no limit); ``present_only``: the
+    keys Orthanc has no value of are left out of an answer, as QIDO-RS answers (C-FIND answers
+    them empty).
 
     Returns the answers, whether they are complete, and the pseudonyms they hand out."""
     level = request.level
@@ -162,7 +164,13 @@ def coerced_answers(finder: OrthancFind, request: FindRequest, world: Deidentifi
         else:
             sent = copy.deepcopy(original)
             answer.deidentify_dataset(sent)
-        answers.append(_project(sent, request, finder.settings.retrieve_aet))
+        projected = _project(sent, request, finder.settings.retrieve_aet)
+        if present_only:
+            for key in request.keys:
+                if key.tag != QUERY_RETRIEVE_LEVEL and match.values.get(key.tag) is None \
+                        and key.tag not in match.counters and key.tag in projected:
+                    del projected[key.tag]
+        answers.append(projected)
         handed_out.extend(_handed_out(original, sent, asked, answer))
     return answers, complete and not finder.cut, handed_out
 
