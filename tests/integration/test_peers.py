@@ -38,6 +38,11 @@ RULES = """
   role: SCP
   receiving-dicomweb-server: [research-web]
   uri: "deidentify:"
+- name: by-host
+  dimse: C_STORE_RQ
+  role: SCP
+  sending-host: [localhost]
+  uri: "deidentify:"
 - name: route-to-peer
   dimse: C_STORE_RQ
   role: SCU
@@ -62,7 +67,8 @@ def site(tmp_path_factory):
     research = PlainOrthanc(root / "research", "RESEARCH", {}, settings=dicomweb)
     clinic = PlainOrthanc(root / "clinic", "CLINIC", {}, settings=dicomweb)
     peers = {"research": peer(research), "research-alias": {**peer(research), "Url": research.url + "/"},
-             "clinic": peer(clinic), "nowhere": {"Url": "http://127.0.0.1:9/"}}
+             "clinic": peer(clinic), "nowhere": {"Url": "http://127.0.0.1:9/"},
+             "by-name-localhost": {**peer(research), "Url": research.url.replace("127.0.0.1", "localhost")}}
     web = {"Servers": {"research-web": [f"{research.url}/dicom-web/", *REST_AUTH],
                        "clinic-web": [f"{clinic.url}/dicom-web/", *REST_AUTH]}}
     plain = PlainOrthanc(root / "plain", "ORTHANC", {}, settings={"OrthancPeers": peers})
@@ -304,3 +310,12 @@ def test_a_route_forwards_to_a_peer_or_server_through_the_rules(site, tmp_path, 
     route = {"ROUTER_P": "route-to-peer", "ROUTER_W": "route-to-web"}[calling_aet]
     mine = [f for f in forwards if f["route"] == route]
     assert mine and mine[-1]["state"] == "sent", forwards
+
+
+def test_a_rule_on_the_receivers_host_applies_to_a_peer_at_that_host(site):
+    # sending-host of a rule for role SCP is the receiver's host: a peer's is its URL's.
+    main, _, research, _ = site
+    study, originals = upload_study([main])
+    answer = main.post("/peers/by-name-localhost/store", json.dumps([study]))
+    assert answer.status_code == 200 and answer.json()["Coercion"]["Rules"] == ["by-host"], answer.text
+    assert_coerced(research, originals, hashed=False)

@@ -206,8 +206,12 @@ def _send_forward(row: dict) -> None:
         if destination.startswith(DICOMWEB_DESTINATION):
             name = destination.removeprefix(DICOMWEB_DESTINATION)
             transaction = dicomweb_transaction(name, ruleset)
-            planned = plan_stow_send(name, transaction, instances, resources, ruleset) \
-                if ruleset.may_match(transaction) else None
+            try:
+                planned = plan_stow_send(name, transaction, instances, resources, ruleset) \
+                    if ruleset.may_match(transaction) else None
+            except (OrthancError, ValueError) as exc:  # not in DicomWeb.Servers, or malformed there
+                state.forwards.attempt_failed(row["id"], str(exc), retry=False)
+                return
             return _run_forward(row, planned, f"{state.dicomweb_root}servers/{name}/stow",
                                 orthanc.RestApiPostAfterPlugins)
         # A route names a modality by its symbolic name or by AE title, compared as Orthanc compares.
@@ -218,7 +222,7 @@ def _send_forward(row: dict) -> None:
         modality, peer = found
         planned = plan_send(modality, peer, outgoing_transaction(peer), instances, resources, False, ruleset)
         return _run_forward(row, planned, f"/modalities/{modality}/store")
-    except (UnsupportedPeer, OrthancError, ValueError) as exc:  # cannot be sent so: retrying will not help
+    except UnsupportedPeer as exc:  # cannot be sent so: retrying will not help
         state.forwards.attempt_failed(row["id"], str(exc), retry=False)
 
 

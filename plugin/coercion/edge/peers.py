@@ -44,29 +44,49 @@ from .state import log_audit, log_event, modalities, orthanc_release, state
 _ROUTE = "peers/{}/store"
 
 
-def _url_key(url: object) -> str:
-    """A URL as two names of one server compare: scheme and host without case, no trailing slash."""
-    parts = urlsplit(str(url or "").strip())
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _url_key(url: object) -> str | None:
+    """A URL as two names of one server compare: scheme and host without case, no credentials,
+    no default port, no trailing slash (None: no URL). The same spelling of one server, not
+    every spelling: a host name and its address are two servers here."""
+    try:
+        parts = urlsplit(str(url or "").strip())
+        port = parts.port
+    except ValueError:  # a port that is not a number: the text as it is
+        return str(url).strip().lower() or None
+    if not parts.scheme or not parts.hostname:
+        return None
+    port = port if port not in (None, _DEFAULT_PORTS.get(parts.scheme.lower())) else None
+    return f"{parts.scheme.lower()}://{parts.hostname.lower()}{f':{port}' if port else ''}{parts.path.rstrip('/')}"
+
+
+def _host(entry: object) -> str | None:
+    try:
+        return urlsplit(str(entry.get("Url") or "")).hostname if isinstance(entry, dict) else None
+    except ValueError:
+        return None
 
 
 def _aliases(name: str, known: dict) -> list[str]:
     """``name`` first, then the other names of its URL (sorted): a rule may name any of them."""
-    entry = known.get(name)
-    if not isinstance(entry, dict):
+    url = _url_key(known[name].get("Url")) if isinstance(known.get(name), dict) else None
+    if url is None:
         return [name]
-    url = _url_key(entry.get("Url"))
     return [name, *sorted(n for n, e in known.items() if n != name and isinstance(e, dict)
                           and _url_key(e.get("Url")) == url)]
 
 
 def _transaction(way_out: str, name: str, known: dict, ruleset: RuleSet) -> Transaction:
-    """Sending to the peer or server ``name``: the name a rule knows it by, if any."""
+    """Sending to the peer or server ``name``: the name a rule knows it by, if any; the host of
+    its URL is the receiver's host (``sending-host`` of a rule for role SCP)."""
+    host = _host(known.get(name))
     for alias in _aliases(name, known):
-        transaction = Transaction("C_STORE_RQ", "SCP", state.orthanc_aet, exit=way_out, target=alias)
+        transaction = Transaction("C_STORE_RQ", "SCP", state.orthanc_aet, host=host, exit=way_out, target=alias)
         if ruleset.may_match(transaction):
             return transaction
-    return Transaction("C_STORE_RQ", "SCP", state.orthanc_aet, exit=way_out, target=name)
+    return Transaction("C_STORE_RQ", "SCP", state.orthanc_aet, host=host, exit=way_out, target=name)
 
 
 def peers() -> dict:
@@ -284,9 +304,16 @@ def stow_refusal(uri: str, method: str) -> str | None:
             f"originals; POST the same body to /coercion/dicom-web/servers/{found.group(1)}/stow for coerced copies")
 
 
-def stow_route(config: dict) -> re.Pattern:
-    """The DICOMweb plugin's STOW-RS client route under its root (DicomWeb.Root)."""
-    root = str(((config.get("DicomWeb") or {}).get("Root")) or "/dicom-web/")
-    root = "/" + root.strip("/") + "/"
-    state.dicomweb_root = root
-    return re.compile(re.escape(root) + r"servers/([^/]+)/stow")
+def dicomweb_root(config: dict) -> str:
+    """DicomWeb.Root as the DICOMweb plugin reads it (GetRootPath: a slash added at either end
+    where it is missing; "" is "/")."""
+    root = (config.get("DicomWeb") or {}).get("Root", "/dicom-web/")
+    root = str(root if root is not None else "/dicom-web/")
+    root = root if root.startswith("/") else "/" + root
+    return root if root.endswith("/") else root + "/"
+
+
+def stow_route(root: str) -> re.Pattern:
+    """The DICOMweb plugin's STOW-RS client route, a regular expression as the plugin registers
+    it (its root is not escaped there either: the same requests match)."""
+    return re.compile(root + r"servers/([^/]*)/stow")

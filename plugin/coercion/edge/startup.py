@@ -28,7 +28,7 @@ from .find import find_settings, on_find, on_find_connection
 from .ingest import on_cstore_instance, on_http_request, on_received_instance
 from .mpps import start_mpps
 from .outgoing import on_modality_store, on_move, on_move_connection, on_move_driver
-from .peers import on_peer_store, on_store_straight, stow_route
+from .peers import dicomweb_root, on_peer_store, on_store_straight, stow_route
 from .views import load_views
 from .query import on_modality_query, on_query_read
 from .rest import on_rest, on_rest_index, ui_file
@@ -84,6 +84,7 @@ def start() -> None:
         stop_orthanc("; ".join(refusals))
     _keep_statistics()
     _load_views(config)
+    state.dicomweb_root = dicomweb_root(config)
     _register_callbacks(config)
     state.service.validators.append(_check_restart_needed)
     state.service.validators.append(lambda ruleset: _refuse_unsafe(ruleset, config))
@@ -145,7 +146,7 @@ def _register_callbacks(config: dict) -> None:
         # DICOMweb plugin's STOW-RS client is refused by the HTTP filter where rules apply.
         orthanc.RegisterRestCallback("/peers/([^/]+)/store", on_peer_store)
         orthanc.RegisterRestCallback("/(peers|modalities)/([^/]+)/store-straight", on_store_straight)
-        state.stow_route = stow_route(config)
+        state.stow_route = stow_route(state.dicomweb_root)
         _register_move_scp()
         state.outgoing_registered = True
     if any(r.dimse in FIND and r.role == "SCU" for r in rules):
