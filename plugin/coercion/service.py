@@ -51,6 +51,7 @@ class Decision:
     milliseconds: float = 0.0
     bytes_in: int = 0
     calling_aet: str | None = None  # whom it is counted for (the transaction's; None: no AE title)
+    header: Dataset | None = None  # the de-identified header, when only it was asked for (coerce_with)
 
 
 @dataclass(frozen=True)
@@ -224,25 +225,36 @@ class CoercionService:
             self.count(decision)
         return decision
 
-    def coerce_with(self, rule: Rule, data: bytes, calling_aet: str | None = None) -> Decision:
+    def coerce_with(self, rule: Rule, data: bytes, calling_aet: str | None = None, linked: bool = True,
+                    header_only: bool = False) -> Decision:
         """De-identify ``data`` with ``rule`` whatever its matching fields say (a de-identified
-        view shows everything in one rule's pseudonyms), linked and counted as :meth:`coerce`
-        does; REJECTED, with the reason, when it cannot be (never the data as received)."""
+        view shows everything in one rule's pseudonyms), linked (unless not ``linked``: the
+        caller records ``outcome.uids`` itself, a batch at a time) and counted as :meth:`coerce`
+        does; REJECTED, with the reason, when it cannot be (never the data as received).
+        ``header_only``: ``Decision.data`` is None and ``Decision.header`` the de-identified header
+        (the pixel data is not written)."""
         started = time.perf_counter()
+        header = None
         try:
             deid = self.deidentifier(rule)
             instance = read_instance(data, drop_private=deid.removes_private)
             outcome = deid.deidentify_instance(instance)
-            coerced = joined(deid.encode(instance))
+            if header_only:  # every attribute but the pixel data (some follow it in the file)
+                coerced, header = b"", Dataset()
+                for part in instance.datasets():
+                    header.update(part)
+            else:
+                coerced = joined(deid.encode(instance))
         except DicomError as exc:
             decision = self._failed(rule, f"unreadable DICOM: {exc}", len(data), started, "reject")
         except Exception as exc:  # fail closed on anything
             decision = self._failed(rule, f"{type(exc).__name__}: {safe_message(exc)}", len(data), started, "reject")
         else:
             decision = Decision(COERCED, rule, coerced, outcome, milliseconds=(time.perf_counter() - started) * 1000,
-                                bytes_in=len(data), calling_aet=calling_aet)
+                                bytes_in=len(data), calling_aet=calling_aet, header=header)
             try:
-                self._link(decision)
+                if linked:
+                    self._link(decision)
             except Exception as exc:  # the linkage store failed: fail closed
                 decision = Decision(REJECTED, rule, reason=f"linkage store: {type(exc).__name__}: {safe_message(exc)}",
                                     bytes_in=len(data), calling_aet=calling_aet)

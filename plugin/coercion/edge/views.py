@@ -29,7 +29,6 @@ import orthanc
 from pydicom.datadict import tag_for_keyword
 
 from ..configuration import ViewSettings
-from ..engine.dicomio import read_instance
 from ..exchanges.find import QUERY_RETRIEVE_LEVEL, FindBehaviour, FindError, FindRequest, OrthancFind
 from ..exchanges.find_coercion import coerced_answers
 from ..rules import Rule
@@ -245,13 +244,30 @@ def _instances(parts: list[str]) -> list[str]:
     return [i["ID"] for i in json.loads(orthanc.RestApiGet(f"/{folder}/{ids[-1]}/instances"))]
 
 
-def _coerced(instance: str, rule: Rule, view: ViewSettings) -> bytes:
-    decision = state.service.coerce_with(rule, orthanc.RestApiGet(f"/instances/{instance}/file"))
+class _Handed:
+    """The UIDs a retrieve hands out, recorded in the linkage store once, at its end."""
+
+    def __init__(self) -> None:
+        self.uids: list[tuple[str, str]] = []
+
+    def __enter__(self) -> "_Handed":
+        return self
+
+    def __exit__(self, *_) -> None:
+        if self.uids:
+            state.service.store.record_uids(self.uids)
+
+
+def _coerced(instance: str, rule: Rule, view: ViewSettings, handed: _Handed, header_only: bool = False):
+    """The instance in the view's pseudonyms (its bytes, or its header): never the original."""
+    decision = state.service.coerce_with(rule, orthanc.RestApiGet(f"/instances/{instance}/file"), linked=False,
+                                         header_only=header_only)
     if decision.action != COERCED:
         audit("view-retrieve", refused=True, view=view.name, rule=rule.name, instance=instance,
               outcome=f"refused: {decision.reason}")
         raise ViewError(500, f"an instance could not be de-identified ({decision.reason}); nothing of it was sent")
-    return decision.data
+    handed.uids.extend(decision.outcome.uids)
+    return decision.header if header_only else decision.data
 
 
 def _resource(parts: list[str]) -> bool:
@@ -268,21 +284,23 @@ def _retrieve(output, parts: list[str], rule: Rule, view: ViewSettings):
     if not _resource(parts):
         raise ViewError(404, "no such WADO-RS resource")
     instances = _instances(parts)
-    first = _coerced(instances[0], rule, view)  # a failure before anything is sent is answered as one
-    output.StartMultipartAnswer("related", "application/dicom")
-    output.SendMultipartItem(first)
-    for instance in instances[1:]:
-        try:
-            output.SendMultipartItem(_coerced(instance, rule, view))
-        except ViewError:  # fail closed: the answer stops here, without the instance
-            break
+    with _Handed() as handed:
+        first = _coerced(instances[0], rule, view, handed)  # a failure before anything is sent is answered
+        output.StartMultipartAnswer("related", "application/dicom")
+        output.SendMultipartItem(first)
+        for instance in instances[1:]:
+            try:
+                output.SendMultipartItem(_coerced(instance, rule, view, handed))
+            except ViewError:  # fail closed: the answer stops here, without the instance
+                break
     audit("view-retrieve", view=view.name, rule=rule.name, instances=len(instances))
 
 
 def _metadata(output, parts: list[str], rule: Rule, view: ViewSettings):
     answers = []
-    for instance in _instances(parts):
-        header = read_instance(_coerced(instance, rule, view)).header
+    with _Handed() as handed:
+        headers = [_coerced(instance, rule, view, handed, header_only=True) for instance in _instances(parts)]
+    for header in headers:
         for tag in _PIXEL_TAGS:
             if tag in header:
                 del header[tag]
@@ -302,7 +320,8 @@ def _frames(output, parts: list[str], numbers: str, rule: Rule, view: ViewSettin
     except ValueError:
         raise ViewError(400, "frame numbers are whole numbers from 1, separated by commas") from None
     (instance,) = _instances(parts)
-    ds = pydicom.dcmread(io.BytesIO(_coerced(instance, rule, view)))
+    with _Handed() as handed:
+        ds = pydicom.dcmread(io.BytesIO(_coerced(instance, rule, view, handed)))
     if "PixelData" not in ds:
         raise ViewError(404, "the instance has no pixel data")
     count = int(ds.get("NumberOfFrames", 1) or 1)
