@@ -116,6 +116,12 @@ def test_series_and_instances_are_searched_and_retrieved_in_pseudonyms(site):
     assert sorted(series[0]) == sorted(theirs[0]), (sorted(set(series[0]) - set(theirs[0])), sorted(set(theirs[0]) - set(series[0])))
     instances = view.search_for_instances(study_instance_uid=study, series_instance_uid=series[0]["0020000E"]["Value"][0])
     assert sorted(i["00080018"]["Value"][0] for i in instances) == sorted(KEYS.uid(ds.SOPInstanceUID) for ds in originals)
+    theirs = native(main).search_for_instances(study_instance_uid=originals[0].StudyInstanceUID,
+                                               series_instance_uid=originals[0].SeriesInstanceUID)
+    assert [sorted(i) for i in instances] == [sorted(t) for t in theirs]
+    everywhere = view.search_for_instances(search_filters={"SOPInstanceUID": KEYS.uid(originals[0].SOPInstanceUID)})
+    theirs = native(main).search_for_instances(search_filters={"SOPInstanceUID": originals[0].SOPInstanceUID})
+    assert len(everywhere) == 1 and sorted(everywhere[0]) == sorted(theirs[0])  # study and series attributes too
     assert_no_leak(series + instances, originals)
     retrieved = view.retrieve_study(study)
     assert sorted(ds.SOPInstanceUID for ds in retrieved) == sorted(KEYS.uid(ds.SOPInstanceUID) for ds in originals)
