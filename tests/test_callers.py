@@ -228,3 +228,14 @@ def test_a_bad_rest_credential_file_stops_serve_naming_it_without_its_content(tm
     with pytest.raises(ServeError, match=message) as refused:
         serve_config(tmp_path, {"RestCredentialFile": "rest.credential"})
     assert "rest.credential" in str(refused.value) and "p" * 20 not in str(refused.value)
+
+
+def test_rules_naming_only_peers_or_servers_are_not_bypassed_by_c_get(tmp_path):
+    from coercion.checks import cget_bypasses
+    from coercion.rules import load_rules
+
+    (tmp_path / "r.yaml").write_text(
+        "- name: p\n  dimse: C_STORE_RQ\n  role: SCP\n  receiving-peer: [research]\n  uri: 'deidentify:'\n")
+    assert cget_bypasses(load_rules(str(tmp_path)), {"DicomAlwaysAllowGet": True}) == []
+    (tmp_path / "r.yaml").write_text("- name: any\n  dimse: C_STORE_RQ\n  role: SCP\n  uri: 'deidentify:'\n")
+    assert cget_bypasses(load_rules(str(tmp_path)), {"DicomAlwaysAllowGet": True})  # every way out, DICOM too

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from . import configuration
 from .configuration import CGET_ACKNOWLEDGEMENT, OPEN_REST_API_ACKNOWLEDGEMENT
-from .rules import Peers, RuleError, RuleSet, Transaction, load_rules
+from .rules import DICOM, Peers, RuleError, RuleSet, Transaction, load_rules
 
 ERROR, WARNING = "error", "warning"
 
@@ -111,7 +111,9 @@ def cget_bypasses(ruleset: RuleSet, config: dict) -> list[str]:
     """How a peer that outgoing rules (C_STORE_RQ, role SCP) name may C-GET around them: Orthanc
     answers C-GET itself, no plugin callback sees what it sends, so the peer gets the originals.
     Each names the rule, the modality or the setting that lets it, and the setting to change."""
-    outgoing = [r for r in ruleset.rules if r.dimse == "C_STORE_RQ" and r.role == "SCP"]
+    # Rules that may apply to a DICOM send (those naming only peers or DICOMweb servers do not).
+    outgoing = [r for r in ruleset.rules if r.dimse == "C_STORE_RQ" and r.role == "SCP"
+                and (r.receiving_aet.entries or not r.names_other_exits(DICOM))]
     if not outgoing:
         return []
     if config.get("DicomAlwaysAllowGet") is True:  # Orthanc 1.11+: any caller, listed or not
