@@ -134,6 +134,7 @@ def view_request(output, request, route, match):
 # -- QIDO-RS ---------------------------------------------------------------------------------
 
 def _tag(key: str) -> int | None:
+    key = key.strip()
     if len(key) == 8:
         try:
             return int(key, 16)
@@ -147,54 +148,16 @@ def _search(output, request, parts: list[str], rule: Rule, base: str, view: View
     if len(parts) > 1 and (parts[0] != "studies" or (len(parts) == 5 and parts[2] != "series")
                            or (len(parts) == 3 and level == "Study")):
         raise ViewError(404, "no such QIDO-RS resource")
-    args = request.get("get", {}) or {}
-    keys: dict[int, str] = {tag: "" for tag in _RETURNED[level]}
-    for tag in _UID_OF.values():
-        if tag == _UID_OF[level] or (level != "Study" and tag != _UID_OF["Instance"]):
-            keys.setdefault(tag, "")
-    try:
-        limit = int(args.get("limit", 0) or 0)
-        offset = int(args.get("offset", 0) or 0)
-    except ValueError:
-        raise ViewError(400, "limit and offset are whole numbers") from None
-    if limit < 0 or offset < 0:
-        raise ViewError(400, "limit and offset are whole numbers")
-    filtered: set[int] = set()
-    for key, value in args.items():
-        if key in ("limit", "offset", "fuzzymatching"):
-            continue
-        if key == "includefield":
-            for field in str(value).split(","):
-                tag = _tag(field.strip())
-                if tag is not None:
-                    keys.setdefault(tag, "")
-            continue
-        tag = _tag(key)
-        if tag is None:
-            raise ViewError(400, f"not a DICOM attribute: {key!r}")
-        keys[tag] = str(value).replace("\\", "").replace(",", "\\")
-        filtered.add(tag)
-    # As Orthanc's DICOMweb plugin: a series or instance search not filtered on the study by a
-    # query key (the path's does not count) answers the study's attributes too, an instance
-    # search not filtered on the series the series' too.
-    if level in ("Series", "Instance") and _UID_OF["Study"] not in filtered:
-        keys.update({tag: "" for tag in _RETURNED["Study"] if tag not in keys})
-    if level == "Instance" and _UID_OF["Series"] not in filtered:
-        keys.update({tag: "" for tag in _RETURNED["Series"] if tag not in keys})
-    if len(parts) >= 3:
-        keys[_UID_OF["Study"]] = parts[1]
-    if len(parts) == 5:
-        keys[_UID_OF["Series"]] = parts[3]
+    keys, limit, offset = _query(level, parts, request.get("get", {}) or {})
     started = time.perf_counter()
     query = FindRequest.from_pairs(sorted([(QUERY_RETRIEVE_LEVEL, _LEVEL_NAMES[level]), *keys.items()]))
     service = state.service
     finder = OrthancFind(PluginRest, state.find_settings if state.find_registered else find_settings(state.config),
                          FindBehaviour.of(orthanc_release()))
     world = service.deidentifier(rule)
-    wanted = offset + (limit or MAX_LIMIT)
     try:
-        datasets, _, handed_out = coerced_answers(finder, query, world, world, service.store, wanted,
-                                                  present_only=True)
+        datasets, _, handed_out = coerced_answers(finder, query, world, world, service.store,
+                                                  offset + (limit or MAX_LIMIT), present_only=True)
     except FindError as exc:
         raise ViewError(400, str(exc)) from None
     service.record_find(rule, len(datasets), handed_out, time.perf_counter() - started, None)
@@ -206,6 +169,45 @@ def _search(output, request, parts: list[str], rule: Rule, base: str, view: View
         answers.append(dict(sorted(entry.items())))
     audit("view-search", view=view.name, rule=rule.name, level=level, answers=len(answers))
     return output.AnswerBuffer(json.dumps(answers), DICOM_JSON)
+
+
+def _query(level: str, parts: list[str], args: dict) -> tuple[dict[int, str], int, int]:
+    """A QIDO-RS search as C-FIND keys (tag: value, "" for a return key), limit and offset, read
+    as Orthanc's DICOMweb plugin reads them (QidoRs.cpp)."""
+    keys: dict[int, str] = {tag: "" for tag in _RETURNED[level]}
+    for tag in _UID_OF.values():
+        if tag == _UID_OF[level] or (level != "Study" and tag != _UID_OF["Instance"]):
+            keys.setdefault(tag, "")
+    try:
+        limit, offset = int(args.get("limit", 0) or 0), int(args.get("offset", 0) or 0)
+    except ValueError:
+        raise ViewError(400, "limit and offset are whole numbers") from None
+    if limit < 0 or offset < 0:
+        raise ViewError(400, "limit and offset are whole numbers")
+    filtered: set[int] = set()
+    for key, value in args.items():
+        if key in ("limit", "offset", "fuzzymatching"):
+            continue
+        if key == "includefield":
+            keys.update({tag: "" for tag in map(_tag, str(value).split(",")) if tag is not None and tag not in keys})
+            continue
+        tag = _tag(key)
+        if tag is None:
+            raise ViewError(400, f"not a DICOM attribute: {key!r}")
+        keys[tag] = str(value).replace("\\", "").replace(",", "\\")
+        filtered.add(tag)
+    # A series or instance search not filtered on the study by a query key (the path's does not
+    # count) answers the study's attributes too, an instance search not filtered on the series
+    # the series' too.
+    if level in ("Series", "Instance") and _UID_OF["Study"] not in filtered:
+        keys.update({tag: "" for tag in _RETURNED["Study"] if tag not in keys})
+    if level == "Instance" and _UID_OF["Series"] not in filtered:
+        keys.update({tag: "" for tag in _RETURNED["Series"] if tag not in keys})
+    if len(parts) >= 3:
+        keys[_UID_OF["Study"]] = parts[1]
+    if len(parts) == 5:
+        keys[_UID_OF["Series"]] = parts[3]
+    return keys, limit, offset
 
 
 def _retrieve_url(base: str, ds, level: str) -> str:
