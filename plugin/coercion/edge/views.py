@@ -161,11 +161,14 @@ def _search(output, request, parts: list[str], rule: Rule, base: str, view: View
     except FindError as exc:
         raise ViewError(400, str(exc)) from None
     service.record_find(rule, len(datasets), handed_out, time.perf_counter() - started, None)
+    online = orthanc_release().resource_finder
     answers = []
     for ds in datasets[offset:offset + (limit or MAX_LIMIT)]:
         entry = {k: v for k, v in ds.to_json_dict().items() if int(k, 16) not in _LEFT_OUT}
         entry["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}
         entry["00081190"] = {"vr": "UR", "Value": [_retrieve_url(base, ds, level)]}
+        if level == "Instance" and online:  # a tag Orthanc's ResourceFinder computes (1.12.5)
+            entry["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
         answers.append(dict(sorted(entry.items())))
     audit("view-search", view=view.name, rule=rule.name, level=level, answers=len(answers))
     return output.AnswerBuffer(json.dumps(answers), DICOM_JSON)
