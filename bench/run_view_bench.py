@@ -27,7 +27,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from common import start_orthanc, session as http_session  # noqa: E402
+from common import children, start_orthanc, session as http_session  # noqa: E402
 from generate_ct import generate_ct_series  # noqa: E402
 
 RULES = ('- {name: to-research, dimse: C_STORE_RQ, role: SCP, receiving-peer: [research], '
@@ -49,6 +49,33 @@ def timed(http, url: str, headers: dict) -> float:
         for _ in response.iter_content(1 << 20):
             pass
     return time.perf_counter() - started
+
+
+def orthanc_memory_mb(orthanc) -> float:
+    """Orthanc's largest resident memory so far (coercion serve starts it as its child)."""
+    return max(peak_memory_mb(pid) for pid in [orthanc.process.pid, *children(orthanc.process.pid)])
+
+
+def retrieve_memory(work: Path, count: int, through_view: bool) -> float:
+    """A fresh Orthanc, the series retrieved three times through the view or the DICOMweb
+    plugin only: Orthanc's largest resident memory (MB)."""
+    orthanc = start_orthanc(work, RULES, coercion={
+        "Views": {"research": {"Rule": "to-research", "TokenFile": str(work.parent / "view.token")}}})
+    try:
+        http = http_session()
+        for path in sorted((work.parent / "series").glob("*.dcm"))[:count]:
+            http.post(f"{orthanc.url}/instances", data=path.read_bytes()).raise_for_status()
+        before = orthanc_memory_mb(orthanc)
+        if through_view:
+            url, headers = f"{orthanc.url}/coercion/dicom-web/research", {"X-Coercion-Token": TOKEN}
+        else:
+            url, headers = f"{orthanc.url}/dicom-web", {}
+        study = http.get(f"{url}/studies", headers=headers).json()[0]["0020000D"]["Value"][0]
+        for _ in range(3):
+            timed(http, f"{url}/studies/{study}", headers)
+        return before, orthanc_memory_mb(orthanc)
+    finally:
+        orthanc.stop()
 
 
 def main() -> None:
@@ -90,12 +117,14 @@ def main() -> None:
                     for kind, url, hdrs in (order if round_ % 2 == 0 else order[::-1]):
                         seconds[name][kind].append(timed(http, url, hdrs))
                 print(f"round {round_ + 1} done", file=sys.stderr, flush=True)
-            memory = peak_memory_mb(orthanc.process.pid)
+            memory = orthanc_memory_mb(orthanc)
         except Exception:
             print((work / "orthanc" / "orthanc.log").read_text()[-3000:], file=sys.stderr)
             raise
         finally:
             orthanc.stop()
+        alone = {kind: retrieve_memory(work / f"memory-{kind}", args.count, kind == "view")
+                 for kind in ("view", "dicomweb")}
     print(f"{args.count} instances, {args.rounds} rounds, median seconds per request")
     print()
     print("| request | view | DICOMweb plugin | view / plugin | all rounds (view / plugin) |")
@@ -106,6 +135,9 @@ def main() -> None:
         print(f"| {name} | {view_median:.3f} | {native_median:.3f} | {view_median / native_median:.2f}x | {ratios} |")
     print()
     print(f"Orthanc's largest resident memory (VmHWM) after the rounds: {memory:.0f} MB")
+    for kind, (before, after) in alone.items():
+        print(f"A fresh Orthanc, the study retrieved 3 times through {kind} only: {before:.0f} MB before the "
+              f"retrieves, {after:.0f} MB after (VmHWM)")
 
 
 if __name__ == "__main__":
