@@ -319,3 +319,31 @@ def test_a_rule_on_the_receivers_host_applies_to_a_peer_at_that_host(site):
     answer = main.post("/peers/by-name-localhost/store", json.dumps([study]))
     assert answer.status_code == 200 and answer.json()["Coercion"]["Rules"] == ["by-host"], answer.text
     assert_coerced(research, originals, hashed=False)
+
+
+def test_a_failed_orthanc_job_to_a_peer_a_rule_names_now_is_not_resubmitted(site):
+    main, _, _, _ = site
+    study, _ = upload_study([main], count=1)
+    answer = main.post("/peers/nowhere/store", json.dumps({"Resources": [study], "Asynchronous": True}))
+    job = answer.json()["ID"]
+    assert answer.json()["Path"] == f"/jobs/{job}", answer.text  # Orthanc's own job: no rule names nowhere
+    for _ in range(300):
+        if main.get(f"/jobs/{job}").json()["State"] == "Failure":
+            break
+        time.sleep(0.1)
+    rules = main.rules_dir / "rules.yaml"
+    original = rules.read_text()
+    try:
+        rules.write_text(original + """
+- name: to-nowhere
+  dimse: C_STORE_RQ
+  role: SCP
+  receiving-peer: [nowhere]
+  uri: "deidentify:"
+""")
+        assert main.admin_post("/coercion/rules/reload").ok
+        assert main.post(f"/jobs/{job}/resubmit").status_code == 403  # it would send the original
+    finally:
+        rules.write_text(original)
+        assert main.admin_post("/coercion/rules/reload").ok
+    assert main.post(f"/jobs/{job}/resubmit").status_code == 200  # no rule names it again: Orthanc's own

@@ -35,7 +35,7 @@ from ..exchanges.crosssite import cross_site_refusal
 from ..exchanges.orthanc_api import instance_id
 from ..rules import RuleSet, Transaction
 from ..service import COERCED, DISCARDED, REJECTED, UNCHANGED, Decision
-from .peers import stow_refusal
+from .peers import job_refusal, stow_refusal
 from .views import view_user_refusal
 from .state import (
     client_address,
@@ -112,7 +112,7 @@ def on_http_request(uri, **request):
         if reason is not None:  # a view's user reaches its view only
             log_event("view", outcome=f"refused: {reason}", method=method, route=str(uri)[:200])
             return False
-        reason = stow_refusal(str(uri), method)
+        reason = stow_refusal(str(uri), method) or job_refusal(str(uri), method)
         if reason is not None:  # Orthanc answers 403; the audit line says why
             log_event("send", outcome=f"refused: {reason}", method=method, route=str(uri)[:200])
             return False

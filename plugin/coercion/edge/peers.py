@@ -317,3 +317,46 @@ def stow_route(root: str) -> re.Pattern:
     """The DICOMweb plugin's STOW-RS client route, a regular expression as the plugin registers
     it (its root is not escaped there either: the same requests match)."""
     return re.compile(root + r"servers/([^/]*)/stow")
+
+
+# -- POST /jobs/{id}/resubmit and /resume: an Orthanc send whose receiver a rule names now ------
+
+_JOB_ROUTE = re.compile(r"/jobs/([^/]+)/(resubmit|resume)")
+
+
+def job_refusal(uri: str, method: str) -> str | None:
+    """Why a job of Orthanc's own that sends to a receiver a rule names now must not run again
+    (it was made before the rule, or by Orthanc's own route): it would send originals."""
+    found = _JOB_ROUTE.fullmatch(uri.rstrip("/")) if method == "POST" else None
+    if found is None or not state.outgoing_registered:
+        return None
+    try:
+        job = json.loads(orthanc.RestApiGet(f"/jobs/{found.group(1)}"))
+    except (orthanc.OrthancException, ValueError):
+        return None  # no such job: Orthanc answers as it does
+    kind, content, ruleset = job.get("Type"), job.get("Content") or {}, state.service.ruleset
+    if kind == "DicomModalityStore":
+        aet = str(content.get("RemoteAet", ""))
+        known = [m for m in modalities().values() if state.service.peers.same(m.get("AET", ""), aet)]
+        transactions = [outgoing_transaction(m, content.get("LocalAet")) for m in known] or \
+            [Transaction("C_STORE_RQ", "SCP", content.get("LocalAet") or state.orthanc_aet, aet)]
+    elif kind == "OrthancPeerStore":
+        peer = content.get("Peer")
+        url = peer.get("Url") if isinstance(peer, dict) else peer[0] if isinstance(peer, list) and peer else None
+        known = peers()
+        names = [n for n, e in known.items() if isinstance(e, dict) and _url_key(e.get("Url")) == _url_key(url)]
+        transactions = [_transaction(PEER, n, known, ruleset) for n in names] or \
+            [Transaction("C_STORE_RQ", "SCP", state.orthanc_aet, exit=PEER, target=None)]
+    elif kind == "DicomWebStowClient":
+        server = content.get("Server")  # DICOMweb 1.20 and later; before, any server a rule may name
+        transactions = [dicomweb_transaction(server, ruleset)] if isinstance(server, str) else \
+            [Transaction("C_STORE_RQ", "SCP", state.orthanc_aet, exit=DICOMWEB, target=None)]
+        if not isinstance(server, str) and any(r.receiving_dicomweb_server.entries or not r.names_other_exits(DICOMWEB)
+                                               for r in ruleset.rules if r.dimse == "C_STORE_RQ" and r.role == "SCP"):
+            return f"job {found.group(1)} ({kind}): its server cannot be told, and rules apply to DICOMweb servers"
+    else:
+        return None
+    if any(ruleset.may_match(t) for t in transactions):
+        return (f"job {found.group(1)} ({kind}) would send originals to a receiver coercion rules apply to now; "
+                "send again through the route, which coerces")
+    return None
