@@ -154,3 +154,12 @@ def test_a_view_opens_with_its_credential_or_its_user_only(site):
     for path in ("/patients", "/system", "/coercion/rules", "/dicom-web/studies", "/coercion/dicom-web/other/studies"):
         assert requests.get(main.url + path, auth=VIEWER).status_code == 403, path
     assert requests.post(main.url + "/instances", encode(make_ct()), auth=VIEWER).status_code == 403
+
+
+def test_a_view_user_orthanc_does_not_authenticate_stops_orthanc(tmp_path):
+    # The plugin trusts a request's user name only because Orthanc checked its password.
+    server = OrthancServer(tmp_path / "orthanc", rules=RULES, modalities={"RESEARCH": 1},
+                           coercion={"Views": {"research": {"Rule": "to-research", "Users": ["ghost"]}}})
+    with pytest.raises(RuntimeError, match="exited with"):
+        server.start()
+    assert "Coercion.Views.research.Users: 'ghost' not among RegisteredUsers" in server.log()

@@ -124,7 +124,7 @@ def _open_service(config: dict) -> None:
 def _load_views(config: dict) -> None:
     """The de-identified DICOMweb views (Coercion.Views) and their credentials."""
     try:
-        load_views(configuration.views_of(config))
+        load_views(configuration.views_of(config), config)
     except (OSError, ValueError) as exc:  # a view that cannot be opened as configured: say which
         stop_orthanc(f"{type(exc).__name__}: {exc}")
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import orthanc
 from pydicom.datadict import tag_for_keyword
 
+from ..checks import rest_api_authenticated
 from ..configuration import ViewSettings
 from ..exchanges.find import QUERY_RETRIEVE_LEVEL, FindBehaviour, FindError, FindRequest, OrthancFind
 from ..exchanges.find_coercion import coerced_answers
@@ -63,8 +64,17 @@ class ViewError(Exception):
         self.status = status
 
 
-def load_views(views: dict[str, ViewSettings]) -> None:
-    """The views and their credentials (read from their files once, at start-up)."""
+def load_views(views: dict[str, ViewSettings], config: dict) -> None:
+    """The views and their credentials (read from their files once, at start-up). A view's
+    users must be Orthanc's own (RegisteredUsers, with its authentication on): the plugin trusts
+    the user name of a request only because Orthanc checked its password."""
+    users = (config.get("RegisteredUsers") or {}) if rest_api_authenticated(config) else {}
+    for view in views.values():
+        unknown = [user for user in view.users if user not in users]
+        if unknown:
+            raise ValueError(f"Coercion.Views.{view.name}.Users: {', '.join(map(repr, unknown))} not among "
+                             "RegisteredUsers of an Orthanc whose AuthenticationEnabled is true: a view's user is "
+                             "one Orthanc authenticates")
     state.views = views
     state.view_tokens = {}
     for view in views.values():
