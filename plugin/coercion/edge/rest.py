@@ -27,7 +27,7 @@ from .mpps import mpps_route
 from .peers import coerced_stow
 from .views import view_request
 from .forwarding import wake_forwards
-from .state import log_event, log_failure, recent_audit, state
+from .state import log_event, log_failure, orthanc_release, recent_audit, state
 from .worklist import worklists_route
 
 # Where each credential is configured, said in the answer when it is not.
@@ -115,6 +115,7 @@ def admin_page() -> tuple[bytes, str]:
 
 def rules_report() -> dict:
     """The rules as loaded, the last load error and what the checks warn of them."""
+    orthanc_release()  # what this release keeps the rules from doing is known once it is read
     return {**state.service.rules_report(), "warnings": [*state.rule_warnings, *state.release_warnings]}
 
 

@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import threading
-import time
 
 import orthanc
 
@@ -33,7 +32,7 @@ from .views import load_views
 from .query import on_modality_query, on_query_read
 from .rest import on_rest, on_rest_index, ui_file
 from .forwarding import on_change, start_forward_worker
-from .state import modalities, orthanc_release, state, stop_orthanc
+from .state import modalities, release_hooks, state, stop_orthanc
 from .worklist import start_worklists
 
 
@@ -251,20 +250,12 @@ def _warn_about_rules(config: dict) -> None:
         orthanc.LogWarning(f"coercion: {warning}")
     if any(r.dimse == "C_STORE_RQ" and r.role == "SCU" for r in state.service.ruleset.rules) \
             and config.get("OverwriteInstances", False) not in (True, "Always"):
-        threading.Thread(target=_warn_about_known_instances, name="coercion-release-warning", daemon=True).start()
+        release_hooks.append(_warn_about_known_instances)
 
 
-def _warn_about_known_instances() -> None:
-    """On Orthanc 1.13 and later, what C-STORE rules cannot do without OverwriteInstances; the
-    release is known once the REST API answers, after the plugin has initialized."""
-    for _ in range(600):
-        try:
-            release = orthanc_release()
-            break
-        except Exception:  # Orthanc is still starting
-            time.sleep(0.1)
-    else:
-        return
+def _warn_about_known_instances(release) -> None:
+    """On Orthanc 1.13 and later, what C-STORE rules cannot do without OverwriteInstances (said
+    once the release is known: at the first request that asks for it, the rules' page too)."""
     if release.known_instances_skip_filters:
         warning = ("this Orthanc answers an instance it holds already with Success before any plugin learns who "
                    "sent it: a caller whose rule coerces, sending an instance whose original Orthanc holds (from "

@@ -127,18 +127,25 @@ def modalities() -> dict[str, dict]:
 
 _release: list[OrthancRelease] = []
 _release_lock = threading.Lock()
+# What runs once the release is known (in the callback that first asks for it): start-up may
+# not call Orthanc's REST API itself, nor from a thread of its own while Orthanc starts (with
+# orthanc-python 4.0 such a thread holds the interpreter inside Orthanc: a deadlock was seen).
+release_hooks: list = []
 
 
 def orthanc_release() -> OrthancRelease:
     """What this Orthanc says of itself (GET /system), read once: the REST API does not answer
     while the plugin initializes, so at the first request that needs it."""
     with _release_lock:
-        if not _release:
-            found = OrthancRelease.of(json.loads(orthanc.RestApiGet("/system")))
-            orthanc.LogWarning(f"coercion: Orthanc {'.'.join(map(str, found.version))}, "
-                               f"ResourceFinder {'found' if found.resource_finder else 'absent'}")
-            _release.append(found)
-        return _release[0]
+        if _release:
+            return _release[0]
+        found = OrthancRelease.of(json.loads(orthanc.RestApiGet("/system")))
+        orthanc.LogWarning(f"coercion: Orthanc {'.'.join(map(str, found.version))}, "
+                           f"ResourceFinder {'found' if found.resource_finder else 'absent'}")
+        _release.append(found)
+    for hook in release_hooks:
+        hook(found)
+    return found
 
 
 def modality_exists(modality: str) -> bool:
