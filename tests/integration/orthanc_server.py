@@ -135,6 +135,7 @@ class OrthancServer(OrthancREST):
     environment: dict = field(default_factory=dict)  # more environment variables for Orthanc
 
     def __post_init__(self):
+        self._ports_chosen = not (self.http_port or self.dicom_port)  # free_port's: may be taken meanwhile
         self.http_port = self.http_port or free_port()
         self.dicom_port = self.dicom_port or free_port()
         self.storage = self.storage or self.root / "storage"
@@ -183,6 +184,21 @@ class OrthancServer(OrthancREST):
         ]
 
     def start(self, timeout: float = 30) -> "OrthancServer":
+        """Start Orthanc; ports free_port chose that another process took in the meantime (the
+        platform runs share loopback with the host's tests) are chosen again, twice at most."""
+        for attempt in range(3):
+            started_at = self.log_path.stat().st_size if self.log_path.exists() else 0
+            try:
+                return self._start(timeout)
+            except RuntimeError:
+                taken = "already in use" in self.log()[started_at:]
+                if not (self._ports_chosen and taken and attempt < 2):
+                    raise
+                self._log.close()
+                self.http_port, self.dicom_port = free_port(), free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> "OrthancServer":
         env = {k: v for k, v in os.environ.items() if not k.startswith("COERCION_")} | self.environment
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=env)
