@@ -191,7 +191,9 @@ class OrthancServer(OrthancREST):
             try:
                 return self._start(timeout)
             except RuntimeError:
-                taken = "already in use" in self.log()[started_at:]
+                # Orthanc's own bind failure (coercion serve's check before it, exit 78, is what
+                # tests of a taken port ask for: it is not retried)
+                taken = "is privileged or already in use" in self.log()[started_at:]
                 if not (self._ports_chosen and taken and attempt < 2):
                     raise
                 self._log.close()
