@@ -47,11 +47,16 @@ def orthanc_error(output, uri: str, method: str, name: str, details: str | None 
     answer_error(output, method, uri, OrthancError.of(name, details), **extra)
 
 
-def answer_orthanc_exception(output, uri: str, method: str, exc) -> None:
-    """Orthanc's error, as its own route answers it (Orthanc 1.10 gives plugins the code and
-    its description, not the details)."""
+def exception_parts(exc) -> tuple[int, str]:
+    """(code, description) of an orthanc.OrthancException (Orthanc 1.10 gives plugins these,
+    not the details)."""
     code, message = (tuple(exc.args) + (-1, ""))[:2]
-    answer_error(output, method, uri, OrthancError(int(code), str(message)))
+    return int(code), str(message)
+
+
+def answer_orthanc_exception(output, uri: str, method: str, exc) -> None:
+    """Orthanc's error, as its own route answers it."""
+    answer_error(output, method, uri, OrthancError(*exception_parts(exc)))
 
 
 def passthrough_post(output, uri: str, body: bytes) -> None:

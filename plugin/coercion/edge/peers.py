@@ -33,6 +33,7 @@ from .answers import (
     answer_error,
     answer_json,
     answer_orthanc_exception,
+    exception_parts,
     guarded_route,
     orthanc_error,
     passthrough_post,
@@ -186,7 +187,7 @@ class StraightSender(FolderSpool):
 
 
 def _orthanc_message(exc) -> str:
-    code, message = (tuple(exc.args) + (-1, ""))[:2]
+    code, message = exception_parts(exc)
     return f"{message} (Orthanc error {code})"
 
 
